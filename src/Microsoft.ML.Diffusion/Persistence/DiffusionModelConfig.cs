@@ -1,0 +1,73 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Microsoft.ML.Diffusion.Models;
+
+namespace Microsoft.ML.Diffusion.Persistence;
+
+/// <summary>
+/// Everything needed to rebuild a trained <see cref="DiffusionModel"/> besides its weights: the network,
+/// the noise schedule, the image format, the columns and the default sampler. Saved as JSON in the model zip.
+/// </summary>
+public sealed record DiffusionModelConfig
+{
+    /// <summary>The U-Net's hyper-parameters.</summary>
+    public required UNetConfig Network { get; init; }
+    /// <summary>The beta schedule.</summary>
+    public NoiseSchedule Schedule { get; init; } = NoiseSchedule.Linear;
+    /// <summary>T, the number of diffusion timesteps.</summary>
+    public int Timesteps { get; init; } = 1000;
+    /// <summary>Image side in pixels.</summary>
+    public int ImageSize { get; init; } = 28;
+    /// <summary>1 (grayscale) or 3 (RGB).</summary>
+    public int Channels { get; init; } = 1;
+    /// <summary>Column the transformer writes.</summary>
+    public string OutputColumnName { get; init; } = DiffusionDefaults.OutputColumnName;
+    /// <summary>Column holding each request's seed (UInt32); when the input lacks it, row i uses DefaultSampler.Seed + i.</summary>
+    public string SeedColumnName { get; init; } = DiffusionDefaults.SeedColumnName;
+    /// <summary>The sampler <see cref="DiffusionModel.Transform"/> uses.</summary>
+    public SamplerSettings DefaultSampler { get; init; } = new();
+    /// <summary>Optimizer steps the weights were trained for.</summary>
+    public long TrainedSteps { get; init; }
+
+    internal static readonly JsonSerializerOptions Json = new()
+    {
+        Converters = { new JsonStringEnumConverter() },
+        WriteIndented = false,
+    };
+
+    /// <summary>This config as JSON.</summary>
+    public string ToJson() => JsonSerializer.Serialize(this, Json);
+
+    /// <summary>Reads a config written by <see cref="ToJson"/>.</summary>
+    public static DiffusionModelConfig FromJson(string json) =>
+        JsonSerializer.Deserialize<DiffusionModelConfig>(json, Json) ?? throw new InvalidDataException("Empty model config.");
+}
+
+/// <summary>The serialisable part of <see cref="SamplerOptions"/>.</summary>
+public sealed record SamplerSettings
+{
+    /// <summary>See <see cref="SamplerOptions.Sampler"/>.</summary>
+    public SamplerKind Sampler { get; init; } = SamplerKind.Ddim;
+    /// <summary>See <see cref="SamplerOptions.Steps"/>.</summary>
+    public int? Steps { get; init; }
+    /// <summary>See <see cref="SamplerOptions.Eta"/>.</summary>
+    public float Eta { get; init; }
+    /// <summary>See <see cref="SamplerOptions.Seed"/>.</summary>
+    public uint Seed { get; init; }
+    /// <summary>See <see cref="SamplerOptions.ClipSample"/>.</summary>
+    public bool ClipSample { get; init; } = true;
+    /// <summary>See <see cref="SamplerOptions.BatchSize"/>.</summary>
+    public int BatchSize { get; init; } = 64;
+
+    /// <summary>Copies the serialisable settings of <paramref name="o"/>.</summary>
+    public static SamplerSettings From(SamplerOptions o) => new()
+    {
+        Sampler = o.Sampler, Steps = o.Steps, Eta = o.Eta, Seed = o.Seed, ClipSample = o.ClipSample, BatchSize = o.BatchSize,
+    };
+
+    /// <summary>New options with these settings.</summary>
+    public SamplerOptions ToOptions() => new()
+    {
+        Sampler = Sampler, Steps = Steps, Eta = Eta, Seed = Seed, ClipSample = ClipSample, BatchSize = BatchSize,
+    };
+}

@@ -1,0 +1,113 @@
+using Microsoft.ML.Diffusion.Models;
+using Microsoft.ML.Runtime;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Diffusion.Persistence;
+
+/// <summary>
+/// The binary layout of a <see cref="DiffusionModel"/> inside an ML.NET model zip (ModelSaveContext), versioned
+/// so that a later release can read it or refuse it with a clear message.
+/// </summary>
+internal static class DiffusionModelFormat
+{
+    /// <summary>The stream holding the network's (EMA) weights, TorchSharp's module format.</summary>
+    public const string WeightsStreamName = "TorchWeights.bin";
+    private const uint VersionWritten = 0x00010001;   // 1.1: config JSON + weight manifest + weights
+    private const uint VersionReadable = 0x00010001;
+    private const int BlockVersion = 1;
+
+    public static VersionInfo GetVersionInfo() => new(
+        modelSignature: "DIFFMODL",
+        verWrittenCur: VersionWritten,
+        verReadableCur: VersionReadable,
+        verWeCanReadBack: 0x00010001,
+        loaderSignature: DiffusionModel.LoaderSignature,
+        loaderAssemblyName: typeof(DiffusionModel).Assembly.FullName);
+
+    public static void Save(ModelSaveContext ctx, DiffusionModelConfig config, UNet network)
+    {
+        ArgumentNullException.ThrowIfNull(ctx);
+        ctx.CheckAtModel();
+        ctx.SetVersionInfo(GetVersionInfo());
+
+        // int: block version
+        ctx.Writer.Write(BlockVersion);
+        // string: DiffusionModelConfig as JSON (network, schedule, image format, columns, default sampler)
+        ctx.Writer.Write(config.ToJson());
+        // int: number of weight tensors; then for each: string name, int rank, long[rank] shape.
+        // Checked against the config's network before any weight is read.
+        var state = network.state_dict();
+        ctx.Writer.Write(state.Count);
+        foreach (var (name, t) in state)
+        {
+            ctx.Writer.Write(name);
+            ctx.Writer.Write((int)t.dim());
+            foreach (var d in t.shape) ctx.Writer.Write(d);
+        }
+        // stream TorchWeights.bin: the weights (TorchSharp module.save format)
+        ctx.SaveBinaryStream(WeightsStreamName, w => network.save(w));
+    }
+
+    public static (DiffusionModelConfig Config, UNet Network) Load(IHostEnvironment env, ModelLoadContext ctx)
+    {
+        ArgumentNullException.ThrowIfNull(env);
+        ArgumentNullException.ThrowIfNull(ctx);
+        if (ctx.Header.ModelVerReadable > VersionWritten)
+            throw new InvalidDataException(
+                $"This model was saved by a newer Microsoft.ML.Diffusion (format 0x{ctx.Header.ModelVerWritten:X8}, readable by 0x{ctx.Header.ModelVerReadable:X8} and later); " +
+                $"this release reads format 0x{VersionWritten:X8}. Update the Microsoft.ML.Diffusion package.");
+        ctx.CheckAtModel(GetVersionInfo());
+
+        int block = ctx.Reader.ReadInt32();
+        if (block != BlockVersion)
+            throw new InvalidDataException($"Unknown diffusion model block version {block}; expected {BlockVersion}.");
+        DiffusionModelConfig config;
+        try
+        {
+            config = DiffusionModelConfig.FromJson(ctx.Reader.ReadString());
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new InvalidDataException("The diffusion model's configuration in the zip is corrupt.", e);
+        }
+        config.Network.Validate();
+
+        int count = ctx.Reader.ReadInt32();
+        if (count < 0 || count > 100_000)
+            throw new InvalidDataException($"The model's weight manifest lists {count} tensors; the file is corrupt.");
+        var manifest = new List<(string Name, long[] Shape)>(count);
+        for (int i = 0; i < count; i++)
+        {
+            string name = ctx.Reader.ReadString();
+            int rank = ctx.Reader.ReadInt32();
+            if (rank < 0 || rank > 8) throw new InvalidDataException($"Weight '{name}' has rank {rank}; the file is corrupt.");
+            var shape = new long[rank];
+            for (int d = 0; d < rank; d++) shape[d] = ctx.Reader.ReadInt64();
+            manifest.Add((name, shape));
+        }
+
+        var network = new UNet(config.Network);
+        try
+        {
+            var state = network.state_dict();
+            if (state.Count != manifest.Count)
+                throw new InvalidDataException($"The zip holds {manifest.Count} weight tensors but its network config needs {state.Count}; the file is corrupt or from another model.");
+            foreach (var (name, shape) in manifest)
+            {
+                if (!state.TryGetValue(name, out var t))
+                    throw new InvalidDataException($"The zip holds weight '{name}', which the network config does not have; the file is corrupt or from another model.");
+                if (!t.shape.SequenceEqual(shape))
+                    throw new InvalidDataException($"Weight '{name}' has shape [{string.Join(", ", shape)}] in the zip; the network config needs [{string.Join(", ", t.shape)}].");
+            }
+            bool found = ctx.TryLoadBinaryStream(WeightsStreamName, r => network.load(r));
+            if (!found)
+                throw new InvalidDataException($"The model zip has no '{WeightsStreamName}' stream; it holds no weights.");
+            return (config, network);
+        }
+        catch
+        {
+            network.Dispose();
+            throw;
+        }
+    }
+}

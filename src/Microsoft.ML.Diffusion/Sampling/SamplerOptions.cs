@@ -1,0 +1,54 @@
+namespace Microsoft.ML.Diffusion;
+
+/// <summary>How <see cref="DiffusionModel"/> samples images: sampler, number of steps, noise seed.</summary>
+public sealed class SamplerOptions
+{
+    /// <summary>The sampler. Default <see cref="SamplerKind.Ddim"/>.</summary>
+    public SamplerKind Sampler { get; set; } = SamplerKind.Ddim;
+
+    /// <summary>
+    /// Number of network calls. Null means the sampler's default: all T timesteps for DDPM, 50 for DDIM.
+    /// Must lie in 1..T.
+    /// </summary>
+    public int? Steps { get; set; }
+
+    /// <summary>DDIM's eta (Song et al. 2021, eq. 16): 0 is deterministic, 1 gives DDPM's variance. Must be >= 0.</summary>
+    public float Eta { get; set; }
+
+    /// <summary>
+    /// Seed of the first image; image i of <see cref="DiffusionModel.Generate(int, SamplerOptions?)"/> uses
+    /// Seed + i, so <c>Generate(n, Seed = s)</c> equals transforming <c>CreateRequests(n, s)</c>.
+    /// </summary>
+    public uint Seed { get; set; }
+
+    /// <summary>Clip the predicted x0 to [-1, 1] at every step (DDPM's reference implementation does). Default true.</summary>
+    public bool ClipSample { get; set; } = true;
+
+    /// <summary>Images denoised together in one network call. Default 64. Does not change the images.</summary>
+    public int BatchSize { get; set; } = 64;
+
+    /// <summary>Receives one report per denoising step of each batch.</summary>
+    public IProgress<Sampling.SamplingProgress>? Progress { get; set; }
+
+    /// <summary>Stops sampling between two steps; the model stays usable.</summary>
+    public CancellationToken CancellationToken { get; set; }
+
+    /// <summary>A copy of these options.</summary>
+    public SamplerOptions Clone() => (SamplerOptions)MemberwiseClone();
+
+    /// <summary>The number of steps this sampler takes on a model with <paramref name="timesteps"/> timesteps.</summary>
+    public int ResolveSteps(int timesteps) => Steps ?? (Sampler == SamplerKind.Ddpm ? timesteps : Math.Min(50, timesteps));
+
+    /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the setting, its value and what is expected.</summary>
+    public void Validate(int timesteps)
+    {
+        if (Steps is int s && (s < 1 || s > timesteps))
+            throw new ArgumentOutOfRangeException(nameof(Steps), s, $"SamplerOptions.Steps must be between 1 and the model's {timesteps} timesteps.");
+        if (float.IsNaN(Eta) || Eta < 0)
+            throw new ArgumentOutOfRangeException(nameof(Eta), Eta, "SamplerOptions.Eta must be >= 0 (0 = deterministic DDIM, 1 = DDPM variance).");
+        if (BatchSize < 1)
+            throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "SamplerOptions.BatchSize must be >= 1.");
+        if (!Enum.IsDefined(Sampler))
+            throw new ArgumentOutOfRangeException(nameof(Sampler), Sampler, $"Unknown sampler; expected one of {string.Join(", ", Enum.GetNames<SamplerKind>())}.");
+    }
+}

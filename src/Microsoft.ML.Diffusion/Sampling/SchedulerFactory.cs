@@ -1,0 +1,24 @@
+using Microsoft.ML.Diffusion.Schedulers;
+using Microsoft.ML.Diffusion.Schedules;
+
+namespace Microsoft.ML.Diffusion.Sampling;
+
+/// <summary>Builds the scheduler a <see cref="SamplerOptions"/> asks for, with its timesteps set.</summary>
+public static class SchedulerFactory
+{
+    /// <summary>Creates and configures the scheduler; throws for invalid options.</summary>
+    public static IDiffusionScheduler Create(DiffusionSchedule schedule, SamplerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(schedule);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate(schedule.Timesteps);
+        IDiffusionScheduler scheduler = options.Sampler switch
+        {
+            SamplerKind.Ddpm => new DdpmScheduler(schedule, options.ClipSample),
+            SamplerKind.Ddim => new DdimScheduler(schedule, options.Eta, options.ClipSample),
+            _ => throw new ArgumentOutOfRangeException(nameof(options), options.Sampler, "Unknown sampler."),
+        };
+        scheduler.SetTimesteps(options.ResolveSteps(schedule.Timesteps));
+        return scheduler;
+    }
+}

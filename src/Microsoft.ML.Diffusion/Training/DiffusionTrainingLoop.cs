@@ -1,0 +1,162 @@
+using Microsoft.ML.Diffusion.Models;
+using Microsoft.ML.Diffusion.Schedules;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Diffusion.Training;
+
+/// <summary>Optimisation settings of <see cref="DiffusionTrainingLoop"/>.</summary>
+public sealed record TrainingSettings
+{
+    /// <summary>AdamW learning rate.</summary>
+    public double LearningRate { get; init; } = 2e-4;
+    /// <summary>AdamW decoupled weight decay.</summary>
+    public double WeightDecay { get; init; } = 1e-6;
+    /// <summary>Gradients are rescaled so that their global L2 norm is at most this (0 disables).</summary>
+    public double GradientClipNorm { get; init; } = 1.0;
+    /// <summary>EMA decay of the weights used for sampling.</summary>
+    public double EmaDecay { get; init; } = 0.995;
+    /// <summary>Seed of the generator that draws timesteps and noise.</summary>
+    public long Seed { get; init; }
+}
+
+/// <summary>
+/// The DDPM training step (Ho et al. 2020, algorithm 1): t ~ Uniform{0..T-1}, eps ~ N(0, I),
+/// x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (eq. 4), minimise || eps - eps_theta(x_t, t) ||^2 (eq. 14),
+/// with AdamW, gradient clipping and an EMA of the weights. Knows TorchSharp only.
+/// </summary>
+public sealed class DiffusionTrainingLoop : IDisposable
+{
+    private readonly DiffusionSchedule _schedule;
+    private readonly Device _device;
+    private readonly Generator _generator;
+    private readonly OptimizerHelper _optimizer;
+    private readonly Parameter[] _parameters;
+
+    /// <summary>Creates the loop. The network and its EMA copy must already be on <paramref name="device"/>.</summary>
+    public DiffusionTrainingLoop(UNet model, UNet emaModel, DiffusionSchedule schedule, TrainingSettings settings, Device device)
+    {
+        Model = model;
+        _schedule = schedule;
+        Settings = settings;
+        _device = device;
+        _generator = new Generator((ulong)settings.Seed, CPU);
+        _parameters = model.parameters().ToArray();
+        _optimizer = optim.AdamW(_parameters, lr: settings.LearningRate, weight_decay: settings.WeightDecay);
+        Ema = new ExponentialMovingAverage(model, emaModel, settings.EmaDecay);
+    }
+
+    /// <summary>The network being trained.</summary>
+    public UNet Model { get; }
+
+    /// <summary>The EMA of the weights (the network used for sampling).</summary>
+    public ExponentialMovingAverage Ema { get; }
+
+    /// <summary>The settings.</summary>
+    public TrainingSettings Settings { get; }
+
+    /// <summary>Optimizer steps taken.</summary>
+    public long Step { get; private set; }
+
+    /// <summary>The loss of the last successful step (NaN before the first).</summary>
+    public float LastFiniteLoss { get; private set; } = float.NaN;
+
+    /// <summary>
+    /// One optimizer step on a batch x0 [B, C, H, W] in [-1, 1] (any device). Returns the loss. Throws
+    /// <see cref="NonFiniteLossException"/> (and leaves the weights untouched) when the loss is NaN or infinite.
+    /// </summary>
+    public float TrainStep(Tensor x0)
+    {
+        Model.train();
+        float lossValue;
+        using (var scope = NewDisposeScope())
+        {
+            long b = x0.shape[0];
+            var x = x0.device == _device ? x0 : x0.to(_device);
+            // t ~ Uniform({0, ..., T-1}) and eps ~ N(0, I), drawn on the CPU generator so runs are reproducible and resumable.
+            var t = randint(0, _schedule.Timesteps, new long[] { b }, dtype: int64, device: CPU, generator: _generator).to(_device);
+            var eps = randn(x.shape, dtype: float32, device: CPU, generator: _generator).to(_device);
+            var xt = _schedule.AddNoise(x, eps, t);                      // eq. 4
+            var predicted = Model.forward(xt, t);
+            var loss = nn.functional.mse_loss(predicted, eps);          // eq. 14 (L_simple)
+            lossValue = loss.item<float>();
+            if (!float.IsFinite(lossValue))
+            {
+                _optimizer.zero_grad();
+                throw new NonFiniteLossException(Step + 1, lossValue, LastFiniteLoss);
+            }
+            _optimizer.zero_grad();
+            loss.backward();
+            if (Settings.GradientClipNorm > 0)
+                nn.utils.clip_grad_norm_(_parameters, Settings.GradientClipNorm);
+            _optimizer.step();
+        }
+        Ema.Update();
+        Step++;
+        LastFiniteLoss = lossValue;
+        return lossValue;
+    }
+
+    /// <summary>Writes the loop's full state (step, generator, weights, EMA, optimizer).</summary>
+    public void SaveState(BinaryWriter writer)
+    {
+        writer.Write(Step);                       // long: optimizer steps
+        writer.Write(Ema.Updates);                // long: EMA updates
+        using (var state = _generator.get_state())
+        {
+            var bytes = state.data<byte>().ToArray();
+            writer.Write(bytes.Length);           // int + bytes: generator state
+            writer.Write(bytes);
+        }
+        Model.save(writer);                       // trained weights
+        Ema.Shadow.save(writer);                  // EMA weights
+        _optimizer.save_state_dict(writer);       // AdamW moments
+    }
+
+    /// <summary>Restores the state written by <see cref="SaveState"/>.</summary>
+    public void LoadState(BinaryReader reader)
+    {
+        Step = reader.ReadInt64();
+        Ema.Updates = reader.ReadInt64();
+        int n = reader.ReadInt32();
+        var bytes = reader.ReadBytes(n);
+        if (bytes.Length != n) throw new EndOfStreamException("Checkpoint is truncated (generator state).");
+        using (var state = tensor(bytes, dtype: uint8))
+            _generator.set_state(state);
+        Model.load(reader);
+        Ema.Shadow.load(reader);
+        _optimizer.load_state_dict(reader);
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        _generator.Dispose();
+        (_optimizer as IDisposable)?.Dispose();
+    }
+}
+
+/// <summary>Thrown when the training loss becomes NaN or infinite.</summary>
+public sealed class NonFiniteLossException : InvalidOperationException
+{
+    /// <summary>Creates the exception for optimizer step <paramref name="step"/>.</summary>
+    public NonFiniteLossException(long step, float loss, float lastFiniteLoss)
+        : base($"Training stopped at step {step}: the loss is {loss}" +
+               (float.IsNaN(lastFiniteLoss) ? " at the first step" : $"; the last finite loss was {lastFiniteLoss:G6} at step {step - 1}") +
+               ". Lower the learning rate, check the input for NaN pixels, or resume from the last checkpoint.")
+    {
+        StepNumber = step;
+        Loss = loss;
+        LastFiniteLoss = lastFiniteLoss;
+    }
+
+    /// <summary>The loss of the step before (NaN when the first step failed).</summary>
+    public float LastFiniteLoss { get; }
+
+    /// <summary>The step whose loss was not finite.</summary>
+    public long StepNumber { get; }
+
+    /// <summary>The loss value (NaN or infinity).</summary>
+    public float Loss { get; }
+}

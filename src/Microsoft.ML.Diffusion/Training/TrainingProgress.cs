@@ -1,0 +1,11 @@
+namespace Microsoft.ML.Diffusion.Training;
+
+/// <summary>A training report, sent after every optimizer step.</summary>
+/// <param name="Epoch">The current epoch (1-based).</param>
+/// <param name="Epochs">Epochs requested.</param>
+/// <param name="Step">Optimizer steps done (over all epochs, resumed ones included).</param>
+/// <param name="TotalSteps">Optimizer steps the run will take, when the row count is known; otherwise null.</param>
+/// <param name="Loss">The loss of the last step.</param>
+/// <param name="AverageLoss">The mean loss of this epoch so far.</param>
+/// <param name="ImagesPerSecond">Training throughput of this run so far.</param>
+public readonly record struct TrainingProgress(int Epoch, int Epochs, long Step, long? TotalSteps, float Loss, float AverageLoss, double ImagesPerSecond);

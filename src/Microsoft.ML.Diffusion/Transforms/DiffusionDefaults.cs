@@ -1,0 +1,44 @@
+namespace Microsoft.ML.Diffusion;
+
+/// <summary>Default values of the diffusion components' options, in one place.</summary>
+public static class DiffusionDefaults
+{
+    /// <summary>Input image column.</summary>
+    public const string ImageColumnName = "Image";
+    /// <summary>Output image column.</summary>
+    public const string OutputColumnName = "GeneratedImage";
+    /// <summary>Request seed column (UInt32).</summary>
+    public const string SeedColumnName = "Seed";
+    /// <summary>Image side in pixels (Fashion-MNIST).</summary>
+    public const int ImageSize = 28;
+    /// <summary>Grayscale.</summary>
+    public const int Channels = 1;
+    /// <summary>U-Net base width.</summary>
+    public const int BaseChannels = 32;
+    /// <summary>Residual blocks per resolution on the way down.</summary>
+    public const int NumResBlocks = 2;
+    /// <summary>GroupNorm groups.</summary>
+    public const int GroupNormGroups = 8;
+    /// <summary>T (DDPM uses 1000).</summary>
+    public const int Timesteps = 1000;
+    /// <summary>Passes over the data.</summary>
+    public const int Epochs = 1;
+    /// <summary>Images per optimizer step.</summary>
+    public const int BatchSize = 64;
+    /// <summary>AdamW learning rate (DDPM: 2e-4).</summary>
+    public const float LearningRate = 2e-4f;
+    /// <summary>AdamW weight decay.</summary>
+    public const float WeightDecay = 1e-6f;
+    /// <summary>Gradient clipping norm (DDPM: 1).</summary>
+    public const float GradientClipNorm = 1f;
+    /// <summary>EMA decay.</summary>
+    public const float EmaDecay = 0.995f;
+    /// <summary>Optimizer steps between checkpoints.</summary>
+    public const int CheckpointInterval = 500;
+    /// <summary>Rows held by the shuffle buffer that randomises the streamed training data.</summary>
+    public const int ShuffleBufferSize = 4096;
+    /// <summary>Channel multipliers per resolution.</summary>
+    public static int[] ChannelMultipliers => new[] { 1, 2, 2 };
+    /// <summary>Resolutions with self-attention.</summary>
+    public static int[] AttentionResolutions => new[] { 7 };
+}

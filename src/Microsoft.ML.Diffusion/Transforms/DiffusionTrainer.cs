@@ -1,0 +1,345 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Microsoft.ML.Data;
+using Microsoft.ML.Diffusion.Imaging;
+using Microsoft.ML.Diffusion.Models;
+using Microsoft.ML.Diffusion.Persistence;
+using Microsoft.ML.Diffusion.Schedules;
+using Microsoft.ML.Diffusion.Training;
+using Microsoft.ML.Runtime;
+using Microsoft.ML.Transforms.Image;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Diffusion;
+
+/// <summary>
+/// Trains a denoising diffusion model (DDPM, Ho et al. 2020) on an image column and returns a
+/// <see cref="DiffusionModel"/> that generates images. Reached as <c>mlContext.Generative.Diffusion(...)</c>.
+/// </summary>
+/// <remarks>
+/// Images are streamed from the input's cursor through a shuffle buffer, never copied whole into memory.
+/// Progress goes to the MLContext log and to <see cref="Options.Progress"/>; <see cref="Options.CancellationToken"/>
+/// stops training between two steps. With <see cref="Options.CheckpointDirectory"/> set, checkpoints are written
+/// atomically and a later Fit with the same options resumes from the last one.
+/// </remarks>
+public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
+{
+    /// <summary>Options of <see cref="DiffusionTrainer"/>.</summary>
+    public sealed class Options
+    {
+        /// <summary>The training images (an MLImage column).</summary>
+        public string ImageColumnName { get; set; } = DiffusionDefaults.ImageColumnName;
+        /// <summary>The column the trained model writes generated images to.</summary>
+        public string OutputColumnName { get; set; } = DiffusionDefaults.OutputColumnName;
+        /// <summary>The column of request seeds (UInt32) the trained model reads, when present.</summary>
+        public string SeedColumnName { get; set; } = DiffusionDefaults.SeedColumnName;
+        /// <summary>Image side in pixels; input images must have this size (use ResizeImages).</summary>
+        public int ImageSize { get; set; } = DiffusionDefaults.ImageSize;
+        /// <summary>1 trains on grayscale (luma), 3 on RGB; input images are converted.</summary>
+        public int Channels { get; set; } = DiffusionDefaults.Channels;
+        /// <summary>U-Net width at the first resolution.</summary>
+        public int BaseChannels { get; set; } = DiffusionDefaults.BaseChannels;
+        /// <summary>Width multiplier of each resolution level; the image is halved between levels.</summary>
+        public int[] ChannelMultipliers { get; set; } = DiffusionDefaults.ChannelMultipliers;
+        /// <summary>Feature-map sides (pixels) that get self-attention.</summary>
+        public int[] AttentionResolutions { get; set; } = DiffusionDefaults.AttentionResolutions;
+        /// <summary>Residual blocks per level on the way down (one more on the way up).</summary>
+        public int NumResBlocks { get; set; } = DiffusionDefaults.NumResBlocks;
+        /// <summary>GroupNorm groups; every level's width must be divisible by it.</summary>
+        public int GroupNormGroups { get; set; } = DiffusionDefaults.GroupNormGroups;
+        /// <summary>Dropout in the residual blocks.</summary>
+        public float Dropout { get; set; }
+        /// <summary>T, the number of diffusion timesteps.</summary>
+        public int Timesteps { get; set; } = DiffusionDefaults.Timesteps;
+        /// <summary>The beta schedule.</summary>
+        public NoiseSchedule Schedule { get; set; } = NoiseSchedule.Linear;
+        /// <summary>Passes over the data. Raising it and calling Fit again with the same CheckpointDirectory continues training.</summary>
+        public int Epochs { get; set; } = DiffusionDefaults.Epochs;
+        /// <summary>Images per optimizer step.</summary>
+        public int BatchSize { get; set; } = DiffusionDefaults.BatchSize;
+        /// <summary>Stop after this many optimizer steps in all (null: run all epochs).</summary>
+        public long? MaxSteps { get; set; }
+        /// <summary>AdamW learning rate.</summary>
+        public float LearningRate { get; set; } = DiffusionDefaults.LearningRate;
+        /// <summary>AdamW decoupled weight decay.</summary>
+        public float WeightDecay { get; set; } = DiffusionDefaults.WeightDecay;
+        /// <summary>Global gradient-norm clip (0 disables).</summary>
+        public float GradientClipNorm { get; set; } = DiffusionDefaults.GradientClipNorm;
+        /// <summary>Decay of the weights' exponential moving average; the model samples with the averaged weights.</summary>
+        public float EmaDecay { get; set; } = DiffusionDefaults.EmaDecay;
+        /// <summary>Rows held by the shuffle buffer (1 keeps the input order).</summary>
+        public int ShuffleBufferSize { get; set; } = DiffusionDefaults.ShuffleBufferSize;
+        /// <summary>Seed of weights, noise and data order; null takes one from the MLContext's seed.</summary>
+        public int? Seed { get; set; }
+        /// <summary>When set: a checkpoint is written atomically every <see cref="CheckpointInterval"/> steps and at each epoch's end, and Fit resumes from it if present.</summary>
+        public string? CheckpointDirectory { get; set; }
+        /// <summary>Optimizer steps between checkpoints.</summary>
+        public int CheckpointInterval { get; set; } = DiffusionDefaults.CheckpointInterval;
+        /// <summary>Steps between two log lines on the MLContext log.</summary>
+        public int LogInterval { get; set; } = 50;
+        /// <summary>The sampler the trained model's Transform uses (saved with the model).</summary>
+        public SamplerOptions Sampler { get; set; } = new();
+        /// <summary>Receives a report after every optimizer step.</summary>
+        public IProgress<TrainingProgress>? Progress { get; set; }
+        /// <summary>Stops training between two steps (a checkpoint is written first when a directory is set).</summary>
+        public CancellationToken CancellationToken { get; set; }
+
+        internal UNetConfig ToNetworkConfig() => new()
+        {
+            ImageSize = ImageSize,
+            InChannels = Channels,
+            OutChannels = Channels,
+            BaseChannels = BaseChannels,
+            ChannelMultipliers = ChannelMultipliers.ToArray(),
+            NumResBlocks = NumResBlocks,
+            AttentionResolutions = AttentionResolutions.ToArray(),
+            GroupNormGroups = GroupNormGroups,
+            Dropout = Dropout,
+        };
+    }
+
+    private readonly IHost _host;
+    private readonly Options _options;
+
+    /// <summary>Creates the trainer; prefer <c>mlContext.Generative.Diffusion(...)</c>.</summary>
+    public DiffusionTrainer(IHostEnvironment env, Options options)
+    {
+        ArgumentNullException.ThrowIfNull(env);
+        ArgumentNullException.ThrowIfNull(options);
+        _host = env.Register(nameof(DiffusionTrainer));
+        _options = options;
+        Validate(options);
+    }
+
+    private static void Validate(Options o)
+    {
+        static void Positive(int value, string name)
+        {
+            if (value < 1) throw new ArgumentOutOfRangeException(name, value, $"DiffusionTrainer.Options.{name} must be >= 1.");
+        }
+        if (string.IsNullOrWhiteSpace(o.ImageColumnName)) throw new ArgumentException("ImageColumnName must be set.", nameof(o.ImageColumnName));
+        if (string.IsNullOrWhiteSpace(o.OutputColumnName)) throw new ArgumentException("OutputColumnName must be set.", nameof(o.OutputColumnName));
+        if (o.Channels != 1 && o.Channels != 3)
+            throw new ArgumentOutOfRangeException(nameof(o.Channels), o.Channels, "DiffusionTrainer.Options.Channels must be 1 (grayscale) or 3 (RGB).");
+        Positive(o.ImageSize, nameof(o.ImageSize));
+        Positive(o.Timesteps, nameof(o.Timesteps));
+        Positive(o.Epochs, nameof(o.Epochs));
+        Positive(o.BatchSize, nameof(o.BatchSize));
+        Positive(o.ShuffleBufferSize, nameof(o.ShuffleBufferSize));
+        Positive(o.CheckpointInterval, nameof(o.CheckpointInterval));
+        Positive(o.LogInterval, nameof(o.LogInterval));
+        if (!(o.LearningRate > 0 && float.IsFinite(o.LearningRate)))
+            throw new ArgumentOutOfRangeException(nameof(o.LearningRate), o.LearningRate, "DiffusionTrainer.Options.LearningRate must be a positive number.");
+        if (!(o.EmaDecay >= 0 && o.EmaDecay < 1))
+            throw new ArgumentOutOfRangeException(nameof(o.EmaDecay), o.EmaDecay, "DiffusionTrainer.Options.EmaDecay must be in [0, 1).");
+        if (o.MaxSteps is long m && m < 1)
+            throw new ArgumentOutOfRangeException(nameof(o.MaxSteps), m, "DiffusionTrainer.Options.MaxSteps must be >= 1 when set.");
+        if (!Enum.IsDefined(o.Schedule))
+            throw new ArgumentOutOfRangeException(nameof(o.Schedule), o.Schedule, $"Unknown schedule; expected one of {string.Join(", ", Enum.GetNames<NoiseSchedule>())}.");
+        o.ToNetworkConfig().Validate();
+        (o.Sampler ?? new SamplerOptions()).Validate(o.Timesteps);
+    }
+
+    /// <inheritdoc/>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        ImageColumn.Check(inputSchema, _options.ImageColumnName, _options.ImageSize);
+        var columns = inputSchema.ToDictionary(c => c.Name);
+        columns[_options.OutputColumnName] = new SchemaShape.Column(_options.OutputColumnName, SchemaShape.Column.VectorKind.Scalar,
+            new ImageDataViewType(_options.ImageSize, _options.ImageSize), false);
+        return new SchemaShape(columns.Values);
+    }
+
+    /// <summary>Trains on the images of <paramref name="input"/> and returns the model (its EMA weights).</summary>
+    public DiffusionModel Fit(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        var o = _options;
+        var imageCol = ImageColumn.Check(input.Schema, o.ImageColumnName, o.ImageSize);
+        var device = DeviceSelection.Select(_host);
+        var netConfig = o.ToNetworkConfig();
+        var schedule = new DiffusionSchedule(o.Schedule, o.Timesteps);
+        long seed = o.Seed ?? _host.Rand.Next();
+
+        using var ch = _host.Start("Diffusion training");
+        UNet model, ema;
+        lock (TorchGlobalSeed)
+        {
+            // Weight initialisation uses libtorch's global generator.
+            torch.manual_seed(seed);
+            model = new UNet(netConfig);
+            ema = new UNet(netConfig);
+        }
+        model.to(device);
+        ema.to(device);
+        ema.eval();
+
+        var settings = new TrainingSettings
+        {
+            LearningRate = o.LearningRate, WeightDecay = o.WeightDecay, GradientClipNorm = o.GradientClipNorm,
+            EmaDecay = o.EmaDecay, Seed = seed,
+        };
+        string identity = JsonSerializer.Serialize(new
+        {
+            Network = netConfig, o.Schedule, o.Timesteps, o.BatchSize, o.LearningRate, o.WeightDecay, o.GradientClipNorm,
+            o.EmaDecay, o.ShuffleBufferSize,
+        }, DiffusionModelConfig.Json);
+
+        using var loop = new DiffusionTrainingLoop(model, ema, schedule, settings, device);
+        int startEpoch = 0;
+        long skipBatches = 0;
+        long dataSeed = seed;
+        if (o.CheckpointDirectory is string dir && TrainingCheckpoint.Exists(dir))
+        {
+            (dataSeed, startEpoch, skipBatches) = TrainingCheckpoint.Load(dir, identity, loop);
+            ch.Info($"Resuming from '{TrainingCheckpoint.PathIn(dir)}' at step {loop.Step} (epoch {startEpoch + 1}, batch {skipBatches}).");
+        }
+
+        long? rowCount = input.GetRowCount();
+        if (rowCount is long known && known < o.BatchSize)
+            throw new InvalidOperationException(known == 0
+                ? $"Column '{o.ImageColumnName}': the input has no rows; expected at least BatchSize = {o.BatchSize} images."
+                : $"Column '{o.ImageColumnName}': the input has {known} rows, fewer than BatchSize = {o.BatchSize}; lower BatchSize or add images.");
+        long? totalSteps = rowCount is long rc ? (rc + o.BatchSize - 1) / o.BatchSize * o.Epochs : null;
+        if (o.MaxSteps is long ms) totalSteps = totalSteps is long ts ? Math.Min(ts, ms) : ms;
+        ch.Info($"Training a {model.ParameterCount:N0}-parameter U-Net on '{o.ImageColumnName}' ({o.ImageSize}x{o.ImageSize}x{o.Channels}), " +
+                $"T = {o.Timesteps} ({o.Schedule}), {o.Epochs} epoch(s) of batch {o.BatchSize}, on {device.type}.");
+
+        var watch = Stopwatch.StartNew();
+        long imagesThisRun = 0;
+        int per = o.Channels * o.ImageSize * o.ImageSize;
+        bool stopped = false;
+        for (int epoch = startEpoch; epoch < o.Epochs && !stopped; epoch++)
+        {
+            double lossSum = 0;
+            long lossCount = 0, batchInEpoch = 0, rowsInEpoch = 0;
+            var batch = new float[o.BatchSize * per];
+            int filled = 0;
+            foreach (var row in StreamRows(input, imageCol, per, dataSeed + epoch, o.ShuffleBufferSize, o.CancellationToken))
+            {
+                rowsInEpoch++;
+                row.CopyTo(batch, filled * per);
+                filled++;
+                if (filled < o.BatchSize) continue;
+                RunBatch(filled);
+                filled = 0;
+                if (stopped) break;
+            }
+            if (rowsInEpoch == 0)
+                throw new InvalidOperationException($"Column '{o.ImageColumnName}': the input has no rows; expected at least BatchSize = {o.BatchSize} images.");
+            if (rowsInEpoch < o.BatchSize)
+                throw new InvalidOperationException($"Column '{o.ImageColumnName}': the input has {rowsInEpoch} rows, fewer than BatchSize = {o.BatchSize}; lower BatchSize or add images.");
+            if (!stopped && filled > 0)
+                RunBatch(filled); // the last, smaller batch of the epoch
+            skipBatches = 0;
+            if (!stopped)
+            {
+                ch.Info($"Epoch {epoch + 1}/{o.Epochs} done: mean loss {(lossCount > 0 ? lossSum / lossCount : double.NaN):G5}, step {loop.Step}.");
+                if (o.CheckpointDirectory is string d2)
+                    TrainingCheckpoint.Write(d2, identity, dataSeed, epoch + 1, 0, loop);
+            }
+
+            void RunBatch(int count)
+            {
+                if (batchInEpoch < skipBatches)
+                {
+                    batchInEpoch++;
+                    return; // consumed before the checkpoint we resumed from
+                }
+                if (o.MaxSteps is long done && loop.Step >= done)
+                {
+                    stopped = true; // resumed a run that had already reached MaxSteps
+                    return;
+                }
+                if (o.CancellationToken.IsCancellationRequested)
+                {
+                    if (o.CheckpointDirectory is string cd)
+                        TrainingCheckpoint.Write(cd, identity, dataSeed, epoch, batchInEpoch, loop);
+                    o.CancellationToken.ThrowIfCancellationRequested();
+                }
+                float loss;
+                using (var x0 = torch.tensor(batch.AsSpan(0, count * per).ToArray(), new long[] { count, o.Channels, o.ImageSize, o.ImageSize }))
+                {
+                    try
+                    {
+                        loss = loop.TrainStep(x0);
+                    }
+                    catch (NonFiniteLossException e)
+                    {
+                        ch.Error(e.Message);
+                        throw;
+                    }
+                }
+                batchInEpoch++;
+                imagesThisRun += count;
+                lossSum += loss;
+                lossCount++;
+                double ips = imagesThisRun / Math.Max(1e-9, watch.Elapsed.TotalSeconds);
+                o.Progress?.Report(new TrainingProgress(epoch + 1, o.Epochs, loop.Step, totalSteps, loss, (float)(lossSum / lossCount), ips));
+                if (loop.Step % o.LogInterval == 0)
+                    ch.Info($"epoch {epoch + 1}/{o.Epochs} step {loop.Step}{(totalSteps is long t ? $"/{t}" : "")}: loss {loss:G5} (mean {lossSum / lossCount:G5}), {ips:F1} img/s");
+                if (o.CheckpointDirectory is string cd2 && loop.Step % o.CheckpointInterval == 0)
+                    TrainingCheckpoint.Write(cd2, identity, dataSeed, epoch, batchInEpoch, loop);
+                if (o.MaxSteps is long max && loop.Step >= max)
+                {
+                    stopped = true;
+                    if (o.CheckpointDirectory is string cd3)
+                        TrainingCheckpoint.Write(cd3, identity, dataSeed, epoch, batchInEpoch, loop);
+                }
+            }
+        }
+
+        ch.Info($"Trained {loop.Step} steps in {watch.Elapsed.TotalSeconds:F1} s.");
+        model.Dispose();
+        var config = new DiffusionModelConfig
+        {
+            Network = netConfig, Schedule = o.Schedule, Timesteps = o.Timesteps, ImageSize = o.ImageSize, Channels = o.Channels,
+            OutputColumnName = o.OutputColumnName, SeedColumnName = o.SeedColumnName,
+            DefaultSampler = SamplerSettings.From(o.Sampler ?? new SamplerOptions()), TrainedSteps = loop.Step,
+        };
+        return new DiffusionModel(_host, config, ema, device);
+    }
+
+    internal static readonly object TorchGlobalSeed = new();
+
+    /// <summary>
+    /// Streams the image column as [-1, 1] CHW float rows in a shuffled order: a buffer of <paramref name="bufferSize"/>
+    /// rows, each new row replacing a random one that is emitted (the same pool shuffle as ML.NET's ShuffleRows).
+    /// </summary>
+    private IEnumerable<float[]> StreamRows(IDataView input, DataViewSchema.Column imageCol, int per, long seed, int bufferSize, CancellationToken ct)
+    {
+        var rng = new Random(unchecked((int)(seed ^ (seed >> 32))));
+        var pool = new List<float[]>(Math.Min(bufferSize, 65536));
+        using var cursor = input.GetRowCursor(new[] { imageCol });
+        var getter = cursor.GetGetter<MLImage>(imageCol);
+        MLImage? image = null;
+        long row = 0;
+        while (cursor.MoveNext())
+        {
+            ct.ThrowIfCancellationRequested();
+            getter(ref image);
+            ImageColumn.CheckImage(image, imageCol.Name, row, _options.ImageSize);
+            var values = new float[per];
+            ImageTensorConverter.ToChw(image!, _options.Channels, values);
+            row++;
+            if (pool.Count < bufferSize)
+            {
+                pool.Add(values);
+                continue;
+            }
+            int j = rng.Next(pool.Count);
+            var emit = pool[j];
+            pool[j] = values;
+            yield return emit;
+        }
+        // Fisher-Yates over what is left.
+        for (int i = pool.Count - 1; i >= 0; i--)
+        {
+            int j = rng.Next(i + 1);
+            (pool[i], pool[j]) = (pool[j], pool[i]);
+            yield return pool[i];
+        }
+    }
+}

@@ -1,0 +1,95 @@
+using System.CommandLine;
+using System.Diagnostics;
+using Microsoft.ML.Diffusion.Samples.Data;
+using Microsoft.ML.Diffusion.Training;
+using Spectre.Console;
+
+namespace Microsoft.ML.Diffusion.Samples.Commands;
+
+// Microsoft.ML has a namespace named Command; name System.CommandLine's type explicitly.
+using Command = System.CommandLine.Command;
+
+/// <summary><c>train</c>: trains a DDPM on Fashion-MNIST and saves it with mlContext.Model.Save.</summary>
+public static class TrainCommand
+{
+    public static Command Create()
+    {
+        var data = new Option<string>("--data") { Description = "Folder with the Fashion-MNIST IDX files", DefaultValueFactory = _ => FashionMnist.DefaultDirectory };
+        var limit = new Option<int?>("--limit") { Description = "Train on the first N images only" };
+        var epochs = new Option<int>("--epochs") { Description = "Passes over the data", DefaultValueFactory = _ => 1 };
+        var output = new Option<string>("--out") { Description = "Model zip to write", DefaultValueFactory = _ => "model.zip" };
+        var batch = new Option<int>("--batch-size") { Description = "Images per optimizer step", DefaultValueFactory = _ => 64 };
+        var baseChannels = new Option<int>("--base-channels") { Description = "U-Net width", DefaultValueFactory = _ => 32 };
+        var timesteps = new Option<int>("--timesteps") { Description = "Diffusion timesteps T", DefaultValueFactory = _ => 1000 };
+        var schedule = new Option<NoiseSchedule>("--schedule") { Description = "Beta schedule", DefaultValueFactory = _ => NoiseSchedule.Linear };
+        var lr = new Option<float>("--lr") { Description = "AdamW learning rate", DefaultValueFactory = _ => 2e-4f };
+        var ema = new Option<float>("--ema") { Description = "EMA decay", DefaultValueFactory = _ => 0.995f };
+        var seed = new Option<int>("--seed") { Description = "Seed of weights, noise and data order", DefaultValueFactory = _ => 1 };
+        var maxSteps = new Option<long?>("--max-steps") { Description = "Stop after this many optimizer steps" };
+        var checkpoints = new Option<string?>("--checkpoint-dir") { Description = "Write checkpoints here and resume from them" };
+
+        var command = new Command("train", "Train a diffusion model on Fashion-MNIST")
+        {
+            data, limit, epochs, output, batch, baseChannels, timesteps, schedule, lr, ema, seed, maxSteps, checkpoints,
+        };
+        command.SetAction(parse =>
+        {
+            string dir = parse.GetValue(data)!;
+            string imagesPath;
+            try
+            {
+                imagesPath = FashionMnist.ImagesPath(dir, "train");
+            }
+            catch (FileNotFoundException missing)
+            {
+                AnsiConsole.MarkupLine($"[red]{Markup.Escape(missing.Message)}[/]");
+                return 2;
+            }
+            int? n = parse.GetValue(limit);
+            int total = n ?? IdxReader.ReadImageHeader(imagesPath).Count;
+            int e = parse.GetValue(epochs), b = parse.GetValue(batch);
+
+            var ml = new MLContext(seed: parse.GetValue(seed));
+            var images = FashionMnist.Load(ml, dir, "train", n);
+            using var cts = ConsoleProgress.CancelOnCtrlC();
+            var options = new DiffusionTrainer.Options
+            {
+                ImageColumnName = "Image", OutputColumnName = "GeneratedImage", ImageSize = 28, Channels = 1,
+                BaseChannels = parse.GetValue(baseChannels), Timesteps = parse.GetValue(timesteps), Schedule = parse.GetValue(schedule),
+                Epochs = e, BatchSize = b, LearningRate = parse.GetValue(lr), EmaDecay = parse.GetValue(ema),
+                Seed = parse.GetValue(seed), MaxSteps = parse.GetValue(maxSteps), CheckpointDirectory = parse.GetValue(checkpoints),
+                CancellationToken = cts.Token,
+            };
+            long steps = (long)Math.Ceiling(total / (double)b) * e;
+            if (options.MaxSteps is long m) steps = Math.Min(steps, m);
+            AnsiConsole.MarkupLine($"Training on [bold]{total:N0}[/] images from {Markup.Escape(dir)}: {e} epoch(s), batch {b}, {steps:N0} steps.");
+
+            var watch = Stopwatch.StartNew();
+            DiffusionModel model;
+            try
+            {
+                model = ConsoleProgress.Run(ctx =>
+                {
+                    var task = ctx.AddTask("Training", maxValue: steps);
+                    options.Progress = new SyncProgress<TrainingProgress>(p =>
+                    {
+                        task.Value = p.Step;
+                        task.Description = $"Training: epoch {p.Epoch}/{p.Epochs}, loss {p.AverageLoss:F4}, {p.ImagesPerSecond:F0} img/s";
+                    });
+                    return ml.Generative.Diffusion(options).Fit(images);
+                });
+            }
+            catch (OperationCanceledException)
+            {
+                AnsiConsole.MarkupLine("[yellow]Training cancelled.[/]" + (options.CheckpointDirectory is null ? "" : " Run the same command to resume."));
+                return 130;
+            }
+            string outPath = parse.GetValue(output)!;
+            ml.Model.Save(model, images.Schema, outPath);
+            AnsiConsole.MarkupLine($"Trained {model.Config.TrainedSteps:N0} steps in {watch.Elapsed.TotalMinutes:F1} min " +
+                                   $"({total * (double)e / watch.Elapsed.TotalSeconds:F1} img/s); wrote [bold]{Markup.Escape(outPath)}[/].");
+            return 0;
+        });
+        return command;
+    }
+}
