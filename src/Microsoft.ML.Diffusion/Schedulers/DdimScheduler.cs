@@ -1,0 +1,107 @@
+using Microsoft.ML.Diffusion.Schedules;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Diffusion.Schedulers;
+
+/// <summary>
+/// DDIM sampling (Song et al. 2021, eq. 12 with sigma_t from eq. 16): deterministic for eta = 0, DDPM-like for
+/// eta = 1. Visits T / steps-spaced timesteps ("leading" spacing) and treats alpha_bar of the timestep after the
+/// last as 1.
+/// </summary>
+public sealed class DdimScheduler : IDiffusionScheduler
+{
+    private IReadOnlyList<int> _timesteps;
+    private int _stepRatio;
+
+    /// <summary>Creates a DDIM sampler over <paramref name="schedule"/>, visiting all T timesteps until <see cref="SetTimesteps"/> is called.</summary>
+    /// <param name="schedule">The forward-process schedule the model was trained with.</param>
+    /// <param name="eta">Scale of sigma_t (eq. 16), at least 0: 0 gives deterministic DDIM, 1 gives DDPM's posterior variance.
+    /// Above 1 the direction term sqrt(1 - alpha_bar_prev - sigma^2) is clamped at 0.</param>
+    /// <param name="clipSample">Clamp the predicted x_0 to [-1, 1] (and re-derive epsilon from it, as GLIDE and diffusers'
+    /// use_clipped_model_output do).</param>
+    public DdimScheduler(DiffusionSchedule schedule, float eta = 0f, bool clipSample = true)
+    {
+        ArgumentNullException.ThrowIfNull(schedule);
+        if (!(eta >= 0) || float.IsInfinity(eta))
+        {
+            throw new ArgumentOutOfRangeException(nameof(eta), eta, $"DDIM eta must be a finite number >= 0 (0 = deterministic, 1 = DDPM variance); got {eta}.");
+        }
+
+        Schedule = schedule;
+        Eta = eta;
+        ClipSample = clipSample;
+        (_timesteps, _stepRatio) = SchedulerCore.LeadingTimesteps(schedule.Timesteps, schedule.Timesteps);
+    }
+
+    /// <inheritdoc/>
+    public DiffusionSchedule Schedule { get; }
+
+    /// <summary>Scale of the per-step noise sigma_t (DDIM eq. 16).</summary>
+    public float Eta { get; }
+
+    /// <summary>Whether the predicted x_0 is clamped to [-1, 1].</summary>
+    public bool ClipSample { get; }
+
+    /// <inheritdoc/>
+    public IReadOnlyList<int> Timesteps => _timesteps;
+
+    /// <summary>True when eta &gt; 0.</summary>
+    public bool NeedsNoise => Eta > 0;
+
+    /// <inheritdoc/>
+    public void SetTimesteps(int steps) => (_timesteps, _stepRatio) = SchedulerCore.LeadingTimesteps(Schedule.Timesteps, steps);
+
+    /// <inheritdoc/>
+    public int PreviousTimestep(int timestep) => SchedulerCore.Previous(timestep, _stepRatio, Schedule.Timesteps);
+
+    /// <inheritdoc/>
+    public Tensor AddNoise(Tensor x0, Tensor noise, Tensor timesteps) => Schedule.AddNoise(x0, noise, timesteps);
+
+    /// <summary>sigma_t of DDIM eq. 16 for a step from <paramref name="timestep"/> to <see cref="PreviousTimestep"/>.</summary>
+    /// <param name="timestep">A timestep in [0, T).</param>
+    public double Sigma(int timestep)
+    {
+        double abarT = Schedule.AlphaBar(timestep);
+        double abarPrev = Schedule.AlphaBar(PreviousTimestep(timestep));
+        // DDIM eq. 16: sigma_t = eta sqrt((1 - alpha_{t-1})/(1 - alpha_t)) sqrt(1 - alpha_t/alpha_{t-1}) (the paper's alpha is alpha_bar).
+        return Eta * Math.Sqrt((1.0 - abarPrev) / (1.0 - abarT)) * Math.Sqrt(1.0 - abarT / abarPrev);
+    }
+
+    /// <inheritdoc/>
+    public Tensor Step(Tensor modelOutput, int timestep, Tensor sample, Tensor? noise = null)
+    {
+        SchedulerCore.CheckStepArguments(modelOutput, sample);
+        int prev = PreviousTimestep(timestep);
+
+        // Per-step scalars in float64.
+        double abarT = Schedule.AlphaBar(timestep);
+        double abarPrev = Schedule.AlphaBar(prev);                      // 1 when prev = -1 (landing on x_0)
+        double sqrtAbarT = Math.Sqrt(abarT);
+        double sqrtOneMinusAbarT = Math.Sqrt(1.0 - abarT);
+        double sigma = Sigma(timestep);                                 // eq. 16
+        double dirCoef = Math.Sqrt(Math.Max(1.0 - abarPrev - sigma * sigma, 0.0));
+
+        Tensor? z = sigma > 0 ? SchedulerCore.CheckNoise(noise, sample, nameof(DdimScheduler)) : null;
+
+        using var scope = NewDisposeScope();
+
+        // DDIM eq. 12, "predicted x_0": (x_t - sqrt(1 - alpha_t) eps_theta(x_t)) / sqrt(alpha_t).
+        var x0 = SchedulerCore.Combine(1.0 / sqrtAbarT, sample, -sqrtOneMinusAbarT / sqrtAbarT, modelOutput);
+        var eps = modelOutput;
+        if (ClipSample)
+        {
+            x0 = SchedulerCore.ClampUnit(x0);
+            // Re-derive eps from the clipped x_0 (eq. 4 solved for eps): (x_t - sqrt(alpha_t) x0_hat) / sqrt(1 - alpha_t).
+            eps = SchedulerCore.Combine(1.0 / sqrtOneMinusAbarT, sample, -sqrtAbarT / sqrtOneMinusAbarT, x0);
+        }
+
+        // DDIM eq. 12: x_{t-1} = sqrt(alpha_{t-1}) x0_hat + sqrt(1 - alpha_{t-1} - sigma_t^2) eps + sigma_t eps_t.
+        var xPrev = SchedulerCore.Combine(Math.Sqrt(abarPrev), x0, dirCoef, eps);
+        if (z is not null)
+        {
+            SchedulerCore.AddScaled_(xPrev, sigma, z);
+        }
+
+        return xPrev.MoveToOuterDisposeScope();
+    }
+}
