@@ -1,9 +1,10 @@
 using System.CommandLine;
 using Microsoft.ML.Diffusion.Samples.Commands;
 
-var root = new RootCommand("Microsoft.ML.Diffusion samples: train, generate (and the demo when run without a command).");
+var root = new RootCommand("Microsoft.ML.Diffusion samples: train, generate, bench (and the demo when run without a command).");
 root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(DemoCommand.Create());
+root.Subcommands.Add(BenchCommand.Create());
 root.SetAction(parse => DemoCommand.Run(DemoCommand.DefaultModelPath, "out"));
 return root.Parse(args).Invoke();

@@ -59,6 +59,11 @@ public sealed class DiffusionTrainingLoop : IDisposable
     /// <summary>Optimizer steps taken.</summary>
     public long Step { get; private set; }
 
+    /// <summary>How often a step was recomputed because its gradients were not finite while its loss was.</summary>
+    public int GradientRetries { get; private set; }
+
+    private const int MaxGradientRetries = 3;
+
     /// <summary>The loss of the last successful step (NaN before the first).</summary>
     public float LastFiniteLoss { get; private set; } = float.NaN;
 
@@ -78,18 +83,35 @@ public sealed class DiffusionTrainingLoop : IDisposable
             var t = randint(0, _schedule.Timesteps, new long[] { b }, dtype: int64, device: CPU, generator: _generator).to(_device);
             var eps = randn(x.shape, dtype: float32, device: CPU, generator: _generator).to(_device);
             var xt = _schedule.AddNoise(x, eps, t);                      // eq. 4
-            var predicted = Model.forward(xt, t);
-            var loss = nn.functional.mse_loss(predicted, eps);          // eq. 14 (L_simple)
-            lossValue = loss.item<float>();
-            if (!float.IsFinite(lossValue))
+            lossValue = float.NaN;
+            for (int attempt = 1; ; attempt++)
             {
+                using var attemptScope = NewDisposeScope();
+                var predicted = Model.forward(xt, t);
+                var loss = nn.functional.mse_loss(predicted, eps);          // eq. 14 (L_simple)
+                lossValue = loss.item<float>();
+                if (!float.IsFinite(lossValue))
+                {
+                    _optimizer.zero_grad();
+                    throw new NonFiniteLossException(Step + 1, lossValue, LastFiniteLoss);
+                }
                 _optimizer.zero_grad();
-                throw new NonFiniteLossException(Step + 1, lossValue, LastFiniteLoss);
+                loss.backward();
+                double norm = Settings.GradientClipNorm > 0
+                    ? nn.utils.clip_grad_norm_(_parameters, Settings.GradientClipNorm)
+                    : nn.utils.clip_grad_norm_(_parameters, double.PositiveInfinity);
+                if (double.IsFinite(norm)) break;
+                // A finite loss with non-finite gradients: libtorch 2.10's multi-threaded oneDNN convolution
+                // backward occasionally returns NaN on the first calls of a process (see TorchRuntime). The same
+                // step is recomputed; a persistent failure is a real divergence.
+                if (attempt == MaxGradientRetries)
+                {
+                    _optimizer.zero_grad();
+                    throw new NonFiniteLossException(Step + 1, float.NaN, LastFiniteLoss,
+                        $"the gradients are not finite ({MaxGradientRetries} attempts) although the loss is {lossValue:G6}");
+                }
+                GradientRetries++;
             }
-            _optimizer.zero_grad();
-            loss.backward();
-            if (Settings.GradientClipNorm > 0)
-                nn.utils.clip_grad_norm_(_parameters, Settings.GradientClipNorm);
             _optimizer.step();
         }
         Ema.Update();
@@ -141,8 +163,8 @@ public sealed class DiffusionTrainingLoop : IDisposable
 public sealed class NonFiniteLossException : InvalidOperationException
 {
     /// <summary>Creates the exception for optimizer step <paramref name="step"/>.</summary>
-    public NonFiniteLossException(long step, float loss, float lastFiniteLoss)
-        : base($"Training stopped at step {step}: the loss is {loss}" +
+    public NonFiniteLossException(long step, float loss, float lastFiniteLoss, string? what = null)
+        : base($"Training stopped at step {step}: {what ?? $"the loss is {loss}"}" +
                (float.IsNaN(lastFiniteLoss) ? " at the first step" : $"; the last finite loss was {lastFiniteLoss:G6} at step {step - 1}") +
                ". Lower the learning rate, check the input for NaN pixels, or resume from the last checkpoint.")
     {

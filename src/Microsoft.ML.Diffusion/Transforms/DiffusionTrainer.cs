@@ -314,7 +314,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         var pool = new List<float[]>(Math.Min(bufferSize, 65536));
         using var cursor = input.GetRowCursor(new[] { imageCol });
         var getter = cursor.GetGetter<MLImage>(imageCol);
-        MLImage? image = null;
+        MLImage image = null!;
         long row = 0;
         while (cursor.MoveNext())
         {
@@ -322,7 +322,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             getter(ref image);
             ImageColumn.CheckImage(image, imageCol.Name, row, _options.ImageSize);
             var values = new float[per];
-            ImageTensorConverter.ToChw(image!, _options.Channels, values);
+            ImageTensorConverter.ToChw(image, _options.Channels, values);
             row++;
             if (pool.Count < bufferSize)
             {

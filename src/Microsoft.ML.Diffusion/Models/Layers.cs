@@ -1,0 +1,50 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Diffusion.Models;
+
+/// <summary>Layer constructors with the initialisation the U-Net needs.</summary>
+internal static class Layers
+{
+    /// <summary>
+    /// GroupNorm with weight = 1 and bias = 0 set explicitly: TorchSharp 0.107's nn.GroupNorm leaves them
+    /// uninitialised (torch.empty), which makes training produce NaN.
+    /// </summary>
+    public static GroupNorm GroupNorm(int groups, int channels)
+    {
+        var norm = nn.GroupNorm(groups, channels, eps: 1e-5);
+        using (no_grad())
+        {
+            norm.weight!.fill_(1.0);
+            norm.bias!.fill_(0.0);
+        }
+        return norm;
+    }
+
+    /// <summary>A 3x3 convolution with padding 1 (same size).</summary>
+    public static Conv2d Conv3x3(int inChannels, int outChannels, int stride = 1) =>
+        nn.Conv2d(inChannels, outChannels, kernel_size: 3, stride: stride, padding: 1);
+
+    /// <summary>A convolution whose weights and bias start at zero, so the block it ends starts as the identity (DDPM / guided-diffusion).</summary>
+    public static Conv2d ZeroConv(int inChannels, int outChannels, int kernelSize)
+    {
+        var conv = nn.Conv2d(inChannels, outChannels, kernel_size: kernelSize, padding: kernelSize / 2);
+        using (no_grad())
+        {
+            conv.weight!.zero_();
+            conv.bias!.zero_();
+        }
+        return conv;
+    }
+}
+
+/// <summary>A U-Net stage: maps (x, time embedding) to a feature map.</summary>
+public abstract class UNetBlock : nn.Module<Tensor, Tensor, Tensor>
+{
+    /// <summary>Creates the block.</summary>
+    protected UNetBlock(string name) : base(name) { }
+
+    /// <summary>Forward FLOPs per image (a multiply-add counts 2).</summary>
+    public abstract double Flops { get; }
+}

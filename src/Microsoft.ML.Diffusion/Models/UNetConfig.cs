@@ -1,0 +1,94 @@
+namespace Microsoft.ML.Diffusion.Models;
+
+/// <summary>
+/// Hyper-parameters of <see cref="UNet"/>; a plain serialisable record (saved as JSON in model zips).
+/// Equality compares the arrays by content.
+/// </summary>
+public sealed record UNetConfig
+{
+    /// <summary>Image side in pixels.</summary>
+    public int ImageSize { get; init; } = 28;
+    /// <summary>Input channels (1 grayscale, 3 RGB, more with conditioning inputs).</summary>
+    public int InChannels { get; init; } = 1;
+    /// <summary>Output channels.</summary>
+    public int OutChannels { get; init; } = 1;
+    /// <summary>Width of the first level; level i has BaseChannels * ChannelMultipliers[i] channels.</summary>
+    public int BaseChannels { get; init; } = 32;
+    /// <summary>Channel multiplier of each level; the image is halved between two levels.</summary>
+    public int[] ChannelMultipliers { get; init; } = new[] { 1, 2, 2 };
+    /// <summary>Residual blocks per level on the way down; NumResBlocks + 1 on the way up.</summary>
+    public int NumResBlocks { get; init; } = 2;
+    /// <summary>Feature-map sides (pixels) whose blocks are followed by self-attention.</summary>
+    public int[] AttentionResolutions { get; init; } = new[] { 7 };
+    /// <summary>GroupNorm groups; every level's channel count must be divisible by it.</summary>
+    public int GroupNormGroups { get; init; } = 8;
+    /// <summary>Self-attention heads; every attended level's channel count must be divisible by it.</summary>
+    public int AttentionHeads { get; init; } = 1;
+    /// <summary>Dropout inside the residual blocks.</summary>
+    public float Dropout { get; init; }
+
+    /// <summary>The feature-map sides that occur in the network, from the input down.</summary>
+    public int[] Resolutions()
+    {
+        var r = new int[ChannelMultipliers.Length];
+        for (int i = 0; i < r.Length; i++) r[i] = ImageSize >> i;
+        return r;
+    }
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming the property, its value and what is expected.</summary>
+    public void Validate()
+    {
+        static ArgumentException Bad(string name, object? value, string expected) =>
+            new($"UNetConfig.{name} is {value}; {expected}", name);
+
+        if (ImageSize < 1) throw Bad(nameof(ImageSize), ImageSize, "expected a positive size.");
+        if (InChannels < 1) throw Bad(nameof(InChannels), InChannels, "expected >= 1.");
+        if (OutChannels < 1) throw Bad(nameof(OutChannels), OutChannels, "expected >= 1.");
+        if (BaseChannels < 1) throw Bad(nameof(BaseChannels), BaseChannels, "expected >= 1.");
+        if (NumResBlocks < 1) throw Bad(nameof(NumResBlocks), NumResBlocks, "expected >= 1.");
+        if (GroupNormGroups < 1) throw Bad(nameof(GroupNormGroups), GroupNormGroups, "expected >= 1.");
+        if (AttentionHeads < 1) throw Bad(nameof(AttentionHeads), AttentionHeads, "expected >= 1.");
+        if (!(Dropout >= 0 && Dropout < 1)) throw Bad(nameof(Dropout), Dropout, "expected a value in [0, 1).");
+        if (ChannelMultipliers is null || ChannelMultipliers.Length == 0)
+            throw Bad(nameof(ChannelMultipliers), "empty", "expected at least one level, e.g. [1, 2, 2].");
+        if (ChannelMultipliers.Any(m => m < 1))
+            throw Bad(nameof(ChannelMultipliers), $"[{string.Join(", ", ChannelMultipliers)}]", "expected positive multipliers.");
+        int levels = ChannelMultipliers.Length;
+        if (ImageSize % (1 << (levels - 1)) != 0)
+            throw Bad(nameof(ImageSize), ImageSize,
+                $"expected a multiple of {1 << (levels - 1)} so that it halves evenly over {levels} levels (ChannelMultipliers has {levels} entries).");
+        foreach (int m in ChannelMultipliers)
+        {
+            int ch = BaseChannels * m;
+            if (ch % GroupNormGroups != 0)
+                throw Bad(nameof(GroupNormGroups), GroupNormGroups, $"expected a divisor of every level's width; level width {ch} (BaseChannels {BaseChannels} x {m}) is not divisible.");
+        }
+        var resolutions = Resolutions();
+        foreach (int r in AttentionResolutions ?? Array.Empty<int>())
+        {
+            int level = Array.IndexOf(resolutions, r);
+            if (level < 0)
+                throw Bad(nameof(AttentionResolutions), r, $"expected feature-map sides that occur in the network: {string.Join(", ", resolutions)}.");
+            if (BaseChannels * ChannelMultipliers[level] % AttentionHeads != 0)
+                throw Bad(nameof(AttentionHeads), AttentionHeads, $"expected a divisor of the width {BaseChannels * ChannelMultipliers[level]} at resolution {r}.");
+        }
+    }
+
+    /// <inheritdoc/>
+    public bool Equals(UNetConfig? other) =>
+        other is not null && ImageSize == other.ImageSize && InChannels == other.InChannels && OutChannels == other.OutChannels
+        && BaseChannels == other.BaseChannels && NumResBlocks == other.NumResBlocks && GroupNormGroups == other.GroupNormGroups
+        && AttentionHeads == other.AttentionHeads && Dropout.Equals(other.Dropout)
+        && ChannelMultipliers.SequenceEqual(other.ChannelMultipliers) && AttentionResolutions.SequenceEqual(other.AttentionResolutions);
+
+    /// <inheritdoc/>
+    public override int GetHashCode()
+    {
+        var h = new HashCode();
+        h.Add(ImageSize); h.Add(InChannels); h.Add(OutChannels); h.Add(BaseChannels); h.Add(NumResBlocks);
+        h.Add(GroupNormGroups); h.Add(AttentionHeads); h.Add(Dropout);
+        foreach (var m in ChannelMultipliers) h.Add(m);
+        foreach (var r in AttentionResolutions) h.Add(r);
+        return h.ToHashCode();
+    }
+}
