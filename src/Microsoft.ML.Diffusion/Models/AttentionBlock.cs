@@ -11,8 +11,8 @@ namespace Microsoft.ML.Diffusion.Models;
 public sealed class AttentionBlock : UNetBlock
 {
     private readonly GroupNorm norm;
-    private readonly Conv2d qkv;
-    private readonly Conv2d proj;
+    private readonly nn.Module<Tensor, Tensor> qkv;
+    private readonly nn.Module<Tensor, Tensor> proj;
     private readonly int _heads;
     private readonly double _flops;
 
@@ -22,7 +22,7 @@ public sealed class AttentionBlock : UNetBlock
         if (channels % heads != 0) throw new ArgumentException($"Attention width {channels} is not divisible by {heads} heads.", nameof(heads));
         _heads = heads;
         norm = Layers.GroupNorm(groups, channels);
-        qkv = nn.Conv2d(channels, 3 * channels, kernel_size: 1);
+        qkv = Layers.Conv(channels, 3 * channels, 1);
         proj = Layers.ZeroConv(channels, channels, 1);
         double n = (double)resolution * resolution;
         _flops = 2 * n * channels * 3 * channels + 2 * n * channels * channels + 2 * 2 * n * n * channels;

@@ -22,18 +22,23 @@ internal static class Layers
         return norm;
     }
 
-    /// <summary>A 3x3 convolution with padding 1 (same size).</summary>
-    public static Conv2d Conv3x3(int inChannels, int outChannels, int stride = 1) =>
-        nn.Conv2d(inChannels, outChannels, kernel_size: 3, stride: stride, padding: 1);
+    /// <summary>A 3x3 convolution with padding 1.</summary>
+    public static nn.Module<Tensor, Tensor> Conv3x3(int inChannels, int outChannels, int stride = 1) => Conv(inChannels, outChannels, 3, stride);
+
+    /// <summary>A convolution with padding kernelSize / 2, channel-padded when a side has fewer than 16 channels (see <see cref="PaddedConv2d"/>).</summary>
+    public static nn.Module<Tensor, Tensor> Conv(int inChannels, int outChannels, int kernelSize, int stride = 1) =>
+        inChannels < PaddedConv2d.MinimumChannels || outChannels < PaddedConv2d.MinimumChannels
+            ? new PaddedConv2d(inChannels, outChannels, kernelSize, stride)
+            : nn.Conv2d(inChannels, outChannels, kernel_size: kernelSize, stride: stride, padding: kernelSize / 2);
 
     /// <summary>A convolution whose weights and bias start at zero, so the block it ends starts as the identity (DDPM / guided-diffusion).</summary>
-    public static Conv2d ZeroConv(int inChannels, int outChannels, int kernelSize)
+    public static nn.Module<Tensor, Tensor> ZeroConv(int inChannels, int outChannels, int kernelSize)
     {
-        var conv = nn.Conv2d(inChannels, outChannels, kernel_size: kernelSize, padding: kernelSize / 2);
+        var conv = Conv(inChannels, outChannels, kernelSize);
         using (no_grad())
         {
-            conv.weight!.zero_();
-            conv.bias!.zero_();
+            foreach (var p in conv.parameters())
+                p.zero_();
         }
         return conv;
     }

@@ -12,11 +12,11 @@ namespace Microsoft.ML.Diffusion.Models;
 public sealed class ResBlock : UNetBlock
 {
     private readonly GroupNorm norm1;
-    private readonly Conv2d conv1;
+    private readonly nn.Module<Tensor, Tensor> conv1;
     private readonly Linear time_proj;
     private readonly GroupNorm norm2;
     private readonly Dropout dropout;
-    private readonly Conv2d conv2;
+    private readonly nn.Module<Tensor, Tensor> conv2;
     private readonly nn.Module<Tensor, Tensor> skip;
     private readonly double _flops;
 
@@ -29,7 +29,7 @@ public sealed class ResBlock : UNetBlock
         norm2 = Layers.GroupNorm(groups, outChannels);
         dropout = nn.Dropout(dropoutRate);
         conv2 = Layers.ZeroConv(outChannels, outChannels, 3);
-        skip = inChannels == outChannels ? nn.Identity() : nn.Conv2d(inChannels, outChannels, kernel_size: 1);
+        skip = inChannels == outChannels ? nn.Identity() : Layers.Conv(inChannels, outChannels, 1);
         double hw = (double)resolution * resolution;
         _flops = 2 * hw * 9 * ((double)inChannels * outChannels + (double)outChannels * outChannels)
                  + 2.0 * timeDim * outChannels

@@ -7,7 +7,7 @@ namespace Microsoft.ML.Diffusion.Models;
 /// <summary>Halves the feature map with a stride-2 3x3 convolution.</summary>
 public sealed class Downsample : UNetBlock
 {
-    private readonly Conv2d conv;
+    private readonly nn.Module<Tensor, Tensor> conv;
     private readonly double _flops;
 
     /// <summary>Creates the block; <paramref name="resolution"/> is the input side.</summary>
@@ -28,7 +28,7 @@ public sealed class Downsample : UNetBlock
 /// <summary>Doubles the feature map: nearest-neighbour upsampling then a 3x3 convolution.</summary>
 public sealed class Upsample : UNetBlock
 {
-    private readonly Conv2d conv;
+    private readonly nn.Module<Tensor, Tensor> conv;
     private readonly double _flops;
 
     /// <summary>Creates the block; <paramref name="resolution"/> is the input side.</summary>

@@ -12,12 +12,12 @@ namespace Microsoft.ML.Diffusion.Models;
 public sealed class UNet : nn.Module<Tensor, Tensor, Tensor>
 {
     private readonly TimestepEmbedding time_embedding;
-    private readonly Conv2d input_conv;
+    private readonly nn.Module<Tensor, Tensor> input_conv;
     private readonly ModuleList<UNetBlock> down;
     private readonly ModuleList<UNetBlock> middle;
     private readonly ModuleList<UNetBlock> up;
     private readonly GroupNorm output_norm;
-    private readonly Conv2d output_conv;
+    private readonly nn.Module<Tensor, Tensor> output_conv;
     private readonly double _flops;
 
     /// <summary>Builds the network (on the CPU; move it with <c>.to(device)</c>).</summary>
