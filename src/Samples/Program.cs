@@ -1,6 +1,9 @@
 using System.CommandLine;
 using Microsoft.ML.Diffusion.Samples.Commands;
 
+// Backend settings before the first tensor op (see TorchRuntime: oneDNN ISA on AMD AVX-512 CPUs).
+Microsoft.ML.Diffusion.TorchRuntime.EnsureInitialized();
+
 var root = new RootCommand("Microsoft.ML.Diffusion samples: train, generate, bench (and the demo when run without a command).");
 root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(GenerateCommand.Create());

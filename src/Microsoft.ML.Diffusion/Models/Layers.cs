@@ -25,7 +25,7 @@ internal static class Layers
     /// <summary>A 3x3 convolution with padding 1.</summary>
     public static nn.Module<Tensor, Tensor> Conv3x3(int inChannels, int outChannels, int stride = 1) => Conv(inChannels, outChannels, 3, stride);
 
-    /// <summary>A convolution with padding kernelSize / 2, channel-padded when a side has fewer than 16 channels (see <see cref="PaddedConv2d"/>).</summary>
+    /// <summary>A convolution with padding kernelSize / 2, channel-padded when a side has fewer than 32 channels (see <see cref="PaddedConv2d"/>).</summary>
     public static nn.Module<Tensor, Tensor> Conv(int inChannels, int outChannels, int kernelSize, int stride = 1) =>
         inChannels < PaddedConv2d.MinimumChannels || outChannels < PaddedConv2d.MinimumChannels
             ? new PaddedConv2d(inChannels, outChannels, kernelSize, stride)

@@ -5,20 +5,21 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Diffusion.Models;
 
 /// <summary>
-/// A 2-D convolution whose input or output channel count may be smaller than oneDNN's channel block (16):
-/// the computation zero-pads the channels up to the block and slices the result, while the parameters keep their
+/// A 2-D convolution whose input or output channel count may be smaller than 32:
+/// the computation zero-pads the channels up to 32 and slices the result, while the parameters keep their
 /// natural shapes [out, in, k, k]. The result equals the plain convolution.
 /// </summary>
 /// <remarks>
-/// libtorch 2.10 (oneDNN 3.7) computes wrong or NaN gradients, at random and with more than one thread, for
-/// convolutions with fewer input or output channels than its block (e.g. the U-Net's 1-channel input and output
-/// layers; compare oneDNN issue #6035 on IC &lt; ic_block kernels writing past their workspace). Padding the channels
-/// keeps every convolution on the well-tested full-block kernels for about 2% more work in those two layers.
+/// libtorch 2.10 (oneDNN 3.7) with its AVX-512 kernels computes wrong or NaN results, at random and with more than
+/// one thread, for convolutions with few input or output channels: seen on AMD EPYC (Zen 5) for 1, 8 and 16
+/// channels, never for 32 or more (compare oneDNN issue #6035 on IC &lt; ic_block kernels writing past their
+/// workspace). Padding keeps every convolution on the wide kernels, for about 2% more work in the U-Net's 1-channel
+/// input and output layers; small test networks pay more.
 /// </remarks>
 public sealed class PaddedConv2d : nn.Module<Tensor, Tensor>
 {
     /// <summary>The smallest channel count handed to the backend.</summary>
-    public const int MinimumChannels = 16;
+    public const int MinimumChannels = 32;
 
     private readonly Parameter weight;
     private readonly Parameter bias;
