@@ -29,6 +29,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     private readonly DiffusionSchedule _schedule;
     private readonly Device _device;
     private readonly bool _ownsNetwork;
+    private readonly SamplerOptions _defaultSampler;
     private bool _disposed;
 
     internal DiffusionModel(IHostEnvironment env, DiffusionModelConfig config, UNet network, Device device, bool ownsNetwork = true)
@@ -41,7 +42,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         _network.to(device);
         _network.eval();
         _schedule = new DiffusionSchedule(config.Schedule, config.Timesteps);
-        DefaultSampler = config.DefaultSampler.ToOptions();
+        _defaultSampler = config.DefaultSampler.ToOptions();
     }
 
     /// <summary>The network, schedule, image format and columns of this model.</summary>
@@ -63,7 +64,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     public string SeedColumnName => Config.SeedColumnName;
 
     /// <summary>The sampler <see cref="Transform"/> uses (a copy; see <see cref="WithSampler"/>).</summary>
-    public SamplerOptions DefaultSampler { get; }
+    public SamplerOptions DefaultSampler => _defaultSampler.Clone();
 
     /// <summary>The network's parameter count.</summary>
     public long ParameterCount => _network.ParameterCount;

@@ -187,6 +187,26 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             o.EmaDecay, o.ShuffleBufferSize,
         }, DiffusionModelConfig.Json);
 
+        try
+        {
+            return Train(input, imageCol, model, ema, schedule, settings, identity, seed, device, ch);
+        }
+        catch
+        {
+            ema.Dispose();
+            throw;
+        }
+        finally
+        {
+            model.Dispose();
+        }
+    }
+
+    private DiffusionModel Train(IDataView input, DataViewSchema.Column imageCol, UNet model, UNet ema, DiffusionSchedule schedule,
+        TrainingSettings settings, string identity, long seed, Device device, IChannel ch)
+    {
+        var o = _options;
+        var netConfig = model.Config;
         using var loop = new DiffusionTrainingLoop(model, ema, schedule, settings, device);
         int startEpoch = 0;
         long skipBatches = 0;
@@ -292,7 +312,6 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         }
 
         ch.Info($"Trained {loop.Step} steps in {watch.Elapsed.TotalSeconds:F1} s.");
-        model.Dispose();
         var config = new DiffusionModelConfig
         {
             Network = netConfig, Schedule = o.Schedule, Timesteps = o.Timesteps, ImageSize = o.ImageSize, Channels = o.Channels,

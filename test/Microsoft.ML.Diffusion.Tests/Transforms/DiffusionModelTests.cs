@@ -136,6 +136,22 @@ public class DiffusionModelTests
         Assert.AreEqual(2, _model.Generate(2, new SamplerOptions { Steps = 5 }).Count);
     }
 
+    [TestMethod]
+    public void TransformFromFourThreadsEqualsSequentialCalls()
+    {
+        // As PredictionEnginePool does: one loaded model, several threads.
+        uint[] seeds = { 100, 200, 300, 400 };
+        var sequential = seeds.Select(s => _model.Transform(_ml.Generative.CreateRequests(3, s))
+            .GetColumn<MLImage>("GeneratedImage").Select(TestData.Pixels).ToList()).ToList();
+        var parallel = new List<byte[]>[seeds.Length];
+        Parallel.For(0, seeds.Length, new ParallelOptions { MaxDegreeOfParallelism = 4 }, i =>
+            parallel[i] = _model.Transform(_ml.Generative.CreateRequests(3, seeds[i]))
+                .GetColumn<MLImage>("GeneratedImage").Select(TestData.Pixels).ToList());
+        for (int i = 0; i < seeds.Length; i++)
+            for (int j = 0; j < 3; j++)
+                CollectionAssert.AreEqual(sequential[i][j], parallel[i][j], $"seed {seeds[i]} image {j}");
+    }
+
     private sealed class StringSeed
     {
         public string Seed { get; set; } = "";
