@@ -52,6 +52,8 @@ public sealed record SamplerSettings
     public int? Steps { get; init; }
     /// <summary>See <see cref="SamplerOptions.Eta"/>.</summary>
     public float Eta { get; init; }
+    /// <summary>See <see cref="SamplerOptions.Spacing"/>; absent (null) in models saved before it existed.</summary>
+    public TimestepSpacing? Spacing { get; init; }
     /// <summary>See <see cref="SamplerOptions.Seed"/>.</summary>
     public uint Seed { get; init; }
     /// <summary>See <see cref="SamplerOptions.ClipSample"/>.</summary>
@@ -62,12 +64,12 @@ public sealed record SamplerSettings
     /// <summary>Copies the serialisable settings of <paramref name="o"/>.</summary>
     public static SamplerSettings From(SamplerOptions o) => new()
     {
-        Sampler = o.Sampler, Steps = o.Steps, Eta = o.Eta, Seed = o.Seed, ClipSample = o.ClipSample, BatchSize = o.BatchSize,
+        Sampler = o.Sampler, Steps = o.Steps, Eta = o.Eta, Spacing = o.Spacing, Seed = o.Seed, ClipSample = o.ClipSample, BatchSize = o.BatchSize,
     };
 
     /// <summary>New options with these settings.</summary>
     public SamplerOptions ToOptions() => new()
     {
-        Sampler = Sampler, Steps = Steps, Eta = Eta, Seed = Seed, ClipSample = ClipSample, BatchSize = BatchSize,
+        Sampler = Sampler, Steps = Steps, Eta = Eta, Spacing = Spacing, Seed = Seed, ClipSample = ClipSample, BatchSize = BatchSize,
     };
 }

@@ -7,10 +7,16 @@ public sealed class SamplerOptions
     public SamplerKind Sampler { get; set; } = SamplerKind.Ddim;
 
     /// <summary>
-    /// Number of network calls. Null means the sampler's default: all T timesteps for DDPM, 50 for DDIM.
-    /// Must lie in 1..T.
+    /// Number of network calls. Null means the sampler's default: all T timesteps for DDPM, 50 for DDIM, 20 for
+    /// DPM-Solver++. Must lie in 1..T.
     /// </summary>
     public int? Steps { get; set; }
+
+    /// <summary>
+    /// How the <see cref="Steps"/> timesteps are spread over the T training timesteps. Null means the sampler's default:
+    /// <see cref="TimestepSpacing.Leading"/> for DDPM and DDIM, <see cref="TimestepSpacing.Trailing"/> for DPM-Solver++.
+    /// </summary>
+    public TimestepSpacing? Spacing { get; set; }
 
     /// <summary>DDIM's eta (Song et al. 2021, eq. 16): 0 is deterministic, 1 gives DDPM's variance. Must be >= 0.</summary>
     public float Eta { get; set; }
@@ -37,7 +43,12 @@ public sealed class SamplerOptions
     public SamplerOptions Clone() => (SamplerOptions)MemberwiseClone();
 
     /// <summary>The number of steps this sampler takes on a model with <paramref name="timesteps"/> timesteps.</summary>
-    public int ResolveSteps(int timesteps) => Steps ?? (Sampler == SamplerKind.Ddpm ? timesteps : Math.Min(50, timesteps));
+    public int ResolveSteps(int timesteps) => Steps ?? Sampler switch
+    {
+        SamplerKind.Ddpm => timesteps,
+        SamplerKind.DpmSolverPlusPlus => Math.Min(20, timesteps),
+        _ => Math.Min(50, timesteps),
+    };
 
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the setting, its value and what is expected.</summary>
     public void Validate(int timesteps)
@@ -48,6 +59,8 @@ public sealed class SamplerOptions
             throw new ArgumentOutOfRangeException(nameof(Eta), Eta, "SamplerOptions.Eta must be >= 0 (0 = deterministic DDIM, 1 = DDPM variance).");
         if (BatchSize < 1)
             throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "SamplerOptions.BatchSize must be >= 1.");
+        if (Spacing is TimestepSpacing spacing && !Enum.IsDefined(spacing))
+            throw new ArgumentOutOfRangeException(nameof(Spacing), spacing, $"Unknown timestep spacing; expected one of {string.Join(", ", Enum.GetNames<TimestepSpacing>())}.");
         if (!Enum.IsDefined(Sampler))
             throw new ArgumentOutOfRangeException(nameof(Sampler), Sampler, $"Unknown sampler; expected one of {string.Join(", ", Enum.GetNames<SamplerKind>())}.");
     }

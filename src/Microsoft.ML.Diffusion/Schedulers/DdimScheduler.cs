@@ -5,13 +5,12 @@ namespace Microsoft.ML.Diffusion.Schedulers;
 
 /// <summary>
 /// DDIM sampling (Song et al. 2021, eq. 12 with sigma_t from eq. 16): deterministic for eta = 0, DDPM-like for
-/// eta = 1. Visits T / steps-spaced timesteps ("leading" spacing) and treats alpha_bar of the timestep after the
-/// last as 1.
+/// eta = 1. Visits the timesteps of its <see cref="TimestepSpacing"/> (leading by default), steps from each to the
+/// next element of <see cref="Timesteps"/>, and treats alpha_bar of the timestep after the last as 1.
 /// </summary>
 public sealed class DdimScheduler : IDiffusionScheduler
 {
     private IReadOnlyList<int> _timesteps;
-    private int _stepRatio;
 
     /// <summary>Creates a DDIM sampler over <paramref name="schedule"/>, visiting all T timesteps until <see cref="SetTimesteps"/> is called.</summary>
     /// <param name="schedule">The forward-process schedule the model was trained with.</param>
@@ -19,7 +18,8 @@ public sealed class DdimScheduler : IDiffusionScheduler
     /// Above 1 the direction term sqrt(1 - alpha_bar_prev - sigma^2) is clamped at 0.</param>
     /// <param name="clipSample">Clamp the predicted x_0 to [-1, 1] (and re-derive epsilon from it, as GLIDE and diffusers'
     /// use_clipped_model_output do).</param>
-    public DdimScheduler(DiffusionSchedule schedule, float eta = 0f, bool clipSample = true)
+    /// <param name="spacing">How <see cref="SetTimesteps"/> picks the timesteps; <see cref="TimestepSpacing.Leading"/> as in diffusers' DDIMScheduler.</param>
+    public DdimScheduler(DiffusionSchedule schedule, float eta = 0f, bool clipSample = true, TimestepSpacing spacing = TimestepSpacing.Leading)
     {
         ArgumentNullException.ThrowIfNull(schedule);
         if (!(eta >= 0) || float.IsInfinity(eta))
@@ -30,7 +30,8 @@ public sealed class DdimScheduler : IDiffusionScheduler
         Schedule = schedule;
         Eta = eta;
         ClipSample = clipSample;
-        (_timesteps, _stepRatio) = SchedulerCore.LeadingTimesteps(schedule.Timesteps, schedule.Timesteps);
+        Spacing = SchedulerCore.CheckSpacing(spacing, nameof(spacing));
+        _timesteps = SchedulerCore.SpacedTimesteps(spacing, schedule.Timesteps, schedule.Timesteps);
     }
 
     /// <inheritdoc/>
@@ -42,6 +43,9 @@ public sealed class DdimScheduler : IDiffusionScheduler
     /// <summary>Whether the predicted x_0 is clamped to [-1, 1].</summary>
     public bool ClipSample { get; }
 
+    /// <summary>How <see cref="SetTimesteps"/> picks the timesteps.</summary>
+    public TimestepSpacing Spacing { get; }
+
     /// <inheritdoc/>
     public IReadOnlyList<int> Timesteps => _timesteps;
 
@@ -49,10 +53,10 @@ public sealed class DdimScheduler : IDiffusionScheduler
     public bool NeedsNoise => Eta > 0;
 
     /// <inheritdoc/>
-    public void SetTimesteps(int steps) => (_timesteps, _stepRatio) = SchedulerCore.LeadingTimesteps(Schedule.Timesteps, steps);
+    public void SetTimesteps(int steps) => _timesteps = SchedulerCore.SpacedTimesteps(Spacing, Schedule.Timesteps, steps);
 
     /// <inheritdoc/>
-    public int PreviousTimestep(int timestep) => SchedulerCore.Previous(timestep, _stepRatio, Schedule.Timesteps);
+    public int PreviousTimestep(int timestep) => SchedulerCore.Previous(_timesteps, timestep, Schedule.Timesteps);
 
     /// <inheritdoc/>
     public Tensor AddNoise(Tensor x0, Tensor noise, Tensor timesteps) => Schedule.AddNoise(x0, noise, timesteps);

@@ -6,18 +6,20 @@ namespace Microsoft.ML.Diffusion.Schedulers;
 /// <summary>
 /// Ancestral sampling of DDPM (Ho et al. 2020, Algorithm 2, eq. 6-7 and 11 via the predicted x_0), with diffusers'
 /// generalisation to fewer steps than T: each step uses alpha_bar_t and alpha_bar_prev of the previous visited
-/// timestep, so beta'_t = 1 - alpha_bar_t/alpha_bar_prev plays the part of beta_t.
+/// timestep, so beta'_t = 1 - alpha_bar_t/alpha_bar_prev plays the part of beta_t. "Previous" is the next element of
+/// <see cref="Timesteps"/>, so any <see cref="TimestepSpacing"/> works, uniform or not.
 /// </summary>
 public sealed class DdpmScheduler : IDiffusionScheduler
 {
     private IReadOnlyList<int> _timesteps;
-    private int _stepRatio;
 
     /// <summary>Creates a DDPM sampler over <paramref name="schedule"/>, visiting all T timesteps until <see cref="SetTimesteps"/> is called.</summary>
     /// <param name="schedule">The forward-process schedule the model was trained with.</param>
     /// <param name="clipSample">Clamp the predicted x_0 to [-1, 1] before forming the posterior mean.</param>
     /// <param name="variance">The reverse-step variance (<see cref="DdpmVariance"/>).</param>
-    public DdpmScheduler(DiffusionSchedule schedule, bool clipSample = true, DdpmVariance variance = DdpmVariance.FixedSmall)
+    /// <param name="spacing">How <see cref="SetTimesteps"/> picks the timesteps; <see cref="TimestepSpacing.Leading"/> as in diffusers' DDPMScheduler.</param>
+    public DdpmScheduler(DiffusionSchedule schedule, bool clipSample = true, DdpmVariance variance = DdpmVariance.FixedSmall,
+        TimestepSpacing spacing = TimestepSpacing.Leading)
     {
         ArgumentNullException.ThrowIfNull(schedule);
         if (!Enum.IsDefined(variance))
@@ -29,7 +31,8 @@ public sealed class DdpmScheduler : IDiffusionScheduler
         Schedule = schedule;
         ClipSample = clipSample;
         Variance = variance;
-        (_timesteps, _stepRatio) = SchedulerCore.LeadingTimesteps(schedule.Timesteps, schedule.Timesteps);
+        Spacing = SchedulerCore.CheckSpacing(spacing, nameof(spacing));
+        _timesteps = SchedulerCore.SpacedTimesteps(spacing, schedule.Timesteps, schedule.Timesteps);
     }
 
     /// <inheritdoc/>
@@ -41,6 +44,9 @@ public sealed class DdpmScheduler : IDiffusionScheduler
     /// <summary>The reverse-step variance.</summary>
     public DdpmVariance Variance { get; }
 
+    /// <summary>How <see cref="SetTimesteps"/> picks the timesteps.</summary>
+    public TimestepSpacing Spacing { get; }
+
     /// <inheritdoc/>
     public IReadOnlyList<int> Timesteps => _timesteps;
 
@@ -48,10 +54,10 @@ public sealed class DdpmScheduler : IDiffusionScheduler
     public bool NeedsNoise => true;
 
     /// <inheritdoc/>
-    public void SetTimesteps(int steps) => (_timesteps, _stepRatio) = SchedulerCore.LeadingTimesteps(Schedule.Timesteps, steps);
+    public void SetTimesteps(int steps) => _timesteps = SchedulerCore.SpacedTimesteps(Spacing, Schedule.Timesteps, steps);
 
     /// <inheritdoc/>
-    public int PreviousTimestep(int timestep) => SchedulerCore.Previous(timestep, _stepRatio, Schedule.Timesteps);
+    public int PreviousTimestep(int timestep) => SchedulerCore.Previous(_timesteps, timestep, Schedule.Timesteps);
 
     /// <inheritdoc/>
     public Tensor AddNoise(Tensor x0, Tensor noise, Tensor timesteps) => Schedule.AddNoise(x0, noise, timesteps);

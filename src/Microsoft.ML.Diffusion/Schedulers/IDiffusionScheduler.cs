@@ -6,7 +6,9 @@ namespace Microsoft.ML.Diffusion.Schedulers;
 /// <summary>
 /// A reverse-process sampler with diffusers' contract: <see cref="SetTimesteps"/> chooses the timesteps to visit,
 /// <see cref="Step"/> moves a sample from one of them to the next, and <see cref="AddNoise"/> samples the forward
-/// process q(x_t | x_0). A scheduler holds no tensors; it only reads its <see cref="Schedule"/>.
+/// process q(x_t | x_0). DDPM and DDIM hold no tensors and only read their <see cref="Schedule"/>; a multistep solver
+/// (<see cref="DpmSolverMultistepScheduler"/>) keeps its previous x_0 prediction between steps, so one instance serves
+/// one sampling loop at a time (<see cref="SetTimesteps"/> resets it, and so does starting again at the first timestep).
 /// </summary>
 /// <remarks>
 /// A sampling loop is: <c>SetTimesteps(n)</c>; x = noise; for each t in <see cref="Timesteps"/>:
@@ -20,7 +22,8 @@ public interface IDiffusionScheduler
     /// <summary>The timesteps a sampling loop visits, in descending order; set by <see cref="SetTimesteps"/> (all T - 1 .. 0 until then).</summary>
     IReadOnlyList<int> Timesteps { get; }
 
-    /// <summary>Chooses <paramref name="steps"/> timesteps out of the schedule's T ("leading" spacing: i * (T / steps) for i = steps - 1 .. 0).</summary>
+    /// <summary>Chooses <paramref name="steps"/> timesteps out of the schedule's T with the scheduler's <see cref="TimestepSpacing"/>
+    /// (leading, i * (T / steps) for i = steps - 1 .. 0, for DDPM and DDIM by default) and resets any state kept between steps.</summary>
     /// <param name="steps">Number of sampling steps, from 1 to T.</param>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="steps"/> is below 1 or above T.</exception>
     void SetTimesteps(int steps);
@@ -45,7 +48,10 @@ public interface IDiffusionScheduler
     /// <param name="timesteps">A [B] int64 tensor of timesteps in [0, T).</param>
     Tensor AddNoise(Tensor x0, Tensor noise, Tensor timesteps);
 
-    /// <summary>The timestep that <see cref="Step"/> moves <paramref name="timestep"/> to: timestep - T / steps, or -1 (x_0) after the last.</summary>
+    /// <summary>
+    /// The timestep that <see cref="Step"/> moves <paramref name="timestep"/> to: the next element of <see cref="Timesteps"/>,
+    /// or -1 (x_0) after the last. For a timestep not in the list, the largest listed timestep below it (or -1).
+    /// </summary>
     /// <param name="timestep">A timestep in [0, T).</param>
     int PreviousTimestep(int timestep);
 }

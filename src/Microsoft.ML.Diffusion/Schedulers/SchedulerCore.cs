@@ -4,12 +4,17 @@ using static TorchSharp.torch;
 
 namespace Microsoft.ML.Diffusion.Schedulers;
 
-/// <summary>Shared pieces of the schedulers: leading timestep spacing, argument checks, and tensor-times-double
+/// <summary>Shared pieces of the schedulers: timestep spacing, argument checks, and tensor-times-double
 /// arithmetic that disposes the Scalars it creates (implicit double-to-Scalar conversions wait for the GC).</summary>
 internal static class SchedulerCore
 {
-    /// <summary>Leading spacing (diffusers' default for DDPM and DDIM): t_i = i * (T / steps) for i = steps - 1 .. 0.</summary>
-    public static (ReadOnlyCollection<int> Timesteps, int StepRatio) LeadingTimesteps(int trainTimesteps, int steps)
+    /// <summary>
+    /// The <paramref name="steps"/> timesteps of <paramref name="spacing"/> (Lin et al. 2024, table 2), in descending order.
+    /// Computed as numpy computes diffusers' lists (arange/linspace in float64, round half to even), except that
+    /// Trailing always has exactly <paramref name="steps"/> elements (numpy's arange with a fractional step sometimes
+    /// yields one more, ending in -1).
+    /// </summary>
+    public static ReadOnlyCollection<int> SpacedTimesteps(TimestepSpacing spacing, int trainTimesteps, int steps)
     {
         if (steps < 1 || steps > trainTimesteps)
         {
@@ -17,21 +22,91 @@ internal static class SchedulerCore
                 $"The number of sampling steps must lie between 1 and the schedule's {trainTimesteps} timesteps; got {steps}.");
         }
 
-        int ratio = trainTimesteps / steps;
         var timesteps = new int[steps];
-        for (int i = 0; i < steps; i++)
+        switch (spacing)
         {
-            timesteps[i] = (steps - 1 - i) * ratio;
+            case TimestepSpacing.Leading:
+            {
+                // arange(0, S) * (T // S), reversed (steps_offset 0).
+                int ratio = trainTimesteps / steps;
+                for (int i = 0; i < steps; i++)
+                {
+                    timesteps[i] = (steps - 1 - i) * ratio;
+                }
+
+                break;
+            }
+
+            case TimestepSpacing.Trailing:
+            {
+                // round(arange(T, 0, -T/S)) - 1: numpy's arange element i is start + i * step.
+                double step = -(double)trainTimesteps / steps;
+                for (int i = 0; i < steps; i++)
+                {
+                    timesteps[i] = (int)Math.Round(trainTimesteps + i * step, MidpointRounding.ToEven) - 1;
+                }
+
+                break;
+            }
+
+            case TimestepSpacing.Linspace:
+            {
+                // round(linspace(0, T - 1, S)), reversed: numpy's element j is j * ((T - 1)/(S - 1)), the last set to T - 1 exactly.
+                int last = trainTimesteps - 1;
+                double step = steps > 1 ? (double)last / (steps - 1) : 0.0;
+                for (int j = 0; j < steps; j++)
+                {
+                    double v = steps > 1 && j == steps - 1 ? last : j * step;
+                    timesteps[steps - 1 - j] = (int)Math.Round(v, MidpointRounding.ToEven);
+                }
+
+                break;
+            }
+
+            default:
+                throw UnknownSpacing(spacing, nameof(spacing));
         }
 
-        return (Array.AsReadOnly(timesteps), ratio);
+        return Array.AsReadOnly(timesteps);
     }
 
-    public static int Previous(int timestep, int stepRatio, int trainTimesteps)
+    /// <summary>Throws unless <paramref name="spacing"/> is a defined <see cref="TimestepSpacing"/>.</summary>
+    public static TimestepSpacing CheckSpacing(TimestepSpacing spacing, string paramName) =>
+        Enum.IsDefined(spacing) ? spacing : throw UnknownSpacing(spacing, paramName);
+
+    private static ArgumentOutOfRangeException UnknownSpacing(TimestepSpacing spacing, string paramName) =>
+        new(paramName, spacing, $"Unknown timestep spacing {spacing}; expected one of {string.Join(", ", Enum.GetNames<TimestepSpacing>())}.");
+
+    /// <summary>
+    /// The timestep a step from <paramref name="timestep"/> lands on: the largest element of the descending list
+    /// <paramref name="timesteps"/> below it, i.e. the next element when <paramref name="timestep"/> is in the list,
+    /// or -1 (x_0) after the last.
+    /// </summary>
+    public static int Previous(IReadOnlyList<int> timesteps, int timestep, int trainTimesteps)
     {
         CheckTimestep(timestep, trainTimesteps);
-        int prev = timestep - stepRatio;
-        return prev < 0 ? -1 : prev;
+        int k = IndexBelow(timesteps, timestep);
+        return k >= 0 ? timesteps[k] : -1;
+    }
+
+    /// <summary>Index of the first element of the descending list <paramref name="timesteps"/> that is below <paramref name="timestep"/>, or -1 if none is.</summary>
+    public static int IndexBelow(IReadOnlyList<int> timesteps, int timestep)
+    {
+        int lo = 0, hi = timesteps.Count;                               // binary search: the list is strictly descending
+        while (lo < hi)
+        {
+            int mid = (lo + hi) >>> 1;
+            if (timesteps[mid] < timestep)
+            {
+                hi = mid;
+            }
+            else
+            {
+                lo = mid + 1;
+            }
+        }
+
+        return lo < timesteps.Count ? lo : -1;
     }
 
     public static void CheckTimestep(int timestep, int trainTimesteps)
