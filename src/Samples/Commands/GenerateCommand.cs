@@ -17,15 +17,16 @@ public static class GenerateCommand
     {
         var model = new Option<string>("--model") { Description = "Model zip written by train", Required = true };
         var count = new Option<int>("--count") { Description = "Images to generate", DefaultValueFactory = _ => 16 };
-        var sampler = new Option<string>("--sampler") { Description = "ddpm or ddim", DefaultValueFactory = _ => "ddim" };
-        sampler.AcceptOnlyFromAmong("ddpm", "ddim");
-        var steps = new Option<int?>("--steps") { Description = "Network calls (default: T for ddpm, 50 for ddim)" };
+        var sampler = new Option<string>("--sampler") { Description = "ddpm, ddim or dpm-solver++", DefaultValueFactory = _ => "ddim" };
+        sampler.AcceptOnlyFromAmong("ddpm", "ddim", "dpm-solver++");
+        var steps = new Option<int?>("--steps") { Description = "Network calls (default: T for ddpm, 50 for ddim, 20 for dpm-solver++)" };
+        var spacing = new Option<TimestepSpacing?>("--spacing") { Description = "Timestep spacing: Leading, Trailing or Linspace (default: the sampler's)" };
         var eta = new Option<float>("--eta") { Description = "DDIM eta (0 deterministic, 1 DDPM-like)", DefaultValueFactory = _ => 0f };
         var seed = new Option<uint>("--seed") { Description = "Seed of the first image (image i uses seed + i)", DefaultValueFactory = _ => 0u };
         var output = new Option<string>("--out") { Description = "Grid PNG to write", DefaultValueFactory = _ => "grid.png" };
         var batch = new Option<int>("--batch-size") { Description = "Images denoised together", DefaultValueFactory = _ => 64 };
 
-        var command = new Command("generate", "Generate a grid of images with a trained model") { model, count, sampler, steps, eta, seed, output, batch };
+        var command = new Command("generate", "Generate a grid of images with a trained model") { model, count, sampler, steps, spacing, eta, seed, output, batch };
         command.SetAction(parse =>
         {
             string path = parse.GetValue(model)!;
@@ -39,8 +40,8 @@ public static class GenerateCommand
             using var cts = ConsoleProgress.CancelOnCtrlC();
             var options = new SamplerOptions
             {
-                Sampler = parse.GetValue(sampler) == "ddpm" ? SamplerKind.Ddpm : SamplerKind.Ddim,
-                Steps = parse.GetValue(steps), Eta = parse.GetValue(eta), Seed = parse.GetValue(seed),
+                Sampler = ParseSampler(parse.GetValue(sampler)!),
+                Steps = parse.GetValue(steps), Spacing = parse.GetValue(spacing), Eta = parse.GetValue(eta), Seed = parse.GetValue(seed),
                 BatchSize = parse.GetValue(batch), CancellationToken = cts.Token,
             };
             string outPath = parse.GetValue(output)!;
@@ -64,6 +65,15 @@ public static class GenerateCommand
         });
         return command;
     }
+
+    /// <summary>The sampler named on the command line.</summary>
+    public static SamplerKind ParseSampler(string name) => name switch
+    {
+        "ddpm" => SamplerKind.Ddpm,
+        "ddim" => SamplerKind.Ddim,
+        "dpm-solver++" => SamplerKind.DpmSolverPlusPlus,
+        _ => throw new ArgumentException($"Unknown sampler '{name}'; expected ddpm, ddim or dpm-solver++."),
+    };
 
     /// <summary>Generates with a progress bar of all denoising steps.</summary>
     public static IReadOnlyList<MLImage> Generate(DiffusionModel model, int count, SamplerOptions options)
