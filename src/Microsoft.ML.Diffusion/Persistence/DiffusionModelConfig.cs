@@ -26,6 +26,8 @@ public sealed record DiffusionModelConfig
     public string SeedColumnName { get; init; } = DiffusionDefaults.SeedColumnName;
     /// <summary>The sampler <see cref="DiffusionModel.Transform"/> uses.</summary>
     public SamplerSettings DefaultSampler { get; init; } = new();
+    /// <summary>What the network predicts; absent (Epsilon) in models saved before it existed.</summary>
+    public PredictionType Prediction { get; init; } = PredictionType.Epsilon;
     /// <summary>Optimizer steps the weights were trained for.</summary>
     public long TrainedSteps { get; init; }
 
@@ -60,16 +62,20 @@ public sealed record SamplerSettings
     public bool ClipSample { get; init; } = true;
     /// <summary>See <see cref="SamplerOptions.BatchSize"/>.</summary>
     public int BatchSize { get; init; } = 64;
+    /// <summary>See <see cref="SamplerOptions.DynamicThresholding"/>; absent (false) in models saved before it existed.</summary>
+    public bool DynamicThresholding { get; init; }
 
     /// <summary>Copies the serialisable settings of <paramref name="o"/>.</summary>
     public static SamplerSettings From(SamplerOptions o) => new()
     {
         Sampler = o.Sampler, Steps = o.Steps, Eta = o.Eta, Spacing = o.Spacing, Seed = o.Seed, ClipSample = o.ClipSample, BatchSize = o.BatchSize,
+        DynamicThresholding = o.DynamicThresholding,
     };
 
     /// <summary>New options with these settings.</summary>
     public SamplerOptions ToOptions() => new()
     {
         Sampler = Sampler, Steps = Steps, Eta = Eta, Spacing = Spacing, Seed = Seed, ClipSample = ClipSample, BatchSize = BatchSize,
+        DynamicThresholding = DynamicThresholding,
     };
 }

@@ -13,8 +13,20 @@ public static class DiffusionSampler
 {
     /// <summary>
     /// Samples one image per seed. <paramref name="denoiser"/> maps (x_t [B,C,H,W], t [B] int64) to the
-    /// predicted noise. Returns x_0 as a float tensor [B, C, H, W] in [-1, 1] on the CPU.
+    /// model output the scheduler expects (its <see cref="PredictionType"/>). Returns x_0 as a float tensor
+    /// [B, C, H, W] in [-1, 1] on the CPU.
     /// </summary>
+    /// <param name="denoiser">The network.</param>
+    /// <param name="scheduler">The sampler, with its timesteps set.</param>
+    /// <param name="seeds">One seed per image: image i draws x_T and any per-step noise from a generator seeded with seeds[i].</param>
+    /// <param name="imageShape">[C, H, W].</param>
+    /// <param name="device">Where the network runs.</param>
+    /// <param name="progress">Receives one report per step.</param>
+    /// <param name="cancellationToken">Checked before every step.</param>
+    /// <param name="batchIndex">Reported in <see cref="SamplingProgress.BatchIndex"/>.</param>
+    /// <param name="batchCount">Reported in <see cref="SamplingProgress.BatchCount"/>.</param>
+    /// <param name="initialNoise">When set, x_T itself ([B, C, H, W] with B = seeds.Count, any device; copied, not modified)
+    /// instead of the per-seed draw; the seeds then only feed the per-step noise of samplers that need it.</param>
     public static Tensor Sample(
         Func<Tensor, Tensor, Tensor> denoiser,
         IDiffusionScheduler scheduler,
@@ -24,19 +36,28 @@ public static class DiffusionSampler
         IProgress<SamplingProgress>? progress = null,
         CancellationToken cancellationToken = default,
         int batchIndex = 0,
-        int batchCount = 0)
+        int batchCount = 0,
+        Tensor? initialNoise = null)
     {
         ArgumentNullException.ThrowIfNull(denoiser);
         ArgumentNullException.ThrowIfNull(scheduler);
         ArgumentNullException.ThrowIfNull(seeds);
         if (seeds.Count == 0) throw new ArgumentException("At least one seed is needed.", nameof(seeds));
+        if (initialNoise is not null)
+        {
+            var expected = new[] { (long)seeds.Count }.Concat(imageShape).ToArray();
+            if (!initialNoise.shape.SequenceEqual(expected))
+                throw new ArgumentException(
+                    $"initialNoise must have shape [{string.Join(", ", expected)}] (one image per seed); got [{string.Join(", ", initialNoise.shape)}].",
+                    nameof(initialNoise));
+        }
 
         var generators = seeds.Select(s => new Generator(s, CPU)).ToArray();
         try
         {
             using var noGrad = no_grad();
             // x_T ~ N(0, I) (DDPM algorithm 2, line 1), one stream per image.
-            Tensor x = NextNoise(generators, imageShape, device);
+            Tensor x = initialNoise is null ? NextNoise(generators, imageShape, device) : CopyTo(initialNoise, device);
             var timesteps = scheduler.Timesteps;
             for (int i = 0; i < timesteps.Count; i++)
             {
@@ -62,6 +83,22 @@ public static class DiffusionSampler
         {
             foreach (var g in generators) g.Dispose();
         }
+    }
+
+    /// <summary>A float32 copy of <paramref name="x"/> on <paramref name="device"/> that the loop may dispose.</summary>
+    private static Tensor CopyTo(Tensor x, Device device)
+    {
+        using var scope = NewDisposeScope();
+        var copy = x.detach().to_type(float32).clone();
+        var moved = device.type == DeviceType.CPU && copy.device_type == DeviceType.CPU ? copy : copy.to(device);
+        return moved.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>x_T for one seed: the standard normal [C, H, W] tensor (float32, CPU) that <see cref="Sample"/> draws first for it.</summary>
+    internal static Tensor InitialNoise(uint seed, long[] imageShape)
+    {
+        using var g = new Generator(seed, CPU);
+        return randn(imageShape, dtype: float32, device: CPU, generator: g);
     }
 
     /// <summary>Draws standard normal noise for each image from its own generator and stacks it on <paramref name="device"/>.</summary>

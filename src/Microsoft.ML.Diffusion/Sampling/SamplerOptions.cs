@@ -30,6 +30,13 @@ public sealed class SamplerOptions
     /// <summary>Clip the predicted x0 to [-1, 1] at every step (DDPM's reference implementation does). Default true.</summary>
     public bool ClipSample { get; set; } = true;
 
+    /// <summary>
+    /// Dynamic thresholding of the predicted x0 at every step (Saharia et al. 2022, "Imagen", section 2.3): per image,
+    /// s = max(1, 99.5th percentile of |x0|), then x0 is clamped to [-s, s] and divided by s. Replaces
+    /// <see cref="ClipSample"/> when true. Default false.
+    /// </summary>
+    public bool DynamicThresholding { get; set; }
+
     /// <summary>Images denoised together in one network call. Default 64. Does not change the images.</summary>
     public int BatchSize { get; set; } = 64;
 

@@ -8,22 +8,26 @@ namespace Microsoft.ML.Diffusion.Sampling;
 public static class SchedulerFactory
 {
     /// <summary>Creates and configures the scheduler; throws for invalid options.</summary>
-    public static IDiffusionScheduler Create(DiffusionSchedule schedule, SamplerOptions options)
+    /// <param name="schedule">The forward-process schedule the model was trained with.</param>
+    /// <param name="options">Sampler, steps, spacing, eta, clipping and thresholding.</param>
+    /// <param name="prediction">What the model predicts (the <see cref="DiffusionTrainer.Options.Prediction"/> it was trained with).</param>
+    public static IDiffusionScheduler Create(DiffusionSchedule schedule, SamplerOptions options, PredictionType prediction = PredictionType.Epsilon)
     {
         ArgumentNullException.ThrowIfNull(schedule);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate(schedule.Timesteps);
+        bool dyn = options.DynamicThresholding;
         IDiffusionScheduler scheduler = options.Sampler switch
         {
             SamplerKind.Ddpm => options.Spacing is TimestepSpacing ddpmSpacing
-                ? new DdpmScheduler(schedule, options.ClipSample, spacing: ddpmSpacing)
-                : new DdpmScheduler(schedule, options.ClipSample),
+                ? new DdpmScheduler(schedule, options.ClipSample, spacing: ddpmSpacing, prediction: prediction, dynamicThresholding: dyn)
+                : new DdpmScheduler(schedule, options.ClipSample, prediction: prediction, dynamicThresholding: dyn),
             SamplerKind.Ddim => options.Spacing is TimestepSpacing ddimSpacing
-                ? new DdimScheduler(schedule, options.Eta, options.ClipSample, ddimSpacing)
-                : new DdimScheduler(schedule, options.Eta, options.ClipSample),
+                ? new DdimScheduler(schedule, options.Eta, options.ClipSample, ddimSpacing, prediction, dyn)
+                : new DdimScheduler(schedule, options.Eta, options.ClipSample, prediction: prediction, dynamicThresholding: dyn),
             SamplerKind.DpmSolverPlusPlus => options.Spacing is TimestepSpacing dpmSpacing
-                ? new DpmSolverMultistepScheduler(schedule, options.ClipSample, dpmSpacing)
-                : new DpmSolverMultistepScheduler(schedule, options.ClipSample),
+                ? new DpmSolverMultistepScheduler(schedule, options.ClipSample, dpmSpacing, prediction, dyn)
+                : new DpmSolverMultistepScheduler(schedule, options.ClipSample, prediction: prediction, dynamicThresholding: dyn),
             _ => throw new ArgumentOutOfRangeException(nameof(options), options.Sampler, "Unknown sampler."),
         };
         scheduler.SetTimesteps(options.ResolveSteps(schedule.Timesteps));

@@ -19,7 +19,11 @@ public sealed class DdimScheduler : IDiffusionScheduler
     /// <param name="clipSample">Clamp the predicted x_0 to [-1, 1] (and re-derive epsilon from it, as GLIDE and diffusers'
     /// use_clipped_model_output do).</param>
     /// <param name="spacing">How <see cref="SetTimesteps"/> picks the timesteps; <see cref="TimestepSpacing.Leading"/> as in diffusers' DDIMScheduler.</param>
-    public DdimScheduler(DiffusionSchedule schedule, float eta = 0f, bool clipSample = true, TimestepSpacing spacing = TimestepSpacing.Leading)
+    /// <param name="prediction">What the model output is (epsilon, x_0 or v); converted to (x_0, eps) before the update.</param>
+    /// <param name="dynamicThresholding">Threshold the predicted x_0 dynamically (Imagen, section 2.3) instead of clipping it;
+    /// epsilon is then re-derived from the thresholded x_0.</param>
+    public DdimScheduler(DiffusionSchedule schedule, float eta = 0f, bool clipSample = true, TimestepSpacing spacing = TimestepSpacing.Leading,
+        PredictionType prediction = PredictionType.Epsilon, bool dynamicThresholding = false)
     {
         ArgumentNullException.ThrowIfNull(schedule);
         if (!(eta >= 0) || float.IsInfinity(eta))
@@ -31,6 +35,8 @@ public sealed class DdimScheduler : IDiffusionScheduler
         Eta = eta;
         ClipSample = clipSample;
         Spacing = SchedulerCore.CheckSpacing(spacing, nameof(spacing));
+        Prediction = SchedulerCore.CheckPrediction(prediction, nameof(prediction));
+        DynamicThresholding = dynamicThresholding;
         _timesteps = SchedulerCore.SpacedTimesteps(spacing, schedule.Timesteps, schedule.Timesteps);
     }
 
@@ -45,6 +51,12 @@ public sealed class DdimScheduler : IDiffusionScheduler
 
     /// <summary>How <see cref="SetTimesteps"/> picks the timesteps.</summary>
     public TimestepSpacing Spacing { get; }
+
+    /// <summary>What the model output passed to <see cref="Step"/> is.</summary>
+    public PredictionType Prediction { get; }
+
+    /// <summary>Whether the predicted x_0 is dynamically thresholded (replacing <see cref="ClipSample"/>).</summary>
+    public bool DynamicThresholding { get; }
 
     /// <inheritdoc/>
     public IReadOnlyList<int> Timesteps => _timesteps;
@@ -80,8 +92,6 @@ public sealed class DdimScheduler : IDiffusionScheduler
         // Per-step scalars in float64.
         double abarT = Schedule.AlphaBar(timestep);
         double abarPrev = Schedule.AlphaBar(prev);                      // 1 when prev = -1 (landing on x_0)
-        double sqrtAbarT = Math.Sqrt(abarT);
-        double sqrtOneMinusAbarT = Math.Sqrt(1.0 - abarT);
         double sigma = Sigma(timestep);                                 // eq. 16
         double dirCoef = Math.Sqrt(Math.Max(1.0 - abarPrev - sigma * sigma, 0.0));
 
@@ -89,14 +99,15 @@ public sealed class DdimScheduler : IDiffusionScheduler
 
         using var scope = NewDisposeScope();
 
-        // DDIM eq. 12, "predicted x_0": (x_t - sqrt(1 - alpha_t) eps_theta(x_t)) / sqrt(alpha_t).
-        var x0 = SchedulerCore.Combine(1.0 / sqrtAbarT, sample, -sqrtOneMinusAbarT / sqrtAbarT, modelOutput);
-        var eps = modelOutput;
-        if (ClipSample)
+        // DDIM eq. 12, "predicted x_0": (x_t - sqrt(1 - alpha_t) eps_theta(x_t)) / sqrt(alpha_t) for epsilon prediction;
+        // x_0 and v outputs are converted to the same (x0_hat, eps_hat) pair.
+        var (x0, eps) = SchedulerCore.ToX0AndEps(modelOutput, sample, abarT, Prediction);
+        var thresholded = SchedulerCore.ThresholdX0(x0, ClipSample, DynamicThresholding);
+        if (!ReferenceEquals(thresholded, x0))
         {
-            x0 = SchedulerCore.ClampUnit(x0);
-            // Re-derive eps from the clipped x_0 (eq. 4 solved for eps): (x_t - sqrt(alpha_t) x0_hat) / sqrt(1 - alpha_t).
-            eps = SchedulerCore.Combine(1.0 / sqrtOneMinusAbarT, sample, -sqrtAbarT / sqrtOneMinusAbarT, x0);
+            x0 = thresholded;
+            // Re-derive eps from the thresholded x_0 (eq. 4 solved for eps): (x_t - sqrt(alpha_t) x0_hat) / sqrt(1 - alpha_t).
+            eps = SchedulerCore.EpsFromX0(sample, x0, abarT);
         }
 
         // DDIM eq. 12: x_{t-1} = sqrt(alpha_{t-1}) x0_hat + sqrt(1 - alpha_{t-1} - sigma_t^2) eps + sigma_t eps_t.

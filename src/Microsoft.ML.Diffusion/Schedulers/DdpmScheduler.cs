@@ -18,8 +18,10 @@ public sealed class DdpmScheduler : IDiffusionScheduler
     /// <param name="clipSample">Clamp the predicted x_0 to [-1, 1] before forming the posterior mean.</param>
     /// <param name="variance">The reverse-step variance (<see cref="DdpmVariance"/>).</param>
     /// <param name="spacing">How <see cref="SetTimesteps"/> picks the timesteps; <see cref="TimestepSpacing.Leading"/> as in diffusers' DDPMScheduler.</param>
+    /// <param name="prediction">What the model output is (epsilon, x_0 or v); converted to x_0 before the posterior mean.</param>
+    /// <param name="dynamicThresholding">Threshold the predicted x_0 dynamically (Imagen, section 2.3) instead of clipping it.</param>
     public DdpmScheduler(DiffusionSchedule schedule, bool clipSample = true, DdpmVariance variance = DdpmVariance.FixedSmall,
-        TimestepSpacing spacing = TimestepSpacing.Leading)
+        TimestepSpacing spacing = TimestepSpacing.Leading, PredictionType prediction = PredictionType.Epsilon, bool dynamicThresholding = false)
     {
         ArgumentNullException.ThrowIfNull(schedule);
         if (!Enum.IsDefined(variance))
@@ -32,6 +34,8 @@ public sealed class DdpmScheduler : IDiffusionScheduler
         ClipSample = clipSample;
         Variance = variance;
         Spacing = SchedulerCore.CheckSpacing(spacing, nameof(spacing));
+        Prediction = SchedulerCore.CheckPrediction(prediction, nameof(prediction));
+        DynamicThresholding = dynamicThresholding;
         _timesteps = SchedulerCore.SpacedTimesteps(spacing, schedule.Timesteps, schedule.Timesteps);
     }
 
@@ -46,6 +50,12 @@ public sealed class DdpmScheduler : IDiffusionScheduler
 
     /// <summary>How <see cref="SetTimesteps"/> picks the timesteps.</summary>
     public TimestepSpacing Spacing { get; }
+
+    /// <summary>What the model output passed to <see cref="Step"/> is.</summary>
+    public PredictionType Prediction { get; }
+
+    /// <summary>Whether the predicted x_0 is dynamically thresholded (replacing <see cref="ClipSample"/>).</summary>
+    public bool DynamicThresholding { get; }
 
     /// <inheritdoc/>
     public IReadOnlyList<int> Timesteps => _timesteps;
@@ -76,10 +86,6 @@ public sealed class DdpmScheduler : IDiffusionScheduler
         double oneMinusAbarT = 1.0 - abarT;
         double oneMinusAbarPrev = 1.0 - abarPrev;
 
-        // DDPM eq. 15 solved for x_0: x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t).
-        double x0FromSample = 1.0 / Math.Sqrt(abarT);
-        double x0FromEps = -Math.Sqrt(oneMinusAbarT) / Math.Sqrt(abarT);
-
         // DDPM eq. 7: mu_tilde = sqrt(alpha_bar_prev) beta'_t/(1 - alpha_bar_t) x0_hat + sqrt(alpha'_t)(1 - alpha_bar_prev)/(1 - alpha_bar_t) x_t.
         double coef1 = Math.Sqrt(abarPrev) * betaT / oneMinusAbarT;
         double coef2 = Math.Sqrt(alphaT) * oneMinusAbarPrev / oneMinusAbarT;
@@ -94,11 +100,10 @@ public sealed class DdpmScheduler : IDiffusionScheduler
         Tensor? z = variance > 0 ? SchedulerCore.CheckNoise(noise, sample, nameof(DdpmScheduler)) : null;
 
         using var scope = NewDisposeScope();
-        var x0 = SchedulerCore.Combine(x0FromSample, sample, x0FromEps, modelOutput);
-        if (ClipSample)
-        {
-            x0 = SchedulerCore.ClampUnit(x0);
-        }
+        // DDPM eq. 15 solved for x_0 (epsilon prediction): x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t);
+        // x_0 and v outputs are converted by the same helper.
+        var (x0, _) = SchedulerCore.ToX0AndEps(modelOutput, sample, abarT, Prediction);
+        x0 = SchedulerCore.ThresholdX0(x0, ClipSample, DynamicThresholding);
 
         var xPrev = SchedulerCore.Combine(coef1, x0, coef2, sample);    // posterior mean mu_tilde_t (eq. 7)
         if (z is not null)

@@ -43,12 +43,17 @@ public sealed class DpmSolverMultistepScheduler : IDiffusionScheduler, IDisposab
     /// <param name="clipSample">Clamp each predicted x_0 to [-1, 1] before it enters the update.</param>
     /// <param name="spacing">How <see cref="SetTimesteps"/> picks the timesteps; <see cref="TimestepSpacing.Trailing"/>
     /// by default (see the remarks for how this relates to diffusers' "linspace").</param>
-    public DpmSolverMultistepScheduler(DiffusionSchedule schedule, bool clipSample = true, TimestepSpacing spacing = TimestepSpacing.Trailing)
+    /// <param name="prediction">What the model output is (epsilon, x_0 or v); converted to the data prediction x_theta.</param>
+    /// <param name="dynamicThresholding">Threshold each x_theta dynamically (Imagen, section 2.3; DPM-Solver++ section 5) instead of clipping it.</param>
+    public DpmSolverMultistepScheduler(DiffusionSchedule schedule, bool clipSample = true, TimestepSpacing spacing = TimestepSpacing.Trailing,
+        PredictionType prediction = PredictionType.Epsilon, bool dynamicThresholding = false)
     {
         ArgumentNullException.ThrowIfNull(schedule);
         Schedule = schedule;
         ClipSample = clipSample;
         Spacing = SchedulerCore.CheckSpacing(spacing, nameof(spacing));
+        Prediction = SchedulerCore.CheckPrediction(prediction, nameof(prediction));
+        DynamicThresholding = dynamicThresholding;
         _timesteps = SchedulerCore.SpacedTimesteps(spacing, schedule.Timesteps, schedule.Timesteps);
         Reset();
     }
@@ -61,6 +66,12 @@ public sealed class DpmSolverMultistepScheduler : IDiffusionScheduler, IDisposab
 
     /// <summary>How <see cref="SetTimesteps"/> picks the timesteps.</summary>
     public TimestepSpacing Spacing { get; }
+
+    /// <summary>What the model output passed to <see cref="Step"/> is.</summary>
+    public PredictionType Prediction { get; }
+
+    /// <summary>Whether each x_theta is dynamically thresholded (replacing <see cref="ClipSample"/>).</summary>
+    public bool DynamicThresholding { get; }
 
     /// <inheritdoc/>
     public IReadOnlyList<int> Timesteps => _timesteps;
@@ -104,7 +115,7 @@ public sealed class DpmSolverMultistepScheduler : IDiffusionScheduler, IDisposab
         int prev = PreviousTimestep(timestep);
 
         // Per-step scalars in float64. s0 = t_{i-1} (current), t = t_i (target).
-        var (alphaS0, sigmaS0, lambdaS0) = AlphaSigmaLambda(timestep);
+        var (_, sigmaS0, lambdaS0) = AlphaSigmaLambda(timestep);
         bool final = prev < 0;
         // final_sigmas_type "zero": the last step lands on alpha = 1, sigma = 0 (lambda = +inf, e^{-h} = 0).
         var (alphaT, sigmaT, lambdaT) = final ? (1.0, 0.0, double.PositiveInfinity) : AlphaSigmaLambda(prev);
@@ -135,12 +146,10 @@ public sealed class DpmSolverMultistepScheduler : IDiffusionScheduler, IDisposab
         Tensor x0;
         using (var scope = NewDisposeScope())
         {
-            // Data prediction from epsilon (DDPM eq. 4 solved for x_0): x_theta = (x_t - sigma_t eps)/alpha_t.
-            x0 = SchedulerCore.Combine(1.0 / alphaS0, sample, -sigmaS0 / alphaS0, modelOutput);
-            if (ClipSample)
-            {
-                x0 = SchedulerCore.ClampUnit(x0);
-            }
+            // Data prediction from epsilon (DDPM eq. 4 solved for x_0): x_theta = (x_t - sigma_t eps)/alpha_t; x_0 and v
+            // outputs are converted by the same helper (a new tensor, never modelOutput, since it is kept between steps).
+            (x0, _) = SchedulerCore.ToX0AndEps(modelOutput, sample, Schedule.AlphaBar(timestep), Prediction);
+            x0 = SchedulerCore.ThresholdX0(x0, ClipSample, DynamicThresholding);
 
             // Algorithm 2: D_i = x_theta(t_{i-1}) for first order, the midpoint combination above for second order.
             var d = secondOrder ? SchedulerCore.Combine(dCoefX0, x0, dCoefPrevX0, _previousX0!) : x0;

@@ -35,7 +35,8 @@ public interface IDiffusionScheduler
     /// One reverse step from <paramref name="timestep"/> (an element of <see cref="Timesteps"/>) to the next one in
     /// <see cref="Timesteps"/>, or to x_0 after the last. Returns x_prev with the dtype and device of <paramref name="sample"/>.
     /// </summary>
-    /// <param name="modelOutput">The model's predicted epsilon, shaped like <paramref name="sample"/>.</param>
+    /// <param name="modelOutput">The model's prediction, shaped like <paramref name="sample"/>: epsilon by default, or x_0 or v
+    /// when the scheduler was created with another <see cref="PredictionType"/>.</param>
     /// <param name="timestep">The current timestep t, in [0, T).</param>
     /// <param name="sample">The current sample x_t.</param>
     /// <param name="noise">Standard normal noise shaped like <paramref name="sample"/>: required when <see cref="NeedsNoise"/>

@@ -163,6 +163,87 @@ internal static class SchedulerCore
         return x.add_(y, sb);
     }
 
+    /// <summary>Throws unless <paramref name="prediction"/> is a defined <see cref="PredictionType"/>.</summary>
+    public static PredictionType CheckPrediction(PredictionType prediction, string paramName) =>
+        Enum.IsDefined(prediction)
+            ? prediction
+            : throw new ArgumentOutOfRangeException(paramName, prediction,
+                $"Unknown prediction type {prediction}; expected one of {string.Join(", ", Enum.GetNames<PredictionType>())}.");
+
+    /// <summary>
+    /// The (x0_hat, eps_hat) that the network output <paramref name="modelOutput"/> of kind <paramref name="prediction"/>
+    /// implies at a timestep with cumulative product <paramref name="alphaBar"/>, for the sample x_t <paramref name="sample"/>.
+    /// With alpha = sqrt(alpha_bar), sigma = sqrt(1 - alpha_bar) and x_t = alpha x_0 + sigma eps (DDPM eq. 4):
+    /// epsilon: x_0 = (x_t - sigma eps)/alpha; sample: eps = (x_t - alpha x_0)/sigma; v = alpha eps - sigma x_0
+    /// (Salimans &amp; Ho 2022, section 4): x_0 = alpha x_t - sigma v, eps = sigma x_t + alpha v (alpha^2 + sigma^2 = 1).
+    /// Both tensors belong to the caller's dispose scope; X0 is always a new tensor, Eps may be <paramref name="modelOutput"/> itself.
+    /// </summary>
+    public static (Tensor X0, Tensor Eps) ToX0AndEps(Tensor modelOutput, Tensor sample, double alphaBar, PredictionType prediction)
+    {
+        double alpha = Math.Sqrt(alphaBar);
+        double sigma = Math.Sqrt(1.0 - alphaBar);
+        return prediction switch
+        {
+            PredictionType.Epsilon => (Combine(1.0 / alpha, sample, -sigma / alpha, modelOutput), modelOutput),
+            PredictionType.Sample => (modelOutput.clone(), EpsFromX0(sample, modelOutput, alphaBar)),
+            PredictionType.VPrediction => (Combine(alpha, sample, -sigma, modelOutput), Combine(sigma, sample, alpha, modelOutput)),
+            _ => throw new ArgumentOutOfRangeException(nameof(prediction), prediction, $"Unknown prediction type {prediction}."),
+        };
+    }
+
+    /// <summary>eps = (x_t - sqrt(alpha_bar) x_0) / sqrt(1 - alpha_bar): DDPM eq. 4 solved for eps.</summary>
+    public static Tensor EpsFromX0(Tensor sample, Tensor x0, double alphaBar)
+    {
+        double sigma = Math.Sqrt(1.0 - alphaBar);
+        return Combine(1.0 / sigma, sample, -Math.Sqrt(alphaBar) / sigma, x0);
+    }
+
+    /// <summary>Percentile of |x_0| used by dynamic thresholding (Imagen, section 2.3).</summary>
+    public const double DynamicThresholdPercentile = 0.995;
+
+    /// <summary>
+    /// Thresholds a predicted x_0: dynamic thresholding when <paramref name="dynamic"/> (it replaces clipping), else
+    /// clamping to [-1, 1] when <paramref name="clip"/>, else nothing. Returns <paramref name="x0"/> itself when unchanged.
+    /// </summary>
+    public static Tensor ThresholdX0(Tensor x0, bool clip, bool dynamic) =>
+        dynamic ? DynamicThreshold(x0) : clip ? ClampUnit(x0) : x0;
+
+    /// <summary>
+    /// Dynamic thresholding (Saharia et al. 2022, "Imagen", section 2.3): per sample, s = max(1, the
+    /// <paramref name="percentile"/> quantile of |x_0| over all its elements), then x_0 = clamp(x_0, -s, s) / s.
+    /// The quantile interpolates linearly between order statistics at position p (n - 1), as numpy and torch.quantile do.
+    /// </summary>
+    /// <param name="x0">Predicted samples, [B, ...].</param>
+    /// <param name="percentile">The quantile p in [0, 1]; 0.995 in Imagen.</param>
+    public static Tensor DynamicThreshold(Tensor x0, double percentile = DynamicThresholdPercentile)
+    {
+        ArgumentNullException.ThrowIfNull(x0);
+        if (!(percentile >= 0 && percentile <= 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(percentile), percentile, "The percentile must lie in [0, 1].");
+        }
+
+        using var scope = NewDisposeScope();
+        long b = x0.shape[0];
+        var flat = x0.abs().reshape(b, -1);
+        long n = flat.shape[1];
+        var sorted = flat.sort(1).Values;
+        double pos = percentile * (n - 1);
+        long lo = (long)Math.Floor(pos);
+        long hi = Math.Min(lo + 1, n - 1);
+        double frac = pos - lo;
+        var low = sorted.select(1, lo);
+        var s = frac > 0 ? Combine(1.0 - frac, low, frac, sorted.select(1, hi)) : low;
+        using Scalar one = 1.0.ToScalar();
+        s = s.clamp_min(one);                                           // s = max(1, percentile)
+        var shape = new long[x0.dim()];
+        Array.Fill(shape, 1L);
+        shape[0] = b;
+        s = s.reshape(shape);
+        // clamp to [-s, s], then divide by s.
+        return x0.maximum(s.neg()).minimum(s).div(s).MoveToOuterDisposeScope();
+    }
+
     /// <summary>x clamped to [-1, 1].</summary>
     public static Tensor ClampUnit(Tensor x)
     {

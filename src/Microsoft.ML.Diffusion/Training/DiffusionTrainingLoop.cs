@@ -19,12 +19,17 @@ public sealed record TrainingSettings
     public double EmaDecay { get; init; } = 0.995;
     /// <summary>Seed of the generator that draws timesteps and noise.</summary>
     public long Seed { get; init; }
+    /// <summary>The regression target: eps (default), x_0 or v (see <see cref="DiffusionLoss.Target"/>).</summary>
+    public PredictionType Prediction { get; init; } = PredictionType.Epsilon;
+    /// <summary>Per-timestep loss weights (see <see cref="DiffusionLoss.TimestepWeights"/>).</summary>
+    public LossWeighting LossWeighting { get; init; } = LossWeighting.None;
 }
 
 /// <summary>
 /// The DDPM training step (Ho et al. 2020, algorithm 1): t ~ Uniform{0..T-1}, eps ~ N(0, I),
 /// x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (eq. 4), minimise || eps - eps_theta(x_t, t) ||^2 (eq. 14),
-/// with AdamW, gradient clipping and an EMA of the weights. Knows TorchSharp only.
+/// with AdamW, gradient clipping and an EMA of the weights. The target may instead be x_0 or v and the per-sample
+/// loss may carry Min-SNR weights (<see cref="DiffusionLoss"/>). Knows TorchSharp only.
 /// </summary>
 public sealed class DiffusionTrainingLoop : IDisposable
 {
@@ -33,12 +38,20 @@ public sealed class DiffusionTrainingLoop : IDisposable
     private readonly Generator _generator;
     private readonly OptimizerHelper _optimizer;
     private readonly Parameter[] _parameters;
+    private readonly double[]? _timestepWeights;                    // null: unweighted MSE
 
     /// <summary>Creates the loop. The network and its EMA copy must already be on <paramref name="device"/>.</summary>
     public DiffusionTrainingLoop(UNet model, UNet emaModel, DiffusionSchedule schedule, TrainingSettings settings, Device device)
     {
+        if (!Enum.IsDefined(settings.Prediction))
+            throw new ArgumentOutOfRangeException(nameof(settings), settings.Prediction, $"Unknown prediction type {settings.Prediction}.");
+        if (!Enum.IsDefined(settings.LossWeighting))
+            throw new ArgumentOutOfRangeException(nameof(settings), settings.LossWeighting, $"Unknown loss weighting {settings.LossWeighting}.");
         Model = model;
         _schedule = schedule;
+        _timestepWeights = settings.LossWeighting == LossWeighting.None
+            ? null
+            : DiffusionLoss.TimestepWeights(schedule, settings.LossWeighting, settings.Prediction);
         Settings = settings;
         _device = device;
         _generator = new Generator((ulong)settings.Seed, CPU);
@@ -83,12 +96,14 @@ public sealed class DiffusionTrainingLoop : IDisposable
             var t = randint(0, _schedule.Timesteps, new long[] { b }, dtype: int64, device: CPU, generator: _generator).to(_device);
             var eps = randn(x.shape, dtype: float32, device: CPU, generator: _generator).to(_device);
             var xt = _schedule.AddNoise(x, eps, t);                      // eq. 4
+            var target = DiffusionLoss.Target(_schedule, Settings.Prediction, x, eps, t);   // eps, x_0 or v
+            var weights = _timestepWeights is null ? null : _schedule.Extract(_timestepWeights, t, 1);
             lossValue = float.NaN;
             for (int attempt = 1; ; attempt++)
             {
                 using var attemptScope = NewDisposeScope();
                 var predicted = Model.forward(xt, t);
-                var loss = nn.functional.mse_loss(predicted, eps);          // eq. 14 (L_simple)
+                var loss = DiffusionLoss.WeightedMse(predicted, target, weights);   // eq. 14 (L_simple) when unweighted epsilon
                 lossValue = loss.item<float>();
                 if (!float.IsFinite(lossValue))
                 {

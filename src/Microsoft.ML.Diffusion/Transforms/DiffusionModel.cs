@@ -103,7 +103,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     {
         ArgumentNullException.ThrowIfNull(seeds);
         options ??= DefaultSampler;
-        var scheduler = SchedulerFactory.Create(_schedule, options);
+        var scheduler = SchedulerFactory.Create(_schedule, options, Config.Prediction);
         int batches = (seeds.Count + options.BatchSize - 1) / options.BatchSize;
         var parts = new List<Tensor>();
         try
@@ -120,6 +120,82 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         {
             if (parts.Count > 1) foreach (var p in parts) p.Dispose();
         }
+    }
+
+    /// <summary>
+    /// Images along the spherical linear interpolation (slerp) between the starting noises x_T of <paramref name="seedA"/>
+    /// and <paramref name="seedB"/> (Song et al. 2021, DDIM, section 5.3 / figure 6; slerp as in Shoemake 1985:
+    /// x(a) = sin((1 - a) theta)/sin(theta) x_A + sin(a theta)/sin(theta) x_B with cos(theta) = x_A.x_B / (|x_A| |x_B|)),
+    /// each denoised with a deterministic sampler. Image 0 equals <c>Generate(1, Seed = seedA)</c> and the last equals
+    /// <c>Generate(1, Seed = seedB)</c> with the same <paramref name="options"/>.
+    /// </summary>
+    /// <param name="seedA">Seed of the first end point.</param>
+    /// <param name="seedB">Seed of the last end point.</param>
+    /// <param name="count">Number of images, at least 2 (both end points included, a = i / (count - 1)).</param>
+    /// <param name="options">A deterministic sampler (DDIM with eta 0, or DPM-Solver++); null uses <see cref="DefaultSampler"/>.
+    /// <see cref="SamplerOptions.Seed"/> is ignored.</param>
+    /// <exception cref="ArgumentException">The sampler adds noise at each step (DDPM, or DDIM with eta &gt; 0), so the
+    /// images would not depend on x_T alone.</exception>
+    public IReadOnlyList<MLImage> Interpolate(uint seedA, uint seedB, int count, SamplerOptions? options = null)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (count < 2) throw new ArgumentOutOfRangeException(nameof(count), count, "count must be >= 2 (both end points are included).");
+        options ??= DefaultSampler;
+        var probe = SchedulerFactory.Create(_schedule, options, Config.Prediction);
+        if (probe.NeedsNoise)
+        {
+            throw new ArgumentException(
+                $"Interpolate needs a deterministic sampler (DDIM with Eta = 0, or DPM-Solver++); {options.Sampler}" +
+                (options.Sampler == SamplerKind.Ddim ? $" with Eta = {options.Eta}" : string.Empty) +
+                " adds fresh noise at every step, so the images would not follow the interpolated starting noise.", nameof(options));
+        }
+
+        (probe as IDisposable)?.Dispose();
+        var shape = new long[] { Channels, ImageSize, ImageSize };
+        using var noise = SlerpNoise(seedA, seedB, count, shape);
+        var images = new List<MLImage>(count);
+        for (int start = 0; start < count; start += options.BatchSize)
+        {
+            int n = Math.Min(options.BatchSize, count - start);
+            var scheduler = SchedulerFactory.Create(_schedule, options, Config.Prediction);
+            try
+            {
+                using var chunk = noise.narrow(0, start, n);
+                var seeds = Enumerable.Repeat(seedA, n).ToArray();      // unused: the sampler draws no noise
+                using var x0 = DiffusionSampler.Sample(Denoise, scheduler, seeds, shape, _device, options.Progress, options.CancellationToken,
+                    start / options.BatchSize, (count + options.BatchSize - 1) / options.BatchSize, chunk);
+                images.AddRange(ImageTensorConverter.ToBgraPixels(x0).Select(p => MLImage.CreateFromPixels(ImageSize, ImageSize, MLPixelFormat.Bgra32, p)));
+            }
+            finally
+            {
+                (scheduler as IDisposable)?.Dispose();
+            }
+        }
+
+        return images;
+    }
+
+    /// <summary>[count, C, H, W] float32: slerp between the x_T of two seeds, computed in float64, end points exact.</summary>
+    internal static Tensor SlerpNoise(uint seedA, uint seedB, int count, long[] imageShape)
+    {
+        using var scope = NewDisposeScope();
+        var a = DiffusionSampler.InitialNoise(seedA, imageShape).to_type(float64);
+        var b = DiffusionSampler.InitialNoise(seedB, imageShape).to_type(float64);
+        double cos = (a * b).sum().item<double>() / (a.norm().item<double>() * b.norm().item<double>());
+        double theta = Math.Acos(Math.Clamp(cos, -1.0, 1.0));
+        double sinTheta = Math.Sin(theta);
+        var frames = new Tensor[count];
+        for (int i = 0; i < count; i++)
+        {
+            double alpha = (double)i / (count - 1);
+            // Slerp; nearly parallel noises (theta ~ 0, e.g. seedA == seedB) fall back to linear interpolation.
+            var (wa, wb) = sinTheta > 1e-6
+                ? (Math.Sin((1.0 - alpha) * theta) / sinTheta, Math.Sin(alpha * theta) / sinTheta)
+                : (1.0 - alpha, alpha);
+            frames[i] = Schedulers.SchedulerCore.Combine(wa, a, wb, b);
+        }
+
+        return stack(frames).to_type(float32).MoveToOuterDisposeScope();
     }
 
     /// <summary>Bgra32 pixels of the images for <paramref name="seeds"/>.</summary>

@@ -78,6 +78,11 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         public int CheckpointInterval { get; set; } = DiffusionDefaults.CheckpointInterval;
         /// <summary>Steps between two log lines on the MLContext log.</summary>
         public int LogInterval { get; set; } = 50;
+        /// <summary>What the network learns to predict: the noise eps (default, DDPM), the clean image x_0, or
+        /// v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0 (Salimans &amp; Ho 2022). Saved with the model; its samplers use it.</summary>
+        public PredictionType Prediction { get; set; } = PredictionType.Epsilon;
+        /// <summary>Per-timestep loss weighting: none (default) or Min-SNR-5 (Hang et al. 2023), which speeds up convergence.</summary>
+        public LossWeighting LossWeighting { get; set; } = LossWeighting.None;
         /// <summary>The sampler the trained model's Transform uses (saved with the model).</summary>
         public SamplerOptions Sampler { get; set; } = new();
         /// <summary>Receives a report after every optimizer step.</summary>
@@ -128,6 +133,12 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         Positive(o.BatchSize, nameof(o.BatchSize));
         Positive(o.ShuffleBufferSize, nameof(o.ShuffleBufferSize));
         Positive(o.CheckpointInterval, nameof(o.CheckpointInterval));
+        if (!Enum.IsDefined(o.Prediction))
+            throw new ArgumentOutOfRangeException(nameof(o.Prediction), o.Prediction,
+                $"Unknown DiffusionTrainer.Options.Prediction; expected one of {string.Join(", ", Enum.GetNames<PredictionType>())}.");
+        if (!Enum.IsDefined(o.LossWeighting))
+            throw new ArgumentOutOfRangeException(nameof(o.LossWeighting), o.LossWeighting,
+                $"Unknown DiffusionTrainer.Options.LossWeighting; expected one of {string.Join(", ", Enum.GetNames<LossWeighting>())}.");
         Positive(o.LogInterval, nameof(o.LogInterval));
         if (!(o.LearningRate > 0 && float.IsFinite(o.LearningRate)))
             throw new ArgumentOutOfRangeException(nameof(o.LearningRate), o.LearningRate, "DiffusionTrainer.Options.LearningRate must be a positive number.");
@@ -179,13 +190,18 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         var settings = new TrainingSettings
         {
             LearningRate = o.LearningRate, WeightDecay = o.WeightDecay, GradientClipNorm = o.GradientClipNorm,
-            EmaDecay = o.EmaDecay, Seed = seed,
+            EmaDecay = o.EmaDecay, Seed = seed, Prediction = o.Prediction, LossWeighting = o.LossWeighting,
         };
-        string identity = JsonSerializer.Serialize(new
+        var identityFields = new
         {
             Network = netConfig, o.Schedule, o.Timesteps, o.BatchSize, o.LearningRate, o.WeightDecay, o.GradientClipNorm,
             o.EmaDecay, o.ShuffleBufferSize,
-        }, DiffusionModelConfig.Json);
+        };
+        // The training target and weighting were added later: they enter the identity only when not at their defaults,
+        // so checkpoints written before keep resuming.
+        string identity = o.Prediction == PredictionType.Epsilon && o.LossWeighting == LossWeighting.None
+            ? JsonSerializer.Serialize(identityFields, DiffusionModelConfig.Json)
+            : JsonSerializer.Serialize(new { Run = identityFields, o.Prediction, o.LossWeighting }, DiffusionModelConfig.Json);
 
         try
         {
@@ -317,6 +333,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             Network = netConfig, Schedule = o.Schedule, Timesteps = o.Timesteps, ImageSize = o.ImageSize, Channels = o.Channels,
             OutputColumnName = o.OutputColumnName, SeedColumnName = o.SeedColumnName,
             DefaultSampler = SamplerSettings.From(o.Sampler ?? new SamplerOptions()), TrainedSteps = loop.Step,
+            Prediction = o.Prediction,
         };
         return new DiffusionModel(_host, config, ema, device);
     }
