@@ -179,6 +179,21 @@ public class PredictionTypeTests
     }
 
     [TestMethod]
+    public void SchedulerFactoryPassesPredictionAndThresholding()
+    {
+        var s = new DiffusionSchedule(NoiseSchedule.Linear, 50);
+        var ddpm = (DdpmScheduler)Sampling.SchedulerFactory.Create(s, new SamplerOptions { Sampler = SamplerKind.Ddpm, DynamicThresholding = true }, PredictionType.Sample);
+        Assert.AreEqual(PredictionType.Sample, ddpm.Prediction);
+        Assert.IsTrue(ddpm.DynamicThresholding);
+        var ddim = (DdimScheduler)Sampling.SchedulerFactory.Create(s, new SamplerOptions { Sampler = SamplerKind.Ddim, Spacing = TimestepSpacing.Trailing }, PredictionType.VPrediction);
+        Assert.AreEqual(PredictionType.VPrediction, ddim.Prediction);
+        Assert.IsFalse(ddim.DynamicThresholding);
+        using var dpm = (DpmSolverMultistepScheduler)Sampling.SchedulerFactory.Create(s, new SamplerOptions { Sampler = SamplerKind.DpmSolverPlusPlus, DynamicThresholding = true });
+        Assert.AreEqual(PredictionType.Epsilon, dpm.Prediction);
+        Assert.IsTrue(dpm.DynamicThresholding);
+    }
+
+    [TestMethod]
     public void UnknownPredictionIsRejected()
     {
         var s = new DiffusionSchedule(NoiseSchedule.Linear, 10);
