@@ -27,10 +27,12 @@ public static class TrainCommand
         var seed = new Option<int>("--seed") { Description = "Seed of weights, noise and data order", DefaultValueFactory = _ => 1 };
         var maxSteps = new Option<long?>("--max-steps") { Description = "Stop after this many optimizer steps" };
         var checkpoints = new Option<string?>("--checkpoint-dir") { Description = "Write checkpoints here and resume from them" };
+        var prediction = new Option<PredictionType>("--prediction") { Description = "What the network predicts: Epsilon, Sample or VPrediction", DefaultValueFactory = _ => PredictionType.Epsilon };
+        var weighting = new Option<LossWeighting>("--loss-weighting") { Description = "None or MinSnr (gamma 5)", DefaultValueFactory = _ => LossWeighting.None };
 
         var command = new Command("train", "Train a diffusion model on Fashion-MNIST")
         {
-            data, limit, epochs, output, batch, baseChannels, timesteps, schedule, lr, ema, seed, maxSteps, checkpoints,
+            data, limit, epochs, output, batch, baseChannels, timesteps, schedule, lr, ema, seed, maxSteps, checkpoints, prediction, weighting,
         };
         command.SetAction(parse =>
         {
@@ -58,6 +60,7 @@ public static class TrainCommand
                 BaseChannels = parse.GetValue(baseChannels), Timesteps = parse.GetValue(timesteps), Schedule = parse.GetValue(schedule),
                 Epochs = e, BatchSize = b, LearningRate = parse.GetValue(lr), EmaDecay = parse.GetValue(ema),
                 Seed = parse.GetValue(seed), MaxSteps = parse.GetValue(maxSteps), CheckpointDirectory = parse.GetValue(checkpoints),
+                Prediction = parse.GetValue(prediction), LossWeighting = parse.GetValue(weighting),
                 CancellationToken = cts.Token,
             };
             long steps = (long)Math.Ceiling(total / (double)b) * e;
