@@ -28,6 +28,9 @@ public sealed record DiffusionModelConfig
     public SamplerSettings DefaultSampler { get; init; } = new();
     /// <summary>What the network predicts; absent (Epsilon) in models saved before it existed.</summary>
     public PredictionType Prediction { get; init; } = PredictionType.Epsilon;
+    /// <summary>The reverse-step variance; absent (FixedSmall) in models saved before it existed. With
+    /// <see cref="VarianceType.Learned"/> the network has 2 x <see cref="Channels"/> output channels.</summary>
+    public VarianceType Variance { get; init; } = VarianceType.FixedSmall;
     /// <summary>Optimizer steps the weights were trained for.</summary>
     public long TrainedSteps { get; init; }
 

@@ -11,7 +11,10 @@ public static class SchedulerFactory
     /// <param name="schedule">The forward-process schedule the model was trained with.</param>
     /// <param name="options">Sampler, steps, spacing, eta, clipping and thresholding.</param>
     /// <param name="prediction">What the model predicts (the <see cref="DiffusionTrainer.Options.Prediction"/> it was trained with).</param>
-    public static IDiffusionScheduler Create(DiffusionSchedule schedule, SamplerOptions options, PredictionType prediction = PredictionType.Epsilon)
+    /// <param name="variance">The model's reverse-step variance (<see cref="DiffusionTrainer.Options.Variance"/>): DDPM uses it;
+    /// DDIM and DPM-Solver++ use only the prediction half of a learned-variance output.</param>
+    public static IDiffusionScheduler Create(DiffusionSchedule schedule, SamplerOptions options, PredictionType prediction = PredictionType.Epsilon,
+        VarianceType variance = VarianceType.FixedSmall)
     {
         ArgumentNullException.ThrowIfNull(schedule);
         ArgumentNullException.ThrowIfNull(options);
@@ -20,8 +23,8 @@ public static class SchedulerFactory
         IDiffusionScheduler scheduler = options.Sampler switch
         {
             SamplerKind.Ddpm => options.Spacing is TimestepSpacing ddpmSpacing
-                ? new DdpmScheduler(schedule, options.ClipSample, spacing: ddpmSpacing, prediction: prediction, dynamicThresholding: dyn)
-                : new DdpmScheduler(schedule, options.ClipSample, prediction: prediction, dynamicThresholding: dyn),
+                ? new DdpmScheduler(schedule, variance, options.ClipSample, ddpmSpacing, prediction, dyn)
+                : new DdpmScheduler(schedule, variance, options.ClipSample, prediction: prediction, dynamicThresholding: dyn),
             SamplerKind.Ddim => options.Spacing is TimestepSpacing ddimSpacing
                 ? new DdimScheduler(schedule, options.Eta, options.ClipSample, ddimSpacing, prediction, dyn)
                 : new DdimScheduler(schedule, options.Eta, options.ClipSample, prediction: prediction, dynamicThresholding: dyn),

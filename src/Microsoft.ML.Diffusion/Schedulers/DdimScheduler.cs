@@ -101,7 +101,9 @@ public sealed class DdimScheduler : IDiffusionScheduler
 
         // DDIM eq. 12, "predicted x_0": (x_t - sqrt(1 - alpha_t) eps_theta(x_t)) / sqrt(alpha_t) for epsilon prediction;
         // x_0 and v outputs are converted to the same (x0_hat, eps_hat) pair.
-        var (x0, eps) = SchedulerCore.ToX0AndEps(modelOutput, sample, abarT, Prediction);
+        // A learned-variance output (2C channels) contributes only its prediction half.
+        var prediction = SchedulerCore.SplitOutput(modelOutput, sample).Prediction;
+        var (x0, eps) = SchedulerCore.ToX0AndEps(prediction, sample, abarT, Prediction);
         var thresholded = SchedulerCore.ThresholdX0(x0, ClipSample, DynamicThresholding);
         if (!ReferenceEquals(thresholded, x0))
         {

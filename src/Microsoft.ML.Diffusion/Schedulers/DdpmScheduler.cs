@@ -16,28 +16,50 @@ public sealed class DdpmScheduler : IDiffusionScheduler
     /// <summary>Creates a DDPM sampler over <paramref name="schedule"/>, visiting all T timesteps until <see cref="SetTimesteps"/> is called.</summary>
     /// <param name="schedule">The forward-process schedule the model was trained with.</param>
     /// <param name="clipSample">Clamp the predicted x_0 to [-1, 1] before forming the posterior mean.</param>
-    /// <param name="variance">The reverse-step variance (<see cref="DdpmVariance"/>).</param>
+    /// <param name="variance">The fixed reverse-step variance (<see cref="DdpmVariance"/>).</param>
     /// <param name="spacing">How <see cref="SetTimesteps"/> picks the timesteps; <see cref="TimestepSpacing.Leading"/> as in diffusers' DDPMScheduler.</param>
     /// <param name="prediction">What the model output is (epsilon, x_0 or v); converted to x_0 before the posterior mean.</param>
     /// <param name="dynamicThresholding">Threshold the predicted x_0 dynamically (Imagen, section 2.3) instead of clipping it.</param>
     public DdpmScheduler(DiffusionSchedule schedule, bool clipSample = true, DdpmVariance variance = DdpmVariance.FixedSmall,
+        TimestepSpacing spacing = TimestepSpacing.Leading, PredictionType prediction = PredictionType.Epsilon, bool dynamicThresholding = false)
+        : this(schedule, ToVarianceType(variance), clipSample, spacing, prediction, dynamicThresholding)
+    {
+    }
+
+    /// <summary>Creates a DDPM sampler whose reverse-step variance is <paramref name="variance"/>, fixed or learned.</summary>
+    /// <param name="schedule">The forward-process schedule the model was trained with.</param>
+    /// <param name="variance">The reverse-step variance; with <see cref="VarianceType.Learned"/>, <see cref="Step"/> expects a
+    /// model output of 2 C channels (the prediction, then the raw variance r of Improved DDPM eq. 15).</param>
+    /// <param name="clipSample">Clamp the predicted x_0 to [-1, 1] before forming the posterior mean.</param>
+    /// <param name="spacing">How <see cref="SetTimesteps"/> picks the timesteps.</param>
+    /// <param name="prediction">What the model output (its prediction half) is.</param>
+    /// <param name="dynamicThresholding">Threshold the predicted x_0 dynamically (Imagen, section 2.3) instead of clipping it.</param>
+    public DdpmScheduler(DiffusionSchedule schedule, VarianceType variance, bool clipSample = true,
         TimestepSpacing spacing = TimestepSpacing.Leading, PredictionType prediction = PredictionType.Epsilon, bool dynamicThresholding = false)
     {
         ArgumentNullException.ThrowIfNull(schedule);
         if (!Enum.IsDefined(variance))
         {
             throw new ArgumentOutOfRangeException(nameof(variance), variance,
-                $"Unknown DDPM variance {variance}; expected one of {string.Join(", ", Enum.GetNames<DdpmVariance>())}.");
+                $"Unknown variance type {variance}; expected one of {string.Join(", ", Enum.GetNames<VarianceType>())}.");
         }
 
         Schedule = schedule;
         ClipSample = clipSample;
-        Variance = variance;
+        VarianceType = variance;
         Spacing = SchedulerCore.CheckSpacing(spacing, nameof(spacing));
         Prediction = SchedulerCore.CheckPrediction(prediction, nameof(prediction));
         DynamicThresholding = dynamicThresholding;
         _timesteps = SchedulerCore.SpacedTimesteps(spacing, schedule.Timesteps, schedule.Timesteps);
     }
+
+    private static VarianceType ToVarianceType(DdpmVariance variance) => variance switch
+    {
+        DdpmVariance.FixedSmall => VarianceType.FixedSmall,
+        DdpmVariance.FixedLarge => VarianceType.FixedLarge,
+        _ => throw new ArgumentOutOfRangeException(nameof(variance), variance,
+            $"Unknown DDPM variance {variance}; expected one of {string.Join(", ", Enum.GetNames<DdpmVariance>())}."),
+    };
 
     /// <inheritdoc/>
     public DiffusionSchedule Schedule { get; }
@@ -45,8 +67,12 @@ public sealed class DdpmScheduler : IDiffusionScheduler
     /// <summary>Whether the predicted x_0 is clamped to [-1, 1].</summary>
     public bool ClipSample { get; }
 
-    /// <summary>The reverse-step variance.</summary>
-    public DdpmVariance Variance { get; }
+    /// <summary>The reverse-step variance: fixed small, fixed large, or learned (Improved DDPM eq. 15).</summary>
+    public VarianceType VarianceType { get; }
+
+    /// <summary>The fixed reverse-step variance: <see cref="DdpmVariance.FixedLarge"/> for <see cref="VarianceType.FixedLarge"/>,
+    /// else <see cref="DdpmVariance.FixedSmall"/> (also reported for <see cref="VarianceType.Learned"/>; read <see cref="VarianceType"/>).</summary>
+    public DdpmVariance Variance => VarianceType == VarianceType.FixedLarge ? DdpmVariance.FixedLarge : DdpmVariance.FixedSmall;
 
     /// <summary>How <see cref="SetTimesteps"/> picks the timesteps.</summary>
     public TimestepSpacing Spacing { get; }
@@ -72,7 +98,59 @@ public sealed class DdpmScheduler : IDiffusionScheduler
     /// <inheritdoc/>
     public Tensor AddNoise(Tensor x0, Tensor noise, Tensor timesteps) => Schedule.AddNoise(x0, noise, timesteps);
 
+    /// <summary>
+    /// The bounds of the learned log variance for the step from <paramref name="timestep"/> (Improved DDPM eq. 15):
+    /// log beta'_t and log beta_tilde'_t with beta'_t = 1 - alpha_bar_t/alpha_bar_prev and beta_tilde'_t =
+    /// (1 - alpha_bar_prev)/(1 - alpha_bar_t) beta'_t over the visited timesteps, as improved-diffusion's respacing does.
+    /// On the last step (beta_tilde' = 0) the lower bound is the beta_tilde' of the step that lands on <paramref name="timestep"/>,
+    /// as in improved-diffusion's posterior_log_variance_clipped (with all T steps: schedule's <see cref="DiffusionSchedule.PosteriorLogVarianceClipped"/>).
+    /// </summary>
+    /// <param name="timestep">A timestep in [0, T).</param>
+    public (double LogBeta, double LogBetaTilde) LogVarianceBounds(int timestep)
+    {
+        int prev = PreviousTimestep(timestep);
+        double betaT = 1.0 - Schedule.AlphaBar(timestep) / Schedule.AlphaBar(prev);
+        double betaTilde = PosteriorVarianceBetween(timestep, prev);
+        if (prev < 0)
+        {
+            // Clipped as improved-diffusion clips index 0: use the variance of the step from the visited timestep above.
+            int k = Enumerable.Range(0, _timesteps.Count).FirstOrDefault(i => _timesteps[i] == timestep, -1);
+            int above = k > 0 ? _timesteps[k - 1] : timestep < Schedule.Timesteps - 1 ? timestep + 1 : -1;
+            betaTilde = above >= 0 ? PosteriorVarianceBetween(above, timestep) : betaT;
+        }
+
+        return (Math.Log(betaT), Math.Log(Math.Max(betaTilde, 1e-20)));
+    }
+
+    /// <summary>beta_tilde' = (1 - alpha_bar_prev)/(1 - alpha_bar_t) (1 - alpha_bar_t/alpha_bar_prev) (DDPM eq. 7 for a strided step).</summary>
+    private double PosteriorVarianceBetween(int timestep, int prev)
+    {
+        double abarT = Schedule.AlphaBar(timestep);
+        double abarPrev = Schedule.AlphaBar(prev);
+        return (1.0 - abarPrev) / (1.0 - abarT) * (1.0 - abarT / abarPrev);
+    }
+
+    /// <summary>
+    /// The learned log variance log Sigma of the step from <paramref name="timestep"/> for the raw variance channels
+    /// <paramref name="varianceOutput"/> r: v log beta'_t + (1 - v) log beta_tilde'_t with v = (r + 1)/2 (Improved DDPM eq. 15,
+    /// bounds from <see cref="LogVarianceBounds"/>). A new tensor in r's dtype.
+    /// </summary>
+    /// <param name="varianceOutput">The variance half of the model output, any shape.</param>
+    /// <param name="timestep">A timestep in [0, T).</param>
+    public Tensor LogVariance(Tensor varianceOutput, int timestep)
+    {
+        ArgumentNullException.ThrowIfNull(varianceOutput);
+        var (logBeta, logBetaTilde) = LogVarianceBounds(timestep);
+        using var scope = NewDisposeScope();
+        var hi = full(new long[] { 1 }, logBeta, dtype: varianceOutput.dtype, device: varianceOutput.device);
+        var lo = full(new long[] { 1 }, logBetaTilde, dtype: varianceOutput.dtype, device: varianceOutput.device);
+        return Training.VariationalBound.InterpolateLogVariance(varianceOutput, hi, lo).MoveToOuterDisposeScope();
+    }
+
     /// <inheritdoc/>
+    /// <remarks>With <see cref="VarianceType.Learned"/>, <paramref name="modelOutput"/> has 2 C channels and the step noise is
+    /// exp(log Sigma / 2) z per element (<see cref="LogVariance"/>); the fixed variances also accept such an output and ignore its
+    /// variance half.</remarks>
     public Tensor Step(Tensor modelOutput, int timestep, Tensor sample, Tensor? noise = null)
     {
         SchedulerCore.CheckStepArguments(modelOutput, sample);
@@ -90,25 +168,42 @@ public sealed class DdpmScheduler : IDiffusionScheduler
         double coef1 = Math.Sqrt(abarPrev) * betaT / oneMinusAbarT;
         double coef2 = Math.Sqrt(alphaT) * oneMinusAbarPrev / oneMinusAbarT;
 
-        // Reverse-step variance: beta_tilde (DDPM eq. 7) or beta'_t (section 3.2); no noise when landing on x_0.
-        double variance = prev < 0 ? 0.0 : Variance switch
+        // Reverse-step variance: beta_tilde (DDPM eq. 7), beta'_t (section 3.2) or learned (below); no noise when landing on x_0.
+        double variance = prev < 0 ? 0.0 : VarianceType switch
         {
-            DdpmVariance.FixedSmall => Math.Max(oneMinusAbarPrev / oneMinusAbarT * betaT, 1e-20),
+            VarianceType.FixedSmall => Math.Max(oneMinusAbarPrev / oneMinusAbarT * betaT, 1e-20),
             _ => betaT,
         };
 
         Tensor? z = variance > 0 ? SchedulerCore.CheckNoise(noise, sample, nameof(DdpmScheduler)) : null;
 
         using var scope = NewDisposeScope();
+        var (prediction, varianceOutput) = SchedulerCore.SplitOutput(modelOutput, sample);
+        if (VarianceType == VarianceType.Learned && varianceOutput is null)
+        {
+            throw new ArgumentException(
+                $"A learned-variance DDPM step needs the model output with 2 x {sample.shape[1]} channels (prediction and variance); " +
+                $"got [{string.Join(", ", modelOutput.shape)}].", nameof(modelOutput));
+        }
+
         // DDPM eq. 15 solved for x_0 (epsilon prediction): x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t);
         // x_0 and v outputs are converted by the same helper.
-        var (x0, _) = SchedulerCore.ToX0AndEps(modelOutput, sample, abarT, Prediction);
+        var (x0, _) = SchedulerCore.ToX0AndEps(prediction, sample, abarT, Prediction);
         x0 = SchedulerCore.ThresholdX0(x0, ClipSample, DynamicThresholding);
 
         var xPrev = SchedulerCore.Combine(coef1, x0, coef2, sample);    // posterior mean mu_tilde_t (eq. 7)
         if (z is not null)
         {
-            SchedulerCore.AddScaled_(xPrev, Math.Sqrt(variance), z);    // Algorithm 2, line 4: + sigma_t z
+            if (VarianceType == VarianceType.Learned)
+            {
+                // Improved DDPM: x_{t-1} = mu + exp(log Sigma / 2) z, log Sigma from eq. 15.
+                var std = LogVariance(varianceOutput!, timestep).mul_(0.5).exp_();
+                xPrev.add_(std.mul_(z));
+            }
+            else
+            {
+                SchedulerCore.AddScaled_(xPrev, Math.Sqrt(variance), z);    // Algorithm 2, line 4: + sigma_t z
+            }
         }
 
         return xPrev.MoveToOuterDisposeScope();

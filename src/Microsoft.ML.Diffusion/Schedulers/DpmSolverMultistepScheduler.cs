@@ -148,7 +148,9 @@ public sealed class DpmSolverMultistepScheduler : IDiffusionScheduler, IDisposab
         {
             // Data prediction from epsilon (DDPM eq. 4 solved for x_0): x_theta = (x_t - sigma_t eps)/alpha_t; x_0 and v
             // outputs are converted by the same helper (a new tensor, never modelOutput, since it is kept between steps).
-            (x0, _) = SchedulerCore.ToX0AndEps(modelOutput, sample, Schedule.AlphaBar(timestep), Prediction);
+            // A learned-variance output (2C channels) contributes only its prediction half.
+            var prediction = SchedulerCore.SplitOutput(modelOutput, sample).Prediction;
+            (x0, _) = SchedulerCore.ToX0AndEps(prediction, sample, Schedule.AlphaBar(timestep), Prediction);
             x0 = SchedulerCore.ThresholdX0(x0, ClipSample, DynamicThresholding);
 
             // Algorithm 2: D_i = x_theta(t_{i-1}) for first order, the midpoint combination above for second order.

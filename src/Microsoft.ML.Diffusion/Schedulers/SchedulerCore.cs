@@ -118,16 +118,56 @@ internal static class SchedulerCore
         }
     }
 
+    /// <summary>
+    /// Checks that <paramref name="modelOutput"/> is shaped like <paramref name="sample"/> [B, C, ...], or is a learned-variance
+    /// output [B, 2C, ...] (the prediction, then the variance channels; see <see cref="SplitOutput"/>).
+    /// </summary>
     public static void CheckStepArguments(Tensor modelOutput, Tensor sample)
     {
         ArgumentNullException.ThrowIfNull(modelOutput);
         ArgumentNullException.ThrowIfNull(sample);
-        if (!modelOutput.shape.SequenceEqual(sample.shape))
+        if (!modelOutput.shape.SequenceEqual(sample.shape) && !IsLearnedVarianceShape(modelOutput, sample))
         {
             throw new ArgumentException(
-                $"modelOutput must have the shape of sample [{string.Join(", ", sample.shape)}]; got [{string.Join(", ", modelOutput.shape)}].",
+                $"modelOutput must have the shape of sample [{string.Join(", ", sample.shape)}], or twice its channels (dimension 1) for a " +
+                $"learned-variance model; got [{string.Join(", ", modelOutput.shape)}].",
                 nameof(modelOutput));
         }
+    }
+
+    private static bool IsLearnedVarianceShape(Tensor modelOutput, Tensor sample)
+    {
+        if (sample.dim() < 2 || modelOutput.dim() != sample.dim() || modelOutput.shape[1] != 2 * sample.shape[1])
+        {
+            return false;
+        }
+
+        for (int i = 0; i < sample.dim(); i++)
+        {
+            if (i != 1 && modelOutput.shape[i] != sample.shape[i])
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// The one place where a model output is split: for an output shaped like <paramref name="sample"/> returns (it, null);
+    /// for a learned-variance output [B, 2C, ...] returns (channels 0..C-1, the prediction; channels C..2C-1, the raw
+    /// variance output r in [-1, 1] of Improved DDPM section 3.1). Both halves are views in the caller's dispose scope.
+    /// </summary>
+    public static (Tensor Prediction, Tensor? Variance) SplitOutput(Tensor modelOutput, Tensor sample)
+    {
+        CheckStepArguments(modelOutput, sample);
+        if (modelOutput.shape[1] == sample.shape[1] && modelOutput.shape.SequenceEqual(sample.shape))
+        {
+            return (modelOutput, null);
+        }
+
+        long c = sample.shape[1];
+        return (modelOutput.narrow(1, 0, c), modelOutput.narrow(1, c, c));
     }
 
     public static Tensor CheckNoise(Tensor? noise, Tensor sample, string scheduler)

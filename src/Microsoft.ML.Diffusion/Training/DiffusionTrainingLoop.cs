@@ -23,6 +23,9 @@ public sealed record TrainingSettings
     public PredictionType Prediction { get; init; } = PredictionType.Epsilon;
     /// <summary>Per-timestep loss weights (see <see cref="DiffusionLoss.TimestepWeights"/>).</summary>
     public LossWeighting LossWeighting { get; init; } = LossWeighting.None;
+    /// <summary>The network outputs 2C channels (prediction, then the raw variance of Improved DDPM eq. 15) and is trained
+    /// with the hybrid loss L_simple + 0.001 L_vlb (eq. 16; <see cref="VariationalBound.HybridLoss"/>).</summary>
+    public bool LearnedVariance { get; init; }
 }
 
 /// <summary>
@@ -103,7 +106,9 @@ public sealed class DiffusionTrainingLoop : IDisposable
             {
                 using var attemptScope = NewDisposeScope();
                 var predicted = Model.forward(xt, t);
-                var loss = DiffusionLoss.WeightedMse(predicted, target, weights);   // eq. 14 (L_simple) when unweighted epsilon
+                var loss = Settings.LearnedVariance
+                    ? VariationalBound.HybridLoss(_schedule, Settings.Prediction, predicted, target, x, xt, t, weights)   // Improved DDPM eq. 16
+                    : DiffusionLoss.WeightedMse(predicted, target, weights);   // eq. 14 (L_simple) when unweighted epsilon
                 lossValue = loss.item<float>();
                 if (!float.IsFinite(lossValue))
                 {

@@ -103,7 +103,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     {
         ArgumentNullException.ThrowIfNull(seeds);
         options ??= DefaultSampler;
-        var scheduler = SchedulerFactory.Create(_schedule, options, Config.Prediction);
+        var scheduler = SchedulerFactory.Create(_schedule, options, Config.Prediction, Config.Variance);
         int batches = (seeds.Count + options.BatchSize - 1) / options.BatchSize;
         var parts = new List<Tensor>();
         try
@@ -141,7 +141,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (count < 2) throw new ArgumentOutOfRangeException(nameof(count), count, "count must be >= 2 (both end points are included).");
         options ??= DefaultSampler;
-        var probe = SchedulerFactory.Create(_schedule, options, Config.Prediction);
+        var probe = SchedulerFactory.Create(_schedule, options, Config.Prediction, Config.Variance);
         if (probe.NeedsNoise)
         {
             throw new ArgumentException(
@@ -157,7 +157,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         for (int start = 0; start < count; start += options.BatchSize)
         {
             int n = Math.Min(options.BatchSize, count - start);
-            var scheduler = SchedulerFactory.Create(_schedule, options, Config.Prediction);
+            var scheduler = SchedulerFactory.Create(_schedule, options, Config.Prediction, Config.Variance);
             try
             {
                 using var chunk = noise.narrow(0, start, n);

@@ -83,6 +83,10 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         public PredictionType Prediction { get; set; } = PredictionType.Epsilon;
         /// <summary>Per-timestep loss weighting: none (default) or Min-SNR-5 (Hang et al. 2023), which speeds up convergence.</summary>
         public LossWeighting LossWeighting { get; set; } = LossWeighting.None;
+        /// <summary>The reverse-step variance: FixedSmall (default, beta_tilde), FixedLarge (beta), or Learned (Improved DDPM,
+        /// Nichol &amp; Dhariwal 2021): the network then outputs 2 x Channels channels and is trained with the hybrid loss
+        /// L_simple + 0.001 L_vlb (eq. 16). Saved with the model; DDPM sampling uses it.</summary>
+        public VarianceType Variance { get; set; } = VarianceType.FixedSmall;
         /// <summary>The sampler the trained model's Transform uses (saved with the model).</summary>
         public SamplerOptions Sampler { get; set; } = new();
         /// <summary>Receives a report after every optimizer step.</summary>
@@ -94,7 +98,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         {
             ImageSize = ImageSize,
             InChannels = Channels,
-            OutChannels = Channels,
+            OutChannels = Variance == VarianceType.Learned ? 2 * Channels : Channels,   // prediction, then v (Improved DDPM eq. 15)
             BaseChannels = BaseChannels,
             ChannelMultipliers = ChannelMultipliers.ToArray(),
             NumResBlocks = NumResBlocks,
@@ -139,6 +143,9 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         if (!Enum.IsDefined(o.LossWeighting))
             throw new ArgumentOutOfRangeException(nameof(o.LossWeighting), o.LossWeighting,
                 $"Unknown DiffusionTrainer.Options.LossWeighting; expected one of {string.Join(", ", Enum.GetNames<LossWeighting>())}.");
+        if (!Enum.IsDefined(o.Variance))
+            throw new ArgumentOutOfRangeException(nameof(o.Variance), o.Variance,
+                $"Unknown DiffusionTrainer.Options.Variance; expected one of {string.Join(", ", Enum.GetNames<VarianceType>())}.");
         Positive(o.LogInterval, nameof(o.LogInterval));
         if (!(o.LearningRate > 0 && float.IsFinite(o.LearningRate)))
             throw new ArgumentOutOfRangeException(nameof(o.LearningRate), o.LearningRate, "DiffusionTrainer.Options.LearningRate must be a positive number.");
@@ -191,6 +198,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         {
             LearningRate = o.LearningRate, WeightDecay = o.WeightDecay, GradientClipNorm = o.GradientClipNorm,
             EmaDecay = o.EmaDecay, Seed = seed, Prediction = o.Prediction, LossWeighting = o.LossWeighting,
+            LearnedVariance = o.Variance == VarianceType.Learned,
         };
         var identityFields = new
         {
@@ -202,6 +210,9 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         string identity = o.Prediction == PredictionType.Epsilon && o.LossWeighting == LossWeighting.None
             ? JsonSerializer.Serialize(identityFields, DiffusionModelConfig.Json)
             : JsonSerializer.Serialize(new { Run = identityFields, o.Prediction, o.LossWeighting }, DiffusionModelConfig.Json);
+        // Likewise the variance (added after them): only a non-default one changes the identity.
+        if (o.Variance != VarianceType.FixedSmall)
+            identity = JsonSerializer.Serialize(new { Run = identity, o.Variance }, DiffusionModelConfig.Json);
 
         try
         {
@@ -333,7 +344,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             Network = netConfig, Schedule = o.Schedule, Timesteps = o.Timesteps, ImageSize = o.ImageSize, Channels = o.Channels,
             OutputColumnName = o.OutputColumnName, SeedColumnName = o.SeedColumnName,
             DefaultSampler = SamplerSettings.From(o.Sampler ?? new SamplerOptions()), TrainedSteps = loop.Step,
-            Prediction = o.Prediction,
+            Prediction = o.Prediction, Variance = o.Variance,
         };
         return new DiffusionModel(_host, config, ema, device);
     }
