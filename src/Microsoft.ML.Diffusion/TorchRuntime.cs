@@ -7,14 +7,15 @@ namespace Microsoft.ML.Diffusion;
 /// Process-wide settings of the native backend, applied when this assembly loads (before its first tensor op).
 /// </summary>
 /// <remarks>
-/// libtorch 2.10's oneDNN 3.7 convolutions with AVX-512 kernels, on AMD Zen CPUs with AVX-512 (seen on AMD EPYC,
-/// 2 cores), (1) return NaN or wrong gradients at random, with more than one thread, for layers with few channels,
-/// and (2) give results that differ in the last bits from one process to another, so a saved model would not
-/// reproduce its images exactly in another process. With oneDNN limited to its AVX2 kernels both are gone (and
-/// <see cref="Models.PaddedConv2d"/> keeps narrow layers on wide kernels). On such CPUs this sets
-/// <c>DNNL_MAX_CPU_ISA=AVX2</c> in the process environment, unless <c>DNNL_MAX_CPU_ISA</c> or
-/// <c>ONEDNN_MAX_CPU_ISA</c> is already set: set it yourself (e.g. to <c>ALL</c>) to trade these guarantees for
-/// about 1.5x faster convolutions.
+/// On AMD EPYC (Zen) virtual machines with AVX-512 (this project's build and CI machines), libtorch 2.10's AVX-512
+/// kernels (1) return NaN or wrong values at random, more often the busier the machine is, mostly in oneDNN's
+/// convolution backward, and (2) give results that differ in the last bits from one process to another, so a saved
+/// model would not reproduce its images exactly elsewhere. With AVX2 kernels both are gone in our tests (and
+/// <see cref="Models.PaddedConv2d"/> keeps narrow layers on wide kernels; the training loop recomputes a step whose
+/// loss or gradients are not finite). On such CPUs this sets, in the process environment and only where not set
+/// already, <c>DNNL_MAX_CPU_ISA=AVX2</c> (oneDNN), <c>ATEN_CPU_CAPABILITY=avx2</c> (libtorch's own kernels) and
+/// <c>MKL_ENABLE_INSTRUCTIONS=AVX2</c> (MKL). Set <c>DNNL_MAX_CPU_ISA</c> yourself (e.g. to <c>ALL</c>) to keep the
+/// AVX-512 kernels: about 1.5x faster convolutions, without these guarantees.
 /// </remarks>
 public static class TorchRuntime
 {
@@ -39,11 +40,12 @@ public static class TorchRuntime
                 Environment.GetEnvironmentVariable("ONEDNN_MAX_CPU_ISA") is not null) return;
             if (!IsAmdWithAvx512()) return;
             // .NET's Environment.SetEnvironmentVariable does not reach the native environment on Unix: call libc.
-            if (setenv("DNNL_MAX_CPU_ISA", "AVX2", 0) == 0)
+            foreach (var (name, value) in new[] { ("DNNL_MAX_CPU_ISA", "AVX2"), ("ATEN_CPU_CAPABILITY", "avx2"), ("MKL_ENABLE_INSTRUCTIONS", "AVX2") })
             {
-                Environment.SetEnvironmentVariable("DNNL_MAX_CPU_ISA", "AVX2");
-                AppliedOneDnnIsaLimit = "AVX2";
+                if (Environment.GetEnvironmentVariable(name) is not null) continue;
+                if (setenv(name, value, 0) == 0) Environment.SetEnvironmentVariable(name, value);
             }
+            AppliedOneDnnIsaLimit = "AVX2";
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or DllNotFoundException or EntryPointNotFoundException)
         {

@@ -75,10 +75,10 @@ public sealed class DiffusionTrainingLoop : IDisposable
     /// <summary>Optimizer steps taken.</summary>
     public long Step { get; private set; }
 
-    /// <summary>How often a step was recomputed because its gradients were not finite while its loss was.</summary>
-    public int GradientRetries { get; private set; }
+    /// <summary>How often a step was recomputed because its loss or gradients were not finite.</summary>
+    public int Retries { get; private set; }
 
-    private const int MaxGradientRetries = 3;
+    private const int MaxAttempts = 3;
 
     /// <summary>The loss of the last successful step (NaN before the first).</summary>
     public float LastFiniteLoss { get; private set; } = float.NaN;
@@ -110,27 +110,28 @@ public sealed class DiffusionTrainingLoop : IDisposable
                     ? VariationalBound.HybridLoss(_schedule, Settings.Prediction, predicted, target, x, xt, t, weights)   // Improved DDPM eq. 16
                     : DiffusionLoss.WeightedMse(predicted, target, weights);   // eq. 14 (L_simple) when unweighted epsilon
                 lossValue = loss.item<float>();
-                if (!float.IsFinite(lossValue))
-                {
-                    _optimizer.zero_grad();
-                    throw new NonFiniteLossException(Step + 1, lossValue, LastFiniteLoss);
-                }
+                double norm = double.NaN;
                 _optimizer.zero_grad();
-                loss.backward();
-                double norm = Settings.GradientClipNorm > 0
-                    ? nn.utils.clip_grad_norm_(_parameters, Settings.GradientClipNorm)
-                    : nn.utils.clip_grad_norm_(_parameters, double.PositiveInfinity);
-                if (double.IsFinite(norm)) break;
-                // A finite loss with non-finite gradients: libtorch 2.10's multi-threaded oneDNN convolution
-                // backward occasionally returns NaN on the first calls of a process (see TorchRuntime). The same
-                // step is recomputed; a persistent failure is a real divergence.
-                if (attempt == MaxGradientRetries)
+                if (float.IsFinite(lossValue))
+                {
+                    loss.backward();
+                    norm = Settings.GradientClipNorm > 0
+                        ? nn.utils.clip_grad_norm_(_parameters, Settings.GradientClipNorm)
+                        : nn.utils.clip_grad_norm_(_parameters, double.PositiveInfinity);
+                    if (double.IsFinite(norm)) break;
+                }
+                // A non-finite loss or gradient. On some machines (seen on AMD EPYC VMs) the CPU kernels return NaN
+                // at random now and then (see TorchRuntime); such a fault does not repeat, so the same step is
+                // recomputed. A failure that persists is a real divergence (or NaN input) and stops training.
+                if (attempt == MaxAttempts)
                 {
                     _optimizer.zero_grad();
+                    if (!float.IsFinite(lossValue))
+                        throw new NonFiniteLossException(Step + 1, lossValue, LastFiniteLoss);
                     throw new NonFiniteLossException(Step + 1, float.NaN, LastFiniteLoss,
-                        $"the gradients are not finite ({MaxGradientRetries} attempts) although the loss is {lossValue:G6}");
+                        $"the gradients are not finite ({MaxAttempts} attempts) although the loss is {lossValue:G6}");
                 }
-                GradientRetries++;
+                Retries++;
             }
             _optimizer.step();
         }
