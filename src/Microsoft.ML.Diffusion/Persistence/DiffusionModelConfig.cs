@@ -31,6 +31,9 @@ public sealed record DiffusionModelConfig
     /// <summary>The reverse-step variance; absent (FixedSmall) in models saved before it existed. With
     /// <see cref="VarianceType.Learned"/> the network has 2 x <see cref="Channels"/> output channels.</summary>
     public VarianceType Variance { get; init; } = VarianceType.FixedSmall;
+    /// <summary>Self-conditioning (Chen, Zhang &amp; Hinton 2022, "Analog Bits", section 3): the network's input is
+    /// concat(x_t, previous x_0 estimate), 2 x <see cref="Channels"/> channels; absent (false) in models saved before it existed.</summary>
+    public bool SelfConditioning { get; init; }
     /// <summary>Optimizer steps the weights were trained for.</summary>
     public long TrainedSteps { get; init; }
 

@@ -26,6 +26,11 @@ public sealed record TrainingSettings
     /// <summary>The network outputs 2C channels (prediction, then the raw variance of Improved DDPM eq. 15) and is trained
     /// with the hybrid loss L_simple + 0.001 L_vlb (eq. 16; <see cref="VariationalBound.HybridLoss"/>).</summary>
     public bool LearnedVariance { get; init; }
+    /// <summary>Self-conditioning (Chen, Zhang &amp; Hinton 2022, "Analog Bits", section 3, algorithm 1): the network takes
+    /// 2C input channels, concat(x_t, x0_hat). With probability 0.5 per batch x0_hat is the network's own x_0 estimate from a
+    /// first forward pass with a zero self-condition under stop-gradient (clamped to [-1, 1]); otherwise it is zeros.
+    /// See <see cref="Microsoft.ML.Diffusion.Training.SelfConditioning"/>.</summary>
+    public bool SelfConditioning { get; init; }
 }
 
 /// <summary>
@@ -101,11 +106,28 @@ public sealed class DiffusionTrainingLoop : IDisposable
             var xt = _schedule.AddNoise(x, eps, t);                      // eq. 4
             var target = DiffusionLoss.Target(_schedule, Settings.Prediction, x, eps, t);   // eps, x_0 or v
             var weights = _timestepWeights is null ? null : _schedule.Extract(_timestepWeights, t, 1);
+            // Self-conditioning (Analog Bits, algorithm 1): a fair coin per batch, from the loop's generator (reproducible, resumable).
+            bool useEstimate = Settings.SelfConditioning
+                && rand(new long[] { 1 }, dtype: float64, device: CPU, generator: _generator).item<double>() < 0.5;
             lossValue = float.NaN;
             for (int attempt = 1; ; attempt++)
             {
                 using var attemptScope = NewDisposeScope();
-                var predicted = Model.forward(xt, t);
+                Tensor input = xt;
+                if (Settings.SelfConditioning)
+                {
+                    Tensor? selfCondition = null;
+                    if (useEstimate)
+                    {
+                        using (no_grad())
+                        {
+                            var first = Model.forward(SelfConditioning.Input(xt, null), t);
+                            selfCondition = SelfConditioning.EstimateX0(_schedule, Settings.Prediction, first, xt, t);
+                        }
+                    }
+                    input = SelfConditioning.Input(xt, selfCondition);   // zeros when no estimate
+                }
+                var predicted = Model.forward(input, t);
                 var loss = Settings.LearnedVariance
                     ? VariationalBound.HybridLoss(_schedule, Settings.Prediction, predicted, target, x, xt, t, weights)   // Improved DDPM eq. 16
                     : DiffusionLoss.WeightedMse(predicted, target, weights);   // eq. 14 (L_simple) when unweighted epsilon

@@ -6,6 +6,7 @@ using Microsoft.ML.Diffusion.Models;
 using Microsoft.ML.Diffusion.Persistence;
 using Microsoft.ML.Diffusion.Sampling;
 using Microsoft.ML.Diffusion.Schedules;
+using Microsoft.ML.Diffusion.Training;
 using Microsoft.ML.Runtime;
 using Microsoft.ML.Transforms.Image;
 using TorchSharp;
@@ -111,7 +112,8 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
             for (int b = 0; b < batches; b++)
             {
                 var chunk = seeds.Skip(b * options.BatchSize).Take(options.BatchSize).ToArray();
-                parts.Add(DiffusionSampler.Sample(Denoise, scheduler, chunk, new long[] { Channels, ImageSize, ImageSize }, _device,
+                using var selfConditioned = NewSelfConditionedDenoiser();    // fresh state per batch
+                parts.Add(DiffusionSampler.Sample(DenoiserFor(selfConditioned), scheduler, chunk, new long[] { Channels, ImageSize, ImageSize }, _device,
                     options.Progress, options.CancellationToken, b, batches));
             }
             return parts.Count == 1 ? parts[0] : cat(parts, 0);
@@ -162,7 +164,8 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
             {
                 using var chunk = noise.narrow(0, start, n);
                 var seeds = Enumerable.Repeat(seedA, n).ToArray();      // unused: the sampler draws no noise
-                using var x0 = DiffusionSampler.Sample(Denoise, scheduler, seeds, shape, _device, options.Progress, options.CancellationToken,
+                using var selfConditioned = NewSelfConditionedDenoiser();    // fresh state per batch
+                using var x0 = DiffusionSampler.Sample(DenoiserFor(selfConditioned), scheduler, seeds, shape, _device, options.Progress, options.CancellationToken,
                     start / options.BatchSize, (count + options.BatchSize - 1) / options.BatchSize, chunk);
                 images.AddRange(ImageTensorConverter.ToBgraPixels(x0).Select(p => MLImage.CreateFromPixels(ImageSize, ImageSize, MLPixelFormat.Bgra32, p)));
             }
@@ -207,6 +210,14 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     }
 
     private Tensor Denoise(Tensor x, Tensor t) => _network.forward(x, t);
+
+    /// <summary>For a self-conditioned model (<see cref="DiffusionModelConfig.SelfConditioning"/>), a new per-batch denoiser that feeds
+    /// the network the previous step's x_0 estimate (Analog Bits, algorithm 2); null otherwise.</summary>
+    internal SelfConditionedDenoiser? NewSelfConditionedDenoiser() =>
+        Config.SelfConditioning ? SelfConditioning.Denoiser(Denoise, _schedule, Config.Prediction) : null;
+
+    private Func<Tensor, Tensor, Tensor> DenoiserFor(SelfConditionedDenoiser? selfConditioned) =>
+        selfConditioned is null ? Denoise : selfConditioned.Denoise;
 
     // ---- ITransformer ----
 

@@ -87,6 +87,11 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         /// Nichol &amp; Dhariwal 2021): the network then outputs 2 x Channels channels and is trained with the hybrid loss
         /// L_simple + 0.001 L_vlb (eq. 16). Saved with the model; DDPM sampling uses it.</summary>
         public VarianceType Variance { get; set; } = VarianceType.FixedSmall;
+        /// <summary>Self-conditioning (Chen, Zhang &amp; Hinton 2022, "Analog Bits", section 3, algorithms 1 and 2): the network
+        /// also sees its own previous estimate of x_0, concatenated to x_t (so it has 2 x Channels input channels). In training the
+        /// estimate is, for half of the batches, the network's own x_0 prediction under stop-gradient, else zeros; in sampling it is
+        /// the previous step's estimate. Saved with the model. Default false.</summary>
+        public bool SelfConditioning { get; set; }
         /// <summary>The sampler the trained model's Transform uses (saved with the model).</summary>
         public SamplerOptions Sampler { get; set; } = new();
         /// <summary>Receives a report after every optimizer step.</summary>
@@ -97,7 +102,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         internal UNetConfig ToNetworkConfig() => new()
         {
             ImageSize = ImageSize,
-            InChannels = Channels,
+            InChannels = SelfConditioning ? 2 * Channels : Channels,    // concat(x_t, x0_hat) (Analog Bits, section 3)
             OutChannels = Variance == VarianceType.Learned ? 2 * Channels : Channels,   // prediction, then v (Improved DDPM eq. 15)
             BaseChannels = BaseChannels,
             ChannelMultipliers = ChannelMultipliers.ToArray(),
@@ -198,7 +203,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         {
             LearningRate = o.LearningRate, WeightDecay = o.WeightDecay, GradientClipNorm = o.GradientClipNorm,
             EmaDecay = o.EmaDecay, Seed = seed, Prediction = o.Prediction, LossWeighting = o.LossWeighting,
-            LearnedVariance = o.Variance == VarianceType.Learned,
+            LearnedVariance = o.Variance == VarianceType.Learned, SelfConditioning = o.SelfConditioning,
         };
         var identityFields = new
         {
@@ -213,6 +218,9 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         // Likewise the variance (added after them): only a non-default one changes the identity.
         if (o.Variance != VarianceType.FixedSmall)
             identity = JsonSerializer.Serialize(new { Run = identity, o.Variance }, DiffusionModelConfig.Json);
+        // And self-conditioning (added after the variance): only when on.
+        if (o.SelfConditioning)
+            identity = JsonSerializer.Serialize(new { Run = identity, o.SelfConditioning }, DiffusionModelConfig.Json);
 
         try
         {
@@ -344,7 +352,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             Network = netConfig, Schedule = o.Schedule, Timesteps = o.Timesteps, ImageSize = o.ImageSize, Channels = o.Channels,
             OutputColumnName = o.OutputColumnName, SeedColumnName = o.SeedColumnName,
             DefaultSampler = SamplerSettings.From(o.Sampler ?? new SamplerOptions()), TrainedSteps = loop.Step,
-            Prediction = o.Prediction, Variance = o.Variance,
+            Prediction = o.Prediction, Variance = o.Variance, SelfConditioning = o.SelfConditioning,
         };
         return new DiffusionModel(_host, config, ema, device);
     }
