@@ -44,6 +44,20 @@ public static class FashionMnist
     public static IEnumerable<byte[]> ReadRaw(string directory, string split = "train", int? limit = null) =>
         IdxReader.ReadImages(ImagesPath(directory, split), limit);
 
+    /// <summary>
+    /// A split as tensors: images [N, 1, 28, 28] float32 in [-1, 1] (byte / 127.5 - 1, as ImageTensorConverter scales) and labels [N] int64.
+    /// </summary>
+    public static (TorchSharp.torch.Tensor Images, TorchSharp.torch.Tensor Labels) LoadTensors(string directory, string split = "train", int? limit = null)
+    {
+        var raw = ReadRaw(directory, split, limit).ToList();
+        var labels = IdxReader.ReadLabels(LabelsPath(directory, split), limit).Select(l => (long)l).ToArray();
+        var bytes = new byte[raw.Count * 784];
+        for (int i = 0; i < raw.Count; i++) raw[i].CopyTo(bytes, i * 784);
+        using var u8 = TorchSharp.torch.tensor(bytes, new long[] { raw.Count, 1, 28, 28 });
+        using var f = u8.to(TorchSharp.torch.float32);
+        return (f / 127.5f - 1f, TorchSharp.torch.tensor(labels));
+    }
+
     /// <summary>A grayscale byte image as an MLImage.</summary>
     public static MLImage ToImage(byte[] gray, int width = 28, int height = 28)
     {

@@ -1,0 +1,155 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.ML.Diffusion.Evaluation;
+using Microsoft.ML.Diffusion.Sampling;
+using Microsoft.ML.Diffusion.Samples.Data;
+using Spectre.Console;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Diffusion.Samples.Commands;
+
+// Microsoft.ML has a namespace named Command; name System.CommandLine's type explicitly.
+using Command = System.CommandLine.Command;
+
+/// <summary>
+/// <c>evaluate</c>: generates N images with a model and compares them with N Fashion-MNIST test images by a FID-like
+/// Frechet distance and KID in the feature space of the <see cref="FeatureClassifier"/> (the Inception network of the
+/// standard FID is not available offline, so the figures are not comparable with published FIDs).
+/// </summary>
+public static class EvaluateCommand
+{
+    /// <summary>The classifier weights shipped next to the executable.</summary>
+    public static string DefaultClassifierPath => Path.Combine(AppContext.BaseDirectory, "Models", "fashion-mnist-classifier.bin");
+
+    public static Command Create()
+    {
+        var model = new Option<string>("--model") { Description = "Model zip written by train", DefaultValueFactory = _ => DemoCommand.DefaultModelPath };
+        var data = new Option<string>("--data") { Description = "Folder with the Fashion-MNIST IDX files", DefaultValueFactory = _ => FashionMnist.DefaultDirectory };
+        var count = new Option<int>("--count") { Description = "Generated images, and test images compared with them", DefaultValueFactory = _ => 1000 };
+        var sampler = new Option<string>("--sampler") { Description = "ddpm, ddim or dpm-solver++", DefaultValueFactory = _ => "ddim" };
+        sampler.AcceptOnlyFromAmong("ddpm", "ddim", "dpm-solver++");
+        var steps = new Option<int?>("--steps") { Description = "Network calls (default: T for ddpm, 50 for ddim, 20 for dpm-solver++)" };
+        var seed = new Option<uint>("--seed") { Description = "Seed of the first image (image i uses seed + i)", DefaultValueFactory = _ => 0u };
+        var json = new Option<string?>("--json") { Description = "Also write the figures to this JSON file" };
+        var classifier = new Option<string>("--classifier") { Description = "Feature classifier weights (train-classifier)", DefaultValueFactory = _ => DefaultClassifierPath };
+        var batch = new Option<int>("--batch-size") { Description = "Images denoised together", DefaultValueFactory = _ => 64 };
+        var command = new Command("evaluate", "FID-like Frechet distance and KID of generated images against the test split")
+            { model, data, count, sampler, steps, seed, json, classifier, batch };
+        command.SetAction(parse => Run(parse.GetValue(model)!, parse.GetValue(data)!, parse.GetValue(count), parse.GetValue(sampler)!,
+            parse.GetValue(steps), parse.GetValue(seed), parse.GetValue(json), parse.GetValue(classifier)!, parse.GetValue(batch)));
+        return command;
+    }
+
+    public static int Run(string modelPath, string dataDir, int count, string samplerName, int? steps, uint seed, string? jsonPath,
+        string classifierPath, int batchSize)
+    {
+        if (count < 2)
+        {
+            AnsiConsole.MarkupLine("[red]--count must be at least 2.[/]");
+            return 2;
+        }
+        if (!File.Exists(modelPath))
+        {
+            AnsiConsole.MarkupLine($"[red]Model '{Markup.Escape(modelPath)}' was not found; train one with the train command.[/]");
+            return 2;
+        }
+        if (!File.Exists(classifierPath))
+        {
+            AnsiConsole.MarkupLine($"[red]Classifier weights '{Markup.Escape(classifierPath)}' were not found.[/] Train them with");
+            AnsiConsole.MarkupLine("  dotnet run --project src/Samples -c Release -- train-classifier --data DIR --out src/Samples/Models/fashion-mnist-classifier.bin [[--epochs E]]");
+            AnsiConsole.MarkupLine("and rebuild (the file is copied next to the executable), or pass --classifier PATH.");
+            return 2;
+        }
+        using var net = new FeatureClassifier();
+        net.load(classifierPath);
+        net.eval();
+
+        var (testX, testY) = FashionMnist.LoadTensors(dataDir, "t10k");
+        using var _1 = testX; using var _2 = testY;
+        if (count > testX.shape[0])
+        {
+            AnsiConsole.MarkupLine($"[red]--count {count} exceeds the {testX.shape[0]} test images.[/]");
+            return 2;
+        }
+        double accuracy = TrainClassifierCommand.Accuracy(net, testX, testY);
+
+        var ml = new MLContext();
+        using var diffusion = (DiffusionModel)ml.Model.Load(modelPath, out _);
+        using var cts = ConsoleProgress.CancelOnCtrlC();
+        var options = new SamplerOptions
+        {
+            Sampler = GenerateCommand.ParseSampler(samplerName), Steps = steps, Seed = seed, BatchSize = batchSize, CancellationToken = cts.Token,
+        };
+        int resolvedSteps = options.ResolveSteps(diffusion.Timesteps);
+        var seeds = Enumerable.Range(0, count).Select(i => seed + (uint)i).ToArray();
+        Tensor generated;
+        var watch = Stopwatch.StartNew();
+        try
+        {
+            int batches = (count + batchSize - 1) / batchSize;
+            generated = ConsoleProgress.Run(ctx =>
+            {
+                var task = ctx.AddTask($"Sampling {count} images", maxValue: resolvedSteps * batches);
+                options.Progress = new SyncProgress<SamplingProgress>(p => task.Value = p.BatchIndex * resolvedSteps + p.Step);
+                return diffusion.GenerateTensor(seeds, options);
+            });
+        }
+        catch (OperationCanceledException)
+        {
+            AnsiConsole.MarkupLine("[yellow]Evaluation cancelled.[/]");
+            return 130;
+        }
+        double samplingSeconds = watch.Elapsed.TotalSeconds;
+        using var _3 = generated;
+
+        using var real = testX.narrow(0, 0, count);
+        using var fake = generated.clamp(-1, 1);
+        using var realFeatures = Features(net, real);
+        using var fakeFeatures = Features(net, fake);
+        double fd = FeatureStatistics.FrechetDistance(realFeatures, fakeFeatures);
+        double kid = FeatureStatistics.KernelInceptionDistance(realFeatures, fakeFeatures);
+
+        var table = new Table().AddColumn("Metric").AddColumn(new TableColumn("Value").RightAligned());
+        table.AddRow("sampler", $"{samplerName}, {resolvedSteps} steps");
+        table.AddRow("images", $"{count} generated vs {count} test");
+        table.AddRow("Frechet distance (FID-like)", $"{fd:F3}");
+        table.AddRow("KID (unbiased MMD^2)", $"{kid:F4}");
+        table.AddRow("sampling time", $"{samplingSeconds:F1} s");
+        table.AddRow("classifier test accuracy", $"{accuracy:P2}");
+        AnsiConsole.Write(table);
+        AnsiConsole.MarkupLine("[grey]Features: the 128-d penultimate layer of the Fashion-MNIST classifier, not Inception-v3; not comparable with published FIDs.[/]");
+
+        if (jsonPath != null)
+        {
+            var doc = new JsonObject
+            {
+                ["sampler"] = samplerName,
+                ["steps"] = resolvedSteps,
+                ["count"] = count,
+                ["frechet_distance"] = fd,
+                ["kid"] = kid,
+                ["wall_seconds_sampling"] = Math.Round(samplingSeconds, 3),
+                ["classifier_accuracy_on_test"] = accuracy,
+            };
+            string? dir = Path.GetDirectoryName(Path.GetFullPath(jsonPath));
+            if (dir != null) Directory.CreateDirectory(dir);
+            File.WriteAllText(jsonPath, doc.ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }));
+            AnsiConsole.MarkupLine($"wrote {Markup.Escape(jsonPath)}");
+        }
+        return 0;
+    }
+
+    private static Tensor Features(FeatureClassifier net, Tensor images, int batchSize = 500)
+    {
+        using var noGrad = no_grad();
+        var parts = new List<Tensor>();
+        for (long i = 0; i < images.shape[0]; i += batchSize)
+            parts.Add(net.Features(images.narrow(0, i, Math.Min(batchSize, images.shape[0] - i))));
+        var all = cat(parts, 0);
+        foreach (var p in parts) p.Dispose();
+        return all;
+    }
+}
