@@ -47,14 +47,6 @@ public static class TrainingCheckpoint
         File.Move(tmp, final, overwrite: true);
     }
 
-    /// <summary>Reads the header of a checkpoint: the run's settings, epoch and batch position.</summary>
-    public static (string ConfigJson, long DataSeed, int Epoch, long BatchInEpoch) ReadHeader(string directory)
-    {
-        using var fs = File.OpenRead(PathIn(directory));
-        using var r = new BinaryReader(fs, Encoding.UTF8);
-        return ReadHeader(r, PathIn(directory));
-    }
-
     /// <summary>Restores <paramref name="loop"/> from the checkpoint and returns its data position.</summary>
     public static (long DataSeed, int Epoch, long BatchInEpoch) Load(string directory, string expectedConfigJson, DiffusionTrainingLoop loop)
     {

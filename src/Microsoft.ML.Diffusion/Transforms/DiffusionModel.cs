@@ -103,18 +103,38 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     public Tensor GenerateTensor(IReadOnlyList<uint> seeds, SamplerOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(seeds);
-        options ??= DefaultSampler;
-        var scheduler = SchedulerFactory.Create(_schedule, options, Config.Prediction, Config.Variance);
+        return SampleInBatches(seeds, options ?? DefaultSampler, initialNoise: null);
+    }
+
+    /// <summary>
+    /// The batching loop of <see cref="GenerateTensor"/> and <see cref="Interpolate"/>: batches of
+    /// <see cref="SamplerOptions.BatchSize"/> images, each with a fresh scheduler and self-conditioning state, so an image
+    /// does not depend on the batch it is in. <paramref name="initialNoise"/> [count, C, H, W], when given, replaces the
+    /// per-seed x_T. Returns x_0 [count, C, H, W] on the CPU.
+    /// </summary>
+    private Tensor SampleInBatches(IReadOnlyList<uint> seeds, SamplerOptions options, Tensor? initialNoise)
+    {
+        var shape = new long[] { Channels, ImageSize, ImageSize };
         int batches = (seeds.Count + options.BatchSize - 1) / options.BatchSize;
         var parts = new List<Tensor>();
         try
         {
             for (int b = 0; b < batches; b++)
             {
-                var chunk = seeds.Skip(b * options.BatchSize).Take(options.BatchSize).ToArray();
-                using var selfConditioned = NewSelfConditionedDenoiser();    // fresh state per batch
-                parts.Add(DiffusionSampler.Sample(DenoiserFor(selfConditioned), scheduler, chunk, new long[] { Channels, ImageSize, ImageSize }, _device,
-                    options.Progress, options.CancellationToken, b, batches));
+                int start = b * options.BatchSize, n = Math.Min(options.BatchSize, seeds.Count - start);
+                var chunk = seeds.Skip(start).Take(n).ToArray();
+                var scheduler = SchedulerFactory.Create(_schedule, options, Config.Prediction, Config.Variance);
+                try
+                {
+                    using var noise = initialNoise?.narrow(0, start, n);
+                    using var selfConditioned = NewSelfConditionedDenoiser();
+                    parts.Add(DiffusionSampler.Sample(DenoiserFor(selfConditioned), scheduler, chunk, shape, _device,
+                        options.Progress, options.CancellationToken, b, batches, noise));
+                }
+                finally
+                {
+                    (scheduler as IDisposable)?.Dispose();
+                }
             }
             return parts.Count == 1 ? parts[0] : cat(parts, 0);
         }
@@ -153,29 +173,10 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         }
 
         (probe as IDisposable)?.Dispose();
-        var shape = new long[] { Channels, ImageSize, ImageSize };
-        using var noise = SlerpNoise(seedA, seedB, count, shape);
-        var images = new List<MLImage>(count);
-        for (int start = 0; start < count; start += options.BatchSize)
-        {
-            int n = Math.Min(options.BatchSize, count - start);
-            var scheduler = SchedulerFactory.Create(_schedule, options, Config.Prediction, Config.Variance);
-            try
-            {
-                using var chunk = noise.narrow(0, start, n);
-                var seeds = Enumerable.Repeat(seedA, n).ToArray();      // unused: the sampler draws no noise
-                using var selfConditioned = NewSelfConditionedDenoiser();    // fresh state per batch
-                using var x0 = DiffusionSampler.Sample(DenoiserFor(selfConditioned), scheduler, seeds, shape, _device, options.Progress, options.CancellationToken,
-                    start / options.BatchSize, (count + options.BatchSize - 1) / options.BatchSize, chunk);
-                images.AddRange(ImageTensorConverter.ToBgraPixels(x0).Select(p => MLImage.CreateFromPixels(ImageSize, ImageSize, MLPixelFormat.Bgra32, p)));
-            }
-            finally
-            {
-                (scheduler as IDisposable)?.Dispose();
-            }
-        }
-
-        return images;
+        using var noise = SlerpNoise(seedA, seedB, count, new long[] { Channels, ImageSize, ImageSize });
+        var seeds = Enumerable.Repeat(seedA, count).ToArray();      // unused: the sampler draws no noise
+        using var x0 = SampleInBatches(seeds, options, noise);
+        return ImageTensorConverter.ToBgraPixels(x0).Select(p => MLImage.CreateFromPixels(ImageSize, ImageSize, MLPixelFormat.Bgra32, p)).ToList();
     }
 
     /// <summary>[count, C, H, W] float32: slerp between the x_T of two seeds, computed in float64, end points exact.</summary>

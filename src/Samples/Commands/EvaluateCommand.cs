@@ -3,7 +3,6 @@ using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.ML.Diffusion.Evaluation;
-using Microsoft.ML.Diffusion.Sampling;
 using Microsoft.ML.Diffusion.Samples.Data;
 using Spectre.Console;
 using TorchSharp;
@@ -89,13 +88,7 @@ public static class EvaluateCommand
         var watch = Stopwatch.StartNew();
         try
         {
-            int batches = (count + batchSize - 1) / batchSize;
-            generated = ConsoleProgress.Run(ctx =>
-            {
-                var task = ctx.AddTask($"Sampling {count} images", maxValue: resolvedSteps * batches);
-                options.Progress = new SyncProgress<SamplingProgress>(p => task.Value = p.BatchIndex * resolvedSteps + p.Step);
-                return diffusion.GenerateTensor(seeds, options);
-            });
+            generated = GenerateCommand.WithSamplingProgress(diffusion, count, options, () => diffusion.GenerateTensor(seeds, options));
         }
         catch (OperationCanceledException)
         {

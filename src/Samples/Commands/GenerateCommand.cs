@@ -76,7 +76,12 @@ public static class GenerateCommand
     };
 
     /// <summary>Generates with a progress bar of all denoising steps.</summary>
-    public static IReadOnlyList<MLImage> Generate(DiffusionModel model, int count, SamplerOptions options)
+    public static IReadOnlyList<MLImage> Generate(DiffusionModel model, int count, SamplerOptions options) =>
+        WithSamplingProgress(model, count, options, () => model.Generate(count, options));
+
+    /// <summary>Runs <paramref name="sample"/> (which samples <paramref name="count"/> images with <paramref name="options"/>)
+    /// under a progress bar of all its denoising steps.</summary>
+    public static T WithSamplingProgress<T>(DiffusionModel model, int count, SamplerOptions options, Func<T> sample)
     {
         int perBatch = options.ResolveSteps(model.Timesteps);
         int batches = (count + options.BatchSize - 1) / options.BatchSize;
@@ -84,7 +89,7 @@ public static class GenerateCommand
         {
             var task = ctx.AddTask($"Sampling {count} images", maxValue: perBatch * batches);
             options.Progress = new SyncProgress<SamplingProgress>(p => task.Value = p.BatchIndex * perBatch + p.Step);
-            return model.Generate(count, options);
+            return sample();
         });
     }
 

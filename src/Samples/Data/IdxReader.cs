@@ -32,7 +32,6 @@ public static class IdxReader
             throw new InvalidDataException($"'{path}' is not an IDX label file (magic 0x{magic:X8}, expected 0x00000801).");
         int count = BinaryPrimitives.ReadInt32BigEndian(header.AsSpan(4));
         int n = limit is int l ? Math.Min(l, count) : count;
-        var buffer = new byte[1];
         for (int i = 0; i < n; i++)
             yield return ReadExactly(stream, 1, path)[0];
     }
