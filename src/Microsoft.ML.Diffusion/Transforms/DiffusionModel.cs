@@ -94,10 +94,13 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     {
         if (count < 1) throw new ArgumentOutOfRangeException(nameof(count), count, "count must be >= 1.");
         options ??= DefaultSampler;
-        var seeds = Enumerable.Range(0, count).Select(i => unchecked(options.Seed + (uint)i)).ToArray();
+        var seeds = Enumerable.Range(0, count).Select(i => SeedOfRow(options, i)).ToArray();
         return GeneratePixels(seeds, options)
             .Select(p => MLImage.CreateFromPixels(ImageSize, ImageSize, MLPixelFormat.Bgra32, p)).ToArray();
     }
+
+    /// <summary>The seed of row <paramref name="row"/> when no seed column gives one: <c>options.Seed + row</c> (wrapping).</summary>
+    internal static uint SeedOfRow(SamplerOptions options, long row) => unchecked(options.Seed + (uint)row);
 
     /// <summary>Generates and returns images as a float tensor [count, C, H, W] in [-1, 1] on the CPU.</summary>
     public Tensor GenerateTensor(IReadOnlyList<uint> seeds, SamplerOptions? options = null)

@@ -91,7 +91,7 @@ internal sealed class GeneratedImageDataView : IDataView
             while (seeds.Count < _sampler.BatchSize && _lookahead!.MoveNext())
             {
                 if (_seedGetter != null) _seedGetter(ref seed);
-                else seed = unchecked(_sampler.Seed + (uint)_lookaheadRow);
+                else seed = DiffusionModel.SeedOfRow(_sampler, _lookaheadRow);
                 seeds.Add(seed);
                 _lookaheadRow++;
             }

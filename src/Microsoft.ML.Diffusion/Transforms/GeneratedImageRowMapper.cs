@@ -84,7 +84,7 @@ internal sealed class GeneratedImageRowMapper : IRowToRowMapper
                     var sampler = model.DefaultSampler;
                     uint seed = 0;
                     if (_seedGetter != null) _seedGetter(ref seed);
-                    else seed = unchecked(sampler.Seed + (uint)Math.Max(0, _input.Position));
+                    else seed = DiffusionModel.SeedOfRow(sampler, Math.Max(0, _input.Position));
                     _cached = model.GeneratePixels(new[] { seed }, sampler)[0];
                     _cachedPosition = _input.Position;
                 }
