@@ -223,6 +223,19 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     private Func<Tensor, Tensor, Tensor> DenoiserFor(SelfConditionedDenoiser? selfConditioned) =>
         selfConditioned is null ? Denoise : selfConditioned.Denoise;
 
+    /// <summary>
+    /// The denoiser of one sampling batch for other loops (RePaint): the network, wrapped for self-conditioning when the model
+    /// uses it. <paramref name="network"/> replaces the network (tests pass a counting double). Dispose the state after the batch.
+    /// </summary>
+    internal (Func<Tensor, Tensor, Tensor> Denoise, IDisposable? State) NewBatchDenoiser(Func<Tensor, Tensor, Tensor>? network = null)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var net = network ?? Denoise;
+        if (!Config.SelfConditioning) return (net, null);
+        var selfConditioned = SelfConditioning.Denoiser(net, _schedule, Config.Prediction);
+        return (selfConditioned.Denoise, selfConditioned);
+    }
+
     // ---- ITransformer ----
 
     /// <summary>Always true: the model maps each row on its own (a PredictionEngine works).</summary>
