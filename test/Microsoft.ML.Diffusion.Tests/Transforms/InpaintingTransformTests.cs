@@ -126,13 +126,13 @@ public class InpaintingTransformTests
     [TestMethod]
     public void VectorMasksEqualTheImageMask()
     {
-        var rows = Rows(3);
+        var rows = Rows(2);
         var fromImages = Inpaint(_ml.Data.LoadFromEnumerable(rows), "Mask", Fast());
         var bools = rows.Select((r, i) => new VectorMaskRow { Image = r.Image, Mask = Keep(i) }).ToList();
         var floats = rows.Select((r, i) => new FloatMaskRow { Image = r.Image, Mask = Keep(i).Select(k => k ? 1f : 0f).ToArray() }).ToList();
         var fromBools = Inpaint(_ml.Data.LoadFromEnumerable(bools), "Mask", Fast());
         var fromFloats = Inpaint(_ml.Data.LoadFromEnumerable(floats), "Mask", Fast());
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 2; i++)
         {
             CollectionAssert.AreEqual(fromImages[i], fromBools[i], $"row {i}");
             CollectionAssert.AreEqual(fromImages[i], fromFloats[i], $"row {i}");
