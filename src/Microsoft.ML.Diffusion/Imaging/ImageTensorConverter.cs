@@ -63,7 +63,7 @@ public static class ImageTensorConverter
             {
                 int p = i / plane, y = i % plane / size, x = i % size;
                 throw new InvalidOperationException(
-                    $"Column '{column}', row {row}: pixel value {v} at index {i} (plane {p}, y {y}, x {x}); expected finite values in [0, 255] " +
+                    $"Column '{column}', row {row}: pixel value {v.ToString(System.Globalization.CultureInfo.InvariantCulture)} at index {i} (plane {p}, y {y}, x {x}); expected finite values in [0, 255] " +
                     "(ExtractPixels with its default offsetImage = 0 and scaleImage = 1). Remove or repair the row.");
             }
         }

@@ -65,7 +65,7 @@ public static class TrainingCheckpoint
             if (Encoding.ASCII.GetString(end) != Magic)
                 throw new InvalidDataException("its end marker is missing");
         }
-        catch (Exception e) when (e is IOException or ArgumentException or InvalidOperationException or System.Runtime.InteropServices.ExternalException)
+        catch (Exception e) when (e is IOException or InvalidDataException or ArgumentException or InvalidOperationException or System.Runtime.InteropServices.ExternalException)
         {
             // A checkpoint is renamed into place only once complete (see Write): this one was damaged afterwards.
             throw new InvalidDataException(

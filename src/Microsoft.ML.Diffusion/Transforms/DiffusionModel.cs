@@ -117,6 +117,9 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     /// </summary>
     private Tensor SampleInBatches(IReadOnlyList<uint> seeds, SamplerOptions options, Tensor? initialNoise)
     {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        options.Validate(Timesteps);
+        if (seeds.Count == 0) throw new ArgumentException("At least one seed is needed.", nameof(seeds));
         var shape = new long[] { Channels, ImageSize, ImageSize };
         int batches = (seeds.Count + options.BatchSize - 1) / options.BatchSize;
         var parts = new List<Tensor>();
