@@ -164,6 +164,9 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     /// </summary>
     private Tensor SampleInBatches(IReadOnlyList<uint> seeds, SamplerOptions options, Tensor? initialNoise, Tensor? conditionChannels = null)
     {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        options.Validate(Timesteps);
+        if (seeds.Count == 0) throw new ArgumentException("At least one seed is needed.", nameof(seeds));
         if (conditionChannels is null) CheckGenerates();
         var shape = new long[] { Channels, ImageSize, ImageSize };
         int batches = (seeds.Count + options.BatchSize - 1) / options.BatchSize;
