@@ -281,7 +281,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     internal (Func<Tensor, Tensor, Tensor> Denoise, IDisposable? State) NewBatchDenoiser(Func<Tensor, Tensor, Tensor>? network = null)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var net = network ?? Denoise;
+        var net = network ?? NetworkForward;
         if (!Config.SelfConditioning) return (net, null);
         var selfConditioned = SelfConditioning.Denoiser(net, _schedule, Config.Prediction);
         return (selfConditioned.Denoise, selfConditioned);
