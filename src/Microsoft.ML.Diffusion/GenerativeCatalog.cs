@@ -113,6 +113,22 @@ public sealed class GenerativeCatalog
     /// <param name="seed">Seed of the random strokes of Thin and Wide masks.</param>
     public MLImage CreateMask(Imaging.InpaintMaskKind kind, int size, int seed = 0) => Imaging.InpaintMasks.CreateImage(kind, size, seed);
 
+    /// <summary>
+    /// Loads a model zip saved with <c>mlContext.Model.Save</c>, like <c>mlContext.Model.Load</c>, but a damaged, truncated,
+    /// forged or too new file fails with an <see cref="InvalidDataException"/> whose message names the file and what is wrong
+    /// (ML.NET itself reports a component's error wrapped in a TargetInvocationException, and a damaged zip without its name).
+    /// </summary>
+    /// <param name="path">The model zip.</param>
+    /// <param name="inputSchema">The input schema saved with the model.</param>
+    public ITransformer LoadModel(string path, out DataViewSchema inputSchema) =>
+        Persistence.ModelFileLoader.Load(Context, path, out inputSchema);
+
+    /// <summary>Loads a <see cref="DiffusionModel"/> (alone, or the last transformer of a saved chain) with the errors of
+    /// <see cref="LoadModel"/>; throws <see cref="InvalidDataException"/> when the file holds another kind of model.</summary>
+    /// <param name="path">The model zip.</param>
+    public DiffusionModel LoadDiffusionModel(string path) =>
+        Persistence.ModelFileLoader.LoadDiffusionModel(Context, path, out _);
+
     private sealed class SeedRow
     {
         public uint Seed { get; set; }

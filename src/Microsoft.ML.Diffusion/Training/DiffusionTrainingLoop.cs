@@ -1,3 +1,4 @@
+using Microsoft.ML.Diffusion.Conditions;
 using Microsoft.ML.Diffusion.Models;
 using Microsoft.ML.Diffusion.Schedules;
 using TorchSharp;
@@ -31,6 +32,10 @@ public sealed record TrainingSettings
     /// first forward pass with a zero self-condition under stop-gradient (clamped to [-1, 1]); otherwise it is zeros.
     /// See <see cref="Microsoft.ML.Diffusion.Training.SelfConditioning"/>.</summary>
     public bool SelfConditioning { get; init; }
+    /// <summary>Super-resolution conditioning (SR3, Saharia et al. 2021): when &gt; 0, the network's input also carries the
+    /// bicubic upsampling of x_0 average-pooled by this factor (<see cref="Conditions.LowResolutionCondition.FromImage"/>),
+    /// appended after x_t (and the self-condition). 0 (default) trains an unconditional model.</summary>
+    public int LowResolutionFactor { get; init; }
 }
 
 /// <summary>
@@ -106,6 +111,8 @@ public sealed class DiffusionTrainingLoop : IDisposable
             var xt = _schedule.AddNoise(x, eps, t);                      // eq. 4
             var target = DiffusionLoss.Target(_schedule, Settings.Prediction, x, eps, t);   // eps, x_0 or v
             var weights = _timestepWeights is null ? null : _schedule.Extract(_timestepWeights, t, 1);
+            // SR3: the network sees upsample(downsample(x_0)) as extra channels (null when unconditional).
+            var lowResolution = Settings.LowResolutionFactor > 0 ? LowResolutionCondition.FromImage(x, Settings.LowResolutionFactor) : null;
             // Self-conditioning (Analog Bits, algorithm 1): a fair coin per batch, from the loop's generator (reproducible, resumable).
             bool useEstimate = Settings.SelfConditioning
                 && rand(new long[] { 1 }, dtype: float64, device: CPU, generator: _generator).item<double>() < 0.5;
@@ -121,13 +128,13 @@ public sealed class DiffusionTrainingLoop : IDisposable
                     {
                         using (no_grad())
                         {
-                            var first = Model.forward(SelfConditioning.Input(xt, null), t);
+                            var first = Model.forward(ConditionedNetwork.AppendChannels(SelfConditioning.Input(xt, null), lowResolution), t);
                             selfCondition = SelfConditioning.EstimateX0(_schedule, Settings.Prediction, first, xt, t);
                         }
                     }
                     input = SelfConditioning.Input(xt, selfCondition);   // zeros when no estimate
                 }
-                var predicted = Model.forward(input, t);
+                var predicted = Model.forward(ConditionedNetwork.AppendChannels(input, lowResolution), t);
                 var loss = Settings.LearnedVariance
                     ? VariationalBound.HybridLoss(_schedule, Settings.Prediction, predicted, target, x, xt, t, weights)   // Improved DDPM eq. 16
                     : DiffusionLoss.WeightedMse(predicted, target, weights);   // eq. 14 (L_simple) when unweighted epsilon
@@ -185,13 +192,29 @@ public sealed class DiffusionTrainingLoop : IDisposable
         Step = reader.ReadInt64();
         Ema.Updates = reader.ReadInt64();
         int n = reader.ReadInt32();
+        if (n < 1 || n > 1 << 20)
+            throw new InvalidDataException($"The checkpoint's generator state has {n} bytes; expected 1..{1 << 20} (a few kilobytes).");
         var bytes = reader.ReadBytes(n);
         if (bytes.Length != n) throw new EndOfStreamException("Checkpoint is truncated (generator state).");
         using (var state = tensor(bytes, dtype: uint8))
             _generator.set_state(state);
-        Model.load(reader);
-        Ema.Shadow.load(reader);
+        LoadChecked(reader, Model, "The checkpoint's weights");
+        LoadChecked(reader, Ema.Shadow, "The checkpoint's EMA weights");
         _optimizer.load_state_dict(reader);
+    }
+
+    /// <summary>Checks the tensors' names, shapes and sizes (<see cref="Persistence.TorchWeightsFormat"/>, nothing allocated by a
+    /// size read from the file) when the stream can seek back, then loads them.</summary>
+    private static void LoadChecked(BinaryReader reader, nn.Module module, string what)
+    {
+        if (reader.BaseStream.CanSeek)
+        {
+            long start = reader.BaseStream.Position;
+            var expected = module.state_dict().Select(kv => (kv.Key, kv.Value.shape)).ToList();
+            Persistence.TorchWeightsFormat.Check(reader, expected, what);
+            reader.BaseStream.Position = start;
+        }
+        module.load(reader);
     }
 
     /// <inheritdoc/>
@@ -207,14 +230,32 @@ public sealed class NonFiniteLossException : InvalidOperationException
 {
     /// <summary>Creates the exception for optimizer step <paramref name="step"/>.</summary>
     public NonFiniteLossException(long step, float loss, float lastFiniteLoss, string? what = null)
-        : base($"Training stopped at step {step}: {what ?? $"the loss is {loss}"}" +
+        : this(step, loss, lastFiniteLoss,
+               $"Training stopped at step {step}: {what ?? $"the loss is {loss}"}" +
                (float.IsNaN(lastFiniteLoss) ? " at the first step" : $"; the last finite loss was {lastFiniteLoss:G6} at step {step - 1}") +
-               ". Lower the learning rate, check the input for NaN pixels, or resume from the last checkpoint.")
+               ". Lower the learning rate, check the input for NaN pixels, or resume from the last checkpoint.", null)
+    {
+    }
+
+    private NonFiniteLossException(long step, float loss, float lastFiniteLoss, string message, string? checkpointPath)
+        : base(message)
     {
         StepNumber = step;
         Loss = loss;
         LastFiniteLoss = lastFiniteLoss;
+        CheckpointPath = checkpointPath;
     }
+
+    /// <summary>This exception with the last good checkpoint added to its message (<paramref name="checkpointStep"/> null: none was written).</summary>
+    internal NonFiniteLossException WithCheckpoint(string path, long? checkpointStep) =>
+        new(StepNumber, Loss, LastFiniteLoss,
+            Message + (checkpointStep is long s
+                ? $" The last good checkpoint (step {s}) is kept in '{path}'."
+                : $" No checkpoint was written before the failure ('{path}')."),
+            checkpointStep is null ? null : path);
+
+    /// <summary>The checkpoint file kept from before the failure, when training wrote one; null otherwise.</summary>
+    public string? CheckpointPath { get; }
 
     /// <summary>The loss of the step before (NaN when the first step failed).</summary>
     public float LastFiniteLoss { get; }

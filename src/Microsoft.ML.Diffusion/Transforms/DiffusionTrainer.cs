@@ -28,7 +28,9 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
     /// <summary>Options of <see cref="DiffusionTrainer"/>.</summary>
     public sealed class Options
     {
-        /// <summary>The training images (an MLImage column).</summary>
+        /// <summary>The training images: an MLImage column, or a vector of Single pixel values 0..255 in ExtractPixels' default
+        /// layout (planar R, G, B: <c>Vector&lt;Single, 3, ImageSize, ImageSize&gt;</c>; one plane is accepted when Channels = 1).
+        /// NaN, infinite or out-of-range pixel values stop training with an error naming the row.</summary>
         public string ImageColumnName { get; set; } = DiffusionDefaults.ImageColumnName;
         /// <summary>The column the trained model writes generated images to.</summary>
         public string OutputColumnName { get; set; } = DiffusionDefaults.OutputColumnName;
@@ -92,6 +94,12 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         /// estimate is, for half of the batches, the network's own x_0 prediction under stop-gradient, else zeros; in sampling it is
         /// the previous step's estimate. Saved with the model. Default false.</summary>
         public bool SelfConditioning { get; set; }
+        /// <summary>Image conditioning; null (default) trains an unconditional model. <c>Conditioning.LowResolution(factor)</c>
+        /// (factor 2 or 4) trains a super-resolution model in the style of SR3 (Saharia et al. 2021) and guided-diffusion's
+        /// SuperResModel: the network also receives, as <see cref="Channels"/> extra input channels, the bicubic upsampling of
+        /// each training image average-pooled by the factor (clamped to [-1, 1]). Such a model upscales images of
+        /// ImageSize / factor pixels and cannot generate from noise alone. Saved with the model.</summary>
+        public Conditioning? Conditioning { get; set; }
         /// <summary>The sampler the trained model's Transform uses (saved with the model).</summary>
         public SamplerOptions Sampler { get; set; } = new();
         /// <summary>Receives a report after every optimizer step.</summary>
@@ -102,7 +110,8 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         internal UNetConfig ToNetworkConfig() => new()
         {
             ImageSize = ImageSize,
-            InChannels = SelfConditioning ? 2 * Channels : Channels,    // concat(x_t, x0_hat) (Analog Bits, section 3)
+            // concat(x_t, x0_hat) (Analog Bits, section 3), then the conditioning image (SR3: concat(x_t, upsample(low_res))).
+            InChannels = (SelfConditioning ? 2 * Channels : Channels) + (Conditioning?.ExtraChannels(Channels) ?? 0),
             OutChannels = Variance == VarianceType.Learned ? 2 * Channels : Channels,   // prediction, then v (Improved DDPM eq. 15)
             BaseChannels = BaseChannels,
             ChannelMultipliers = ChannelMultipliers.ToArray(),
@@ -138,6 +147,8 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             throw new ArgumentOutOfRangeException(nameof(o.Channels), o.Channels, "DiffusionTrainer.Options.Channels must be 1 (grayscale) or 3 (RGB).");
         Positive(o.ImageSize, nameof(o.ImageSize));
         Positive(o.Timesteps, nameof(o.Timesteps));
+        if (o.Timesteps > DiffusionModelConfig.MaxTimesteps)
+            throw new ArgumentOutOfRangeException(nameof(o.Timesteps), o.Timesteps, $"DiffusionTrainer.Options.Timesteps must be at most {DiffusionModelConfig.MaxTimesteps}.");
         Positive(o.Epochs, nameof(o.Epochs));
         Positive(o.BatchSize, nameof(o.BatchSize));
         Positive(o.ShuffleBufferSize, nameof(o.ShuffleBufferSize));
@@ -160,6 +171,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             throw new ArgumentOutOfRangeException(nameof(o.MaxSteps), m, "DiffusionTrainer.Options.MaxSteps must be >= 1 when set.");
         if (!Enum.IsDefined(o.Schedule))
             throw new ArgumentOutOfRangeException(nameof(o.Schedule), o.Schedule, $"Unknown schedule; expected one of {string.Join(", ", Enum.GetNames<NoiseSchedule>())}.");
+        o.Conditioning?.Validate(o.ImageSize);
         o.ToNetworkConfig().Validate();
         (o.Sampler ?? new SamplerOptions()).Validate(o.Timesteps);
     }
@@ -168,7 +180,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        ImageColumn.Check(inputSchema, _options.ImageColumnName, _options.ImageSize);
+        TrainingImageInput.Check(inputSchema, _options.ImageColumnName, _options.ImageSize, _options.Channels);
         var columns = inputSchema.ToDictionary(c => c.Name);
         columns[_options.OutputColumnName] = new SchemaShape.Column(_options.OutputColumnName, SchemaShape.Column.VectorKind.Scalar,
             new ImageDataViewType(_options.ImageSize, _options.ImageSize), false);
@@ -180,7 +192,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
     {
         ArgumentNullException.ThrowIfNull(input);
         var o = _options;
-        var imageCol = ImageColumn.Check(input.Schema, o.ImageColumnName, o.ImageSize);
+        var imageCol = TrainingImageInput.Check(input.Schema, o.ImageColumnName, o.ImageSize, o.Channels);
         var device = DeviceSelection.Select(_host);
         var netConfig = o.ToNetworkConfig();
         var schedule = new DiffusionSchedule(o.Schedule, o.Timesteps);
@@ -204,6 +216,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             LearningRate = o.LearningRate, WeightDecay = o.WeightDecay, GradientClipNorm = o.GradientClipNorm,
             EmaDecay = o.EmaDecay, Seed = seed, Prediction = o.Prediction, LossWeighting = o.LossWeighting,
             LearnedVariance = o.Variance == VarianceType.Learned, SelfConditioning = o.SelfConditioning,
+            LowResolutionFactor = o.Conditioning?.Factor ?? 0,
         };
         var identityFields = new
         {
@@ -221,6 +234,9 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         // And self-conditioning (added after the variance): only when on.
         if (o.SelfConditioning)
             identity = JsonSerializer.Serialize(new { Run = identity, o.SelfConditioning }, DiffusionModelConfig.Json);
+        // And the conditioning (added after self-conditioning): only when set.
+        if (o.Conditioning is not null)
+            identity = JsonSerializer.Serialize(new { Run = identity, o.Conditioning }, DiffusionModelConfig.Json);
 
         try
         {
@@ -237,7 +253,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         }
     }
 
-    private DiffusionModel Train(IDataView input, DataViewSchema.Column imageCol, UNet model, UNet ema, DiffusionSchedule schedule,
+    private DiffusionModel Train(IDataView input, TrainingImageInput imageCol, UNet model, UNet ema, DiffusionSchedule schedule,
         TrainingSettings settings, string identity, long seed, Device device, IChannel ch)
     {
         var o = _options;
@@ -261,6 +277,13 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         if (o.MaxSteps is long ms) totalSteps = totalSteps is long ts ? Math.Min(ts, ms) : ms;
         ch.Info($"Training a {model.ParameterCount:N0}-parameter U-Net on '{o.ImageColumnName}' ({o.ImageSize}x{o.ImageSize}x{o.Channels}), " +
                 $"T = {o.Timesteps} ({o.Schedule}), {o.Epochs} epoch(s) of batch {o.BatchSize}, on {device.type}.");
+
+        long? lastCheckpointStep = o.CheckpointDirectory is string resumedFrom && TrainingCheckpoint.Exists(resumedFrom) ? loop.Step : null;
+        void WriteCheckpoint(string directory, int epoch, long batchInEpoch)
+        {
+            TrainingCheckpoint.Write(directory, identity, dataSeed, epoch, batchInEpoch, loop);
+            lastCheckpointStep = loop.Step;
+        }
 
         var watch = Stopwatch.StartNew();
         long imagesThisRun = 0;
@@ -293,7 +316,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             {
                 ch.Info($"Epoch {epoch + 1}/{o.Epochs} done: mean loss {(lossCount > 0 ? lossSum / lossCount : double.NaN):G5}, step {loop.Step}.");
                 if (o.CheckpointDirectory is string d2)
-                    TrainingCheckpoint.Write(d2, identity, dataSeed, epoch + 1, 0, loop);
+                    WriteCheckpoint(d2, epoch + 1, 0);
             }
 
             void RunBatch(int count)
@@ -311,7 +334,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
                 if (o.CancellationToken.IsCancellationRequested)
                 {
                     if (o.CheckpointDirectory is string cd)
-                        TrainingCheckpoint.Write(cd, identity, dataSeed, epoch, batchInEpoch, loop);
+                        WriteCheckpoint(cd, epoch, batchInEpoch);
                     o.CancellationToken.ThrowIfCancellationRequested();
                 }
                 float loss;
@@ -323,8 +346,11 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
                     }
                     catch (NonFiniteLossException e)
                     {
+                        // The failed step changed nothing and no checkpoint is written after it: the last one stays good.
+                        if (o.CheckpointDirectory is string kept)
+                            e = e.WithCheckpoint(TrainingCheckpoint.PathIn(kept), lastCheckpointStep);
                         ch.Error(e.Message);
-                        throw;
+                        throw e;
                     }
                 }
                 batchInEpoch++;
@@ -336,12 +362,12 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
                 if (loop.Step % o.LogInterval == 0)
                     ch.Info($"epoch {epoch + 1}/{o.Epochs} step {loop.Step}{(totalSteps is long t ? $"/{t}" : "")}: loss {loss:G5} (mean {lossSum / lossCount:G5}), {ips:F1} img/s");
                 if (o.CheckpointDirectory is string cd2 && loop.Step % o.CheckpointInterval == 0)
-                    TrainingCheckpoint.Write(cd2, identity, dataSeed, epoch, batchInEpoch, loop);
+                    WriteCheckpoint(cd2, epoch, batchInEpoch);
                 if (o.MaxSteps is long max && loop.Step >= max)
                 {
                     stopped = true;
                     if (o.CheckpointDirectory is string cd3)
-                        TrainingCheckpoint.Write(cd3, identity, dataSeed, epoch, batchInEpoch, loop);
+                        WriteCheckpoint(cd3, epoch, batchInEpoch);
                 }
             }
         }
@@ -352,7 +378,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             Network = netConfig, Schedule = o.Schedule, Timesteps = o.Timesteps, ImageSize = o.ImageSize, Channels = o.Channels,
             OutputColumnName = o.OutputColumnName, SeedColumnName = o.SeedColumnName,
             DefaultSampler = SamplerSettings.From(o.Sampler ?? new SamplerOptions()), TrainedSteps = loop.Step,
-            Prediction = o.Prediction, Variance = o.Variance, SelfConditioning = o.SelfConditioning,
+            Prediction = o.Prediction, Variance = o.Variance, SelfConditioning = o.SelfConditioning, Conditioning = o.Conditioning,
         };
         return new DiffusionModel(_host, config, ema, device);
     }
@@ -363,21 +389,18 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
     /// Streams the image column as [-1, 1] CHW float rows in a shuffled order: a buffer of <paramref name="bufferSize"/>
     /// rows, each new row replacing a random one that is emitted (the same pool shuffle as ML.NET's ShuffleRows).
     /// </summary>
-    private IEnumerable<float[]> StreamRows(IDataView input, DataViewSchema.Column imageCol, int per, long seed, int bufferSize, CancellationToken ct)
+    private IEnumerable<float[]> StreamRows(IDataView input, TrainingImageInput imageCol, int per, long seed, int bufferSize, CancellationToken ct)
     {
         var rng = new Random(unchecked((int)(seed ^ (seed >> 32))));
         var pool = new List<float[]>(Math.Min(bufferSize, 65536));
-        using var cursor = input.GetRowCursor(new[] { imageCol });
-        var getter = cursor.GetGetter<MLImage>(imageCol);
-        MLImage image = null!;
+        using var cursor = input.GetRowCursor(new[] { imageCol.Column });
+        var read = imageCol.CreateReader(cursor);
         long row = 0;
         while (cursor.MoveNext())
         {
             ct.ThrowIfCancellationRequested();
-            getter(ref image);
-            ImageColumn.CheckImage(image, imageCol.Name, row, _options.ImageSize);
             var values = new float[per];
-            ImageTensorConverter.ToChw(image, _options.Channels, values);
+            read(row, values);
             row++;
             if (pool.Count < bufferSize)
             {
