@@ -34,6 +34,10 @@ public sealed record DiffusionModelConfig
     /// <summary>Self-conditioning (Chen, Zhang &amp; Hinton 2022, "Analog Bits", section 3): the network's input is
     /// concat(x_t, previous x_0 estimate), 2 x <see cref="Channels"/> channels; absent (false) in models saved before it existed.</summary>
     public bool SelfConditioning { get; init; }
+    /// <summary>The image conditioning (e.g. SR3 super-resolution, <see cref="Diffusion.Conditioning.LowResolution"/>): its
+    /// channels follow x_t (and the self-condition) in the network's input; absent (null, unconditional) in models saved
+    /// before it existed.</summary>
+    public Conditioning? Conditioning { get; init; }
     /// <summary>Optimizer steps the weights were trained for.</summary>
     public long TrainedSteps { get; init; }
 

@@ -71,6 +71,14 @@ internal static class DiffusionModelFormat
             throw new InvalidDataException("The diffusion model's configuration in the zip is corrupt.", e);
         }
         config.Validate();
+        try
+        {
+            config.Conditioning?.Validate(config.ImageSize);
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"The diffusion model's conditioning in the zip is invalid: {e.Message}", e);
+        }
 
         int count = ctx.Reader.ReadInt32();
         if (count < 0 || count > 100_000)

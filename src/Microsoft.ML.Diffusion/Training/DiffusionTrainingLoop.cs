@@ -1,3 +1,4 @@
+using Microsoft.ML.Diffusion.Conditions;
 using Microsoft.ML.Diffusion.Models;
 using Microsoft.ML.Diffusion.Schedules;
 using TorchSharp;
@@ -31,6 +32,10 @@ public sealed record TrainingSettings
     /// first forward pass with a zero self-condition under stop-gradient (clamped to [-1, 1]); otherwise it is zeros.
     /// See <see cref="Microsoft.ML.Diffusion.Training.SelfConditioning"/>.</summary>
     public bool SelfConditioning { get; init; }
+    /// <summary>Super-resolution conditioning (SR3, Saharia et al. 2021): when &gt; 0, the network's input also carries the
+    /// bicubic upsampling of x_0 average-pooled by this factor (<see cref="Conditions.LowResolutionCondition.FromImage"/>),
+    /// appended after x_t (and the self-condition). 0 (default) trains an unconditional model.</summary>
+    public int LowResolutionFactor { get; init; }
 }
 
 /// <summary>
@@ -106,6 +111,8 @@ public sealed class DiffusionTrainingLoop : IDisposable
             var xt = _schedule.AddNoise(x, eps, t);                      // eq. 4
             var target = DiffusionLoss.Target(_schedule, Settings.Prediction, x, eps, t);   // eps, x_0 or v
             var weights = _timestepWeights is null ? null : _schedule.Extract(_timestepWeights, t, 1);
+            // SR3: the network sees upsample(downsample(x_0)) as extra channels (null when unconditional).
+            var lowResolution = Settings.LowResolutionFactor > 0 ? LowResolutionCondition.FromImage(x, Settings.LowResolutionFactor) : null;
             // Self-conditioning (Analog Bits, algorithm 1): a fair coin per batch, from the loop's generator (reproducible, resumable).
             bool useEstimate = Settings.SelfConditioning
                 && rand(new long[] { 1 }, dtype: float64, device: CPU, generator: _generator).item<double>() < 0.5;
@@ -121,13 +128,13 @@ public sealed class DiffusionTrainingLoop : IDisposable
                     {
                         using (no_grad())
                         {
-                            var first = Model.forward(SelfConditioning.Input(xt, null), t);
+                            var first = Model.forward(ConditionedNetwork.AppendChannels(SelfConditioning.Input(xt, null), lowResolution), t);
                             selfCondition = SelfConditioning.EstimateX0(_schedule, Settings.Prediction, first, xt, t);
                         }
                     }
                     input = SelfConditioning.Input(xt, selfCondition);   // zeros when no estimate
                 }
-                var predicted = Model.forward(input, t);
+                var predicted = Model.forward(ConditionedNetwork.AppendChannels(input, lowResolution), t);
                 var loss = Settings.LearnedVariance
                     ? VariationalBound.HybridLoss(_schedule, Settings.Prediction, predicted, target, x, xt, t, weights)   // Improved DDPM eq. 16
                     : DiffusionLoss.WeightedMse(predicted, target, weights);   // eq. 14 (L_simple) when unweighted epsilon

@@ -1,6 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion;
+using Microsoft.ML.Diffusion.Conditions;
 using Microsoft.ML.Diffusion.Imaging;
 using Microsoft.ML.Diffusion.Models;
 using Microsoft.ML.Diffusion.Persistence;
@@ -45,6 +46,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         _network.eval();
         _schedule = new DiffusionSchedule(config.Schedule, config.Timesteps);
         _defaultSampler = sampler?.Clone() ?? config.DefaultSampler.ToOptions();
+        NetworkForward = (x, t) => _network.forward(x, t);
     }
 
     /// <summary>The network, schedule, image format and columns of this model.</summary>
@@ -67,6 +69,10 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
 
     /// <summary>The sampler <see cref="Transform"/> uses (a copy; see <see cref="WithSampler"/>).</summary>
     public SamplerOptions DefaultSampler => _defaultSampler.Clone();
+
+    /// <summary>The image conditioning the model was trained with (<see cref="Diffusion.Conditioning.LowResolution"/>: a
+    /// super-resolution model, which upscales and cannot generate from noise alone); null for an unconditional model.</summary>
+    public Conditioning? Conditioning => Config.Conditioning;
 
     /// <summary>The network's parameter count.</summary>
     public long ParameterCount => _network.ParameterCount;
@@ -114,16 +120,58 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     }
 
     /// <summary>
+    /// Conditional super-resolution (SR3, Saharia et al. 2021) with a model trained with
+    /// <see cref="Diffusion.Conditioning.LowResolution"/>: image i is sampled from seed <paramref name="seeds"/>[i] with the
+    /// bicubic upsampling of <paramref name="lowResolution"/>[i] (clamped to [-1, 1]) as the network's extra input channels,
+    /// through the same batching loop, samplers and self-conditioning as generation.
+    /// </summary>
+    /// <param name="lowResolution">[N, C, S/f, S/f] float in [-1, 1] on the CPU, N = seeds.Count, S = ImageSize, f = the factor.</param>
+    /// <param name="seeds">One seed per image (its x_T and per-step noise).</param>
+    /// <param name="options">The sampler; null uses <see cref="DefaultSampler"/>.</param>
+    /// <returns>[N, C, S, S] in [-1, 1] on the CPU.</returns>
+    internal Tensor SampleSuperResolution(Tensor lowResolution, IReadOnlyList<uint> seeds, SamplerOptions? options)
+    {
+        ArgumentNullException.ThrowIfNull(lowResolution);
+        ArgumentNullException.ThrowIfNull(seeds);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (Config.Conditioning is not { Kind: ConditioningKind.LowResolution } c)
+            throw new InvalidOperationException(
+                "This diffusion model was not trained for super-resolution (DiffusionTrainer.Options.Conditioning = Conditioning.LowResolution(factor)); " +
+                "it has no low-resolution input.");
+        if (seeds.Count == 0) throw new ArgumentException("At least one seed is needed.", nameof(seeds));
+        int small = c.LowResolutionSize(ImageSize);
+        var expected = new long[] { seeds.Count, Channels, small, small };
+        if (!lowResolution.shape.SequenceEqual(expected))
+            throw new ArgumentException(
+                $"The low-resolution images have shape [{string.Join(", ", lowResolution.shape)}]; this model ({Channels}x{ImageSize}x{ImageSize}, " +
+                $"Conditioning {c}) expects [N, {Channels}, {small}, {small}] with N = {seeds.Count} (one per seed).", nameof(lowResolution));
+        using var upsampled = LowResolutionCondition.Upsample(lowResolution.to_type(float32), ImageSize);
+        return SampleInBatches(seeds, options ?? DefaultSampler, initialNoise: null, upsampled);
+    }
+
+    /// <summary>Throws the error of a model that cannot generate from noise alone (a super-resolution model).</summary>
+    private void CheckGenerates()
+    {
+        if (Config.Conditioning is { } c)
+            throw new InvalidOperationException(
+                $"This diffusion model is a super-resolution model (Conditioning {c}): it needs a low-resolution input image of " +
+                $"{c.LowResolutionSize(ImageSize)}x{c.LowResolutionSize(ImageSize)} pixels and cannot generate from noise alone; " +
+                "use mlContext.Generative.Upscale with it.");
+    }
+
+    /// <summary>
     /// The batching loop of <see cref="GenerateTensor"/> and <see cref="Interpolate"/>: batches of
     /// <see cref="SamplerOptions.BatchSize"/> images, each with a fresh scheduler and self-conditioning state, so an image
     /// does not depend on the batch it is in. <paramref name="initialNoise"/> [count, C, H, W], when given, replaces the
-    /// per-seed x_T. Returns x_0 [count, C, H, W] on the CPU.
+    /// per-seed x_T. <paramref name="conditionChannels"/> [count, Cc, H, W], when given, is appended to the network's input
+    /// (<see cref="ConditionedNetwork"/>). Returns x_0 [count, C, H, W] on the CPU.
     /// </summary>
-    private Tensor SampleInBatches(IReadOnlyList<uint> seeds, SamplerOptions options, Tensor? initialNoise)
+    private Tensor SampleInBatches(IReadOnlyList<uint> seeds, SamplerOptions options, Tensor? initialNoise, Tensor? conditionChannels = null)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         options.Validate(Timesteps);
         if (seeds.Count == 0) throw new ArgumentException("At least one seed is needed.", nameof(seeds));
+        if (conditionChannels is null) CheckGenerates();
         var shape = new long[] { Channels, ImageSize, ImageSize };
         int batches = (seeds.Count + options.BatchSize - 1) / options.BatchSize;
         var parts = new List<Tensor>();
@@ -137,8 +185,10 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
                 try
                 {
                     using var noise = initialNoise?.narrow(0, start, n);
-                    using var selfConditioned = NewSelfConditionedDenoiser();
-                    parts.Add(DiffusionSampler.Sample(DenoiserFor(selfConditioned), scheduler, chunk, shape, _device,
+                    using var channels = conditionChannels?.narrow(0, start, n);
+                    using var network = new ConditionedNetwork(NetworkForward, channels, _device);
+                    using var selfConditioned = NewSelfConditionedDenoiser(network.Forward);
+                    parts.Add(DiffusionSampler.Sample(selfConditioned is null ? network.Forward : selfConditioned.Denoise, scheduler, chunk, shape, _device,
                         options.Progress, options.CancellationToken, b, batches, noise));
                 }
                 finally
@@ -220,15 +270,26 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         return ImageTensorConverter.ToBgraPixels(images);
     }
 
-    private Tensor Denoise(Tensor x, Tensor t) => _network.forward(x, t);
+    /// <summary>The network call (input, t) -> output. Tests replace it with a counting double; defaults to the U-Net.</summary>
+    internal Func<Tensor, Tensor, Tensor> NetworkForward { get; set; }
 
     /// <summary>For a self-conditioned model (<see cref="DiffusionModelConfig.SelfConditioning"/>), a new per-batch denoiser that feeds
-    /// the network the previous step's x_0 estimate (Analog Bits, algorithm 2); null otherwise.</summary>
-    internal SelfConditionedDenoiser? NewSelfConditionedDenoiser() =>
-        Config.SelfConditioning ? SelfConditioning.Denoiser(Denoise, _schedule, Config.Prediction) : null;
+    /// <paramref name="network"/> the previous step's x_0 estimate (Analog Bits, algorithm 2); null otherwise.</summary>
+    internal SelfConditionedDenoiser? NewSelfConditionedDenoiser(Func<Tensor, Tensor, Tensor> network) =>
+        Config.SelfConditioning ? SelfConditioning.Denoiser(network, _schedule, Config.Prediction) : null;
 
-    private Func<Tensor, Tensor, Tensor> DenoiserFor(SelfConditionedDenoiser? selfConditioned) =>
-        selfConditioned is null ? Denoise : selfConditioned.Denoise;
+    /// <summary>
+    /// The denoiser of one sampling batch for other loops (RePaint): the network, wrapped for self-conditioning when the model
+    /// uses it. <paramref name="network"/> replaces the network (tests pass a counting double). Dispose the state after the batch.
+    /// </summary>
+    internal (Func<Tensor, Tensor, Tensor> Denoise, IDisposable? State) NewBatchDenoiser(Func<Tensor, Tensor, Tensor>? network = null)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var net = network ?? NetworkForward;
+        if (!Config.SelfConditioning) return (net, null);
+        var selfConditioned = SelfConditioning.Denoiser(net, _schedule, Config.Prediction);
+        return (selfConditioned.Denoise, selfConditioned);
+    }
 
     // ---- ITransformer ----
 
@@ -261,6 +322,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     {
         ArgumentNullException.ThrowIfNull(input);
         ObjectDisposedException.ThrowIf(_disposed, this);
+        CheckGenerates();
         return new GeneratedImageDataView(this, input, GetOutputSchema(input.Schema));
     }
 
@@ -268,6 +330,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
+        CheckGenerates();
         return new GeneratedImageRowMapper(this, inputSchema, GetOutputSchema(inputSchema));
     }
 

@@ -94,6 +94,12 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         /// estimate is, for half of the batches, the network's own x_0 prediction under stop-gradient, else zeros; in sampling it is
         /// the previous step's estimate. Saved with the model. Default false.</summary>
         public bool SelfConditioning { get; set; }
+        /// <summary>Image conditioning; null (default) trains an unconditional model. <c>Conditioning.LowResolution(factor)</c>
+        /// (factor 2 or 4) trains a super-resolution model in the style of SR3 (Saharia et al. 2021) and guided-diffusion's
+        /// SuperResModel: the network also receives, as <see cref="Channels"/> extra input channels, the bicubic upsampling of
+        /// each training image average-pooled by the factor (clamped to [-1, 1]). Such a model upscales images of
+        /// ImageSize / factor pixels and cannot generate from noise alone. Saved with the model.</summary>
+        public Conditioning? Conditioning { get; set; }
         /// <summary>The sampler the trained model's Transform uses (saved with the model).</summary>
         public SamplerOptions Sampler { get; set; } = new();
         /// <summary>Receives a report after every optimizer step.</summary>
@@ -104,7 +110,8 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         internal UNetConfig ToNetworkConfig() => new()
         {
             ImageSize = ImageSize,
-            InChannels = SelfConditioning ? 2 * Channels : Channels,    // concat(x_t, x0_hat) (Analog Bits, section 3)
+            // concat(x_t, x0_hat) (Analog Bits, section 3), then the conditioning image (SR3: concat(x_t, upsample(low_res))).
+            InChannels = (SelfConditioning ? 2 * Channels : Channels) + (Conditioning?.ExtraChannels(Channels) ?? 0),
             OutChannels = Variance == VarianceType.Learned ? 2 * Channels : Channels,   // prediction, then v (Improved DDPM eq. 15)
             BaseChannels = BaseChannels,
             ChannelMultipliers = ChannelMultipliers.ToArray(),
@@ -164,6 +171,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             throw new ArgumentOutOfRangeException(nameof(o.MaxSteps), m, "DiffusionTrainer.Options.MaxSteps must be >= 1 when set.");
         if (!Enum.IsDefined(o.Schedule))
             throw new ArgumentOutOfRangeException(nameof(o.Schedule), o.Schedule, $"Unknown schedule; expected one of {string.Join(", ", Enum.GetNames<NoiseSchedule>())}.");
+        o.Conditioning?.Validate(o.ImageSize);
         o.ToNetworkConfig().Validate();
         (o.Sampler ?? new SamplerOptions()).Validate(o.Timesteps);
     }
@@ -208,6 +216,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             LearningRate = o.LearningRate, WeightDecay = o.WeightDecay, GradientClipNorm = o.GradientClipNorm,
             EmaDecay = o.EmaDecay, Seed = seed, Prediction = o.Prediction, LossWeighting = o.LossWeighting,
             LearnedVariance = o.Variance == VarianceType.Learned, SelfConditioning = o.SelfConditioning,
+            LowResolutionFactor = o.Conditioning?.Factor ?? 0,
         };
         var identityFields = new
         {
@@ -225,6 +234,9 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         // And self-conditioning (added after the variance): only when on.
         if (o.SelfConditioning)
             identity = JsonSerializer.Serialize(new { Run = identity, o.SelfConditioning }, DiffusionModelConfig.Json);
+        // And the conditioning (added after self-conditioning): only when set.
+        if (o.Conditioning is not null)
+            identity = JsonSerializer.Serialize(new { Run = identity, o.Conditioning }, DiffusionModelConfig.Json);
 
         try
         {
@@ -366,7 +378,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             Network = netConfig, Schedule = o.Schedule, Timesteps = o.Timesteps, ImageSize = o.ImageSize, Channels = o.Channels,
             OutputColumnName = o.OutputColumnName, SeedColumnName = o.SeedColumnName,
             DefaultSampler = SamplerSettings.From(o.Sampler ?? new SamplerOptions()), TrainedSteps = loop.Step,
-            Prediction = o.Prediction, Variance = o.Variance, SelfConditioning = o.SelfConditioning,
+            Prediction = o.Prediction, Variance = o.Variance, SelfConditioning = o.SelfConditioning, Conditioning = o.Conditioning,
         };
         return new DiffusionModel(_host, config, ema, device);
     }
