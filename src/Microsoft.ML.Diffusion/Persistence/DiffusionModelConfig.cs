@@ -74,10 +74,11 @@ public sealed record DiffusionModelConfig
         try
         {
             (DefaultSampler ?? throw Bad(nameof(DefaultSampler), "null", "sampler settings")).ToOptions().Validate(Timesteps);
+            Conditioning?.Validate(ImageSize);
         }
         catch (ArgumentException e)
         {
-            throw new InvalidDataException($"The model's default sampler is invalid: {e.Message} The file is corrupt or was edited.", e);
+            throw new InvalidDataException($"The model's default sampler or conditioning is invalid: {e.Message} The file is corrupt or was edited.", e);
         }
     }
 
