@@ -54,6 +54,36 @@ public sealed class GenerativeCatalog
     }
 
     /// <summary>
+    /// <paramref name="labels"/>.Count generation requests for a class-conditional model: row i has seed
+    /// <paramref name="seed"/> + i and class label <paramref name="labels"/>[i] (an Int32 column, annotated so that a model
+    /// without class conditioning rejects it). The model applies its sampler's <see cref="SamplerOptions.GuidanceScale"/>.
+    /// </summary>
+    /// <param name="count">Rows; must equal labels.Count.</param>
+    /// <param name="seed">Seed of the first row.</param>
+    /// <param name="labels">One class index (0..NumClasses - 1) per row.</param>
+    /// <param name="seedColumnName">The seed column's name.</param>
+    /// <param name="labelColumnName">The label column's name: the model's <see cref="DiffusionModel.LabelColumnName"/>.</param>
+    public IDataView CreateRequests(int count, uint seed, IReadOnlyList<int> labels, string seedColumnName = DiffusionDefaults.SeedColumnName,
+        string labelColumnName = DiffusionDefaults.LabelColumnName)
+    {
+        ArgumentNullException.ThrowIfNull(labels);
+        if (count < 0) throw new ArgumentOutOfRangeException(nameof(count), count, "count must be >= 0.");
+        if (labels.Count != count)
+            throw new ArgumentException($"{labels.Count} labels were given for {count} requests; expected one label per request.", nameof(labels));
+        for (int i = 0; i < count; i++)
+            if (labels[i] < 0)
+                throw new ArgumentOutOfRangeException(nameof(labels), labels[i], $"Label {labels[i]} (request {i}) is negative; expected a class index >= 0.");
+        var rows = Enumerable.Range(0, count).Select(i => new LabeledSeedRow { Seed = unchecked(seed + (uint)i), Label = labels[i] }).ToArray();
+        var definition = SchemaDefinition.Create(typeof(LabeledSeedRow));
+        var seedColumn = definition[nameof(LabeledSeedRow.Seed)];
+        var labelColumn = definition[nameof(LabeledSeedRow.Label)];
+        seedColumn.ColumnName = seedColumnName;
+        labelColumn.ColumnName = labelColumnName;
+        labelColumn.AddAnnotation(LabelColumn.RequestAnnotation, true, BooleanDataViewType.Instance);
+        return Context.Data.LoadFromEnumerable(rows, definition);
+    }
+
+    /// <summary>
     /// Inpainting with RePaint (Lugmayr et al. 2022): fills the masked pixels of each image with <paramref name="model"/>,
     /// keeping the known pixels exactly.
     /// </summary>
@@ -132,6 +162,12 @@ public sealed class GenerativeCatalog
     private sealed class SeedRow
     {
         public uint Seed { get; set; }
+    }
+
+    private sealed class LabeledSeedRow
+    {
+        public uint Seed { get; set; }
+        public int Label { get; set; }
     }
 }
 

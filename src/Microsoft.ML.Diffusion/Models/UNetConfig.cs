@@ -1,3 +1,5 @@
+using System.Text.Json.Serialization;
+
 namespace Microsoft.ML.Diffusion.Models;
 
 /// <summary>
@@ -26,6 +28,11 @@ public sealed record UNetConfig
     public int AttentionHeads { get; init; } = 1;
     /// <summary>Dropout inside the residual blocks.</summary>
     public float Dropout { get; init; }
+    /// <summary>Classes of a class-conditional network (0: unconditional). When &gt; 0 the network has a learned class
+    /// embedding of NumClasses + 1 rows, the last being the null label (classifier-free guidance, Ho &amp; Salimans 2022).
+    /// Not written when 0, so unconditional configs (and checkpoint identities) are unchanged.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public int NumClasses { get; init; }
 
     /// <summary>The feature-map sides that occur in the network, from the input down.</summary>
     public int[] Resolutions()
@@ -71,6 +78,7 @@ public sealed record UNetConfig
         if (GroupNormGroups < 1) throw Bad(nameof(GroupNormGroups), GroupNormGroups, "expected >= 1.");
         if (AttentionHeads < 1) throw Bad(nameof(AttentionHeads), AttentionHeads, "expected >= 1.");
         if (!(Dropout >= 0 && Dropout < 1)) throw Bad(nameof(Dropout), Dropout, "expected a value in [0, 1).");
+        if (NumClasses < 0) throw Bad(nameof(NumClasses), NumClasses, "expected >= 0 (0 = unconditional).");
         if (ChannelMultipliers is null || ChannelMultipliers.Length == 0)
             throw Bad(nameof(ChannelMultipliers), "empty", "expected at least one level, e.g. [1, 2, 2].");
         if (ChannelMultipliers.Any(m => m < 1))
@@ -101,7 +109,7 @@ public sealed record UNetConfig
     public bool Equals(UNetConfig? other) =>
         other is not null && ImageSize == other.ImageSize && InChannels == other.InChannels && OutChannels == other.OutChannels
         && BaseChannels == other.BaseChannels && NumResBlocks == other.NumResBlocks && GroupNormGroups == other.GroupNormGroups
-        && AttentionHeads == other.AttentionHeads && Dropout.Equals(other.Dropout)
+        && AttentionHeads == other.AttentionHeads && Dropout.Equals(other.Dropout) && NumClasses == other.NumClasses
         && ChannelMultipliers.SequenceEqual(other.ChannelMultipliers) && AttentionResolutions.SequenceEqual(other.AttentionResolutions);
 
     /// <inheritdoc/>
@@ -109,7 +117,7 @@ public sealed record UNetConfig
     {
         var h = new HashCode();
         h.Add(ImageSize); h.Add(InChannels); h.Add(OutChannels); h.Add(BaseChannels); h.Add(NumResBlocks);
-        h.Add(GroupNormGroups); h.Add(AttentionHeads); h.Add(Dropout);
+        h.Add(GroupNormGroups); h.Add(AttentionHeads); h.Add(Dropout); h.Add(NumClasses);
         foreach (var m in ChannelMultipliers) h.Add(m);
         foreach (var r in AttentionResolutions) h.Add(r);
         return h.ToHashCode();

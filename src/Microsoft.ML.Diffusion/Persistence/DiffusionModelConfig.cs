@@ -38,6 +38,13 @@ public sealed record DiffusionModelConfig
     /// channels follow x_t (and the self-condition) in the network's input; absent (null, unconditional) in models saved
     /// before it existed.</summary>
     public Conditioning? Conditioning { get; init; }
+    /// <summary>The column of class labels (key-typed or integer) the model was trained on and reads from generation
+    /// requests; null for a model without class conditioning (absent in models saved before it existed). The number of
+    /// classes is <see cref="UNetConfig.NumClasses"/> of <see cref="Network"/>.</summary>
+    public string? LabelColumnName { get; init; }
+    /// <summary>The probability with which labels were replaced by the null label in training (classifier-free guidance,
+    /// Ho &amp; Salimans 2022); 0 for models without class conditioning.</summary>
+    public float ConditionDropProbability { get; init; }
     /// <summary>Optimizer steps the weights were trained for.</summary>
     public long TrainedSteps { get; init; }
 
@@ -115,18 +122,20 @@ public sealed record SamplerSettings
     public int BatchSize { get; init; } = 64;
     /// <summary>See <see cref="SamplerOptions.DynamicThresholding"/>; absent (false) in models saved before it existed.</summary>
     public bool DynamicThresholding { get; init; }
+    /// <summary>See <see cref="SamplerOptions.GuidanceScale"/>; absent (1) in models saved before it existed.</summary>
+    public float GuidanceScale { get; init; } = 1f;
 
     /// <summary>Copies the serialisable settings of <paramref name="o"/>.</summary>
     public static SamplerSettings From(SamplerOptions o) => new()
     {
         Sampler = o.Sampler, Steps = o.Steps, Eta = o.Eta, Spacing = o.Spacing, Seed = o.Seed, ClipSample = o.ClipSample, BatchSize = o.BatchSize,
-        DynamicThresholding = o.DynamicThresholding,
+        DynamicThresholding = o.DynamicThresholding, GuidanceScale = o.GuidanceScale,
     };
 
     /// <summary>New options with these settings.</summary>
     public SamplerOptions ToOptions() => new()
     {
         Sampler = Sampler, Steps = Steps, Eta = Eta, Spacing = Spacing, Seed = Seed, ClipSample = ClipSample, BatchSize = BatchSize,
-        DynamicThresholding = DynamicThresholding,
+        DynamicThresholding = DynamicThresholding, GuidanceScale = GuidanceScale,
     };
 }

@@ -100,6 +100,20 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         /// each training image average-pooled by the factor (clamped to [-1, 1]). Such a model upscales images of
         /// ImageSize / factor pixels and cannot generate from noise alone. Saved with the model.</summary>
         public Conditioning? Conditioning { get; set; }
+        /// <summary>
+        /// Class conditioning: the column of class labels, key-typed (the number of classes is the key count; the missing key
+        /// trains the null label) or integer-valued (classes 0..<see cref="NumClasses"/> - 1). The U-Net then adds a learned
+        /// class embedding (NumClasses + 1 rows, the last one the null label) to its time embedding, and generation requests
+        /// may carry labels (<c>mlContext.Generative.CreateRequests(count, seed, labels)</c>, <see cref="SamplerOptions.GuidanceScale"/>).
+        /// Null (default): no class conditioning. Saved with the model.
+        /// </summary>
+        public string? LabelColumnName { get; set; }
+        /// <summary>The number of classes of an integer label column (a key-typed column gives its own; when set it must agree).</summary>
+        public int? NumClasses { get; set; }
+        /// <summary>Probability with which a training label is replaced by the null label, so that the same network also learns
+        /// the unconditional model that classifier-free guidance needs (Ho &amp; Salimans 2022, algorithm 1, p_uncond). Default 0.1;
+        /// 0 trains no unconditional branch (guidance then has nothing to contrast with).</summary>
+        public float ConditionDropProbability { get; set; } = DiffusionDefaults.ConditionDropProbability;
         /// <summary>The sampler the trained model's Transform uses (saved with the model).</summary>
         public SamplerOptions Sampler { get; set; } = new();
         /// <summary>Receives a report after every optimizer step.</summary>
@@ -107,8 +121,9 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         /// <summary>Stops training between two steps (a checkpoint is written first when a directory is set).</summary>
         public CancellationToken CancellationToken { get; set; }
 
-        internal UNetConfig ToNetworkConfig() => new()
+        internal UNetConfig ToNetworkConfig(int numClasses = 0) => new()
         {
+            NumClasses = numClasses,
             ImageSize = ImageSize,
             // concat(x_t, x0_hat) (Analog Bits, section 3), then the conditioning image (SR3: concat(x_t, upsample(low_res))).
             InChannels = (SelfConditioning ? 2 * Channels : Channels) + (Conditioning?.ExtraChannels(Channels) ?? 0),
@@ -172,7 +187,16 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         if (!Enum.IsDefined(o.Schedule))
             throw new ArgumentOutOfRangeException(nameof(o.Schedule), o.Schedule, $"Unknown schedule; expected one of {string.Join(", ", Enum.GetNames<NoiseSchedule>())}.");
         o.Conditioning?.Validate(o.ImageSize);
-        o.ToNetworkConfig().Validate();
+        if (o.LabelColumnName is not null && string.IsNullOrWhiteSpace(o.LabelColumnName))
+            throw new ArgumentException("DiffusionTrainer.Options.LabelColumnName is blank; set a column name or leave it null (no class conditioning).", nameof(o.LabelColumnName));
+        if (o.NumClasses is int nc && (nc < 1 || nc > MaxClasses))
+            throw new ArgumentOutOfRangeException(nameof(o.NumClasses), nc, $"DiffusionTrainer.Options.NumClasses must be between 1 and {MaxClasses} when set.");
+        if (o.NumClasses is not null && o.LabelColumnName is null)
+            throw new ArgumentException("DiffusionTrainer.Options.NumClasses is set but LabelColumnName is not; set the label column to train a class-conditional model.", nameof(o.NumClasses));
+        if (!(o.ConditionDropProbability >= 0 && o.ConditionDropProbability <= 1))
+            throw new ArgumentOutOfRangeException(nameof(o.ConditionDropProbability), o.ConditionDropProbability,
+                "DiffusionTrainer.Options.ConditionDropProbability must be in [0, 1].");
+        o.ToNetworkConfig(o.LabelColumnName is null ? 0 : o.NumClasses ?? 1).Validate();
         (o.Sampler ?? new SamplerOptions()).Validate(o.Timesteps);
     }
 
@@ -181,6 +205,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
         TrainingImageInput.Check(inputSchema, _options.ImageColumnName, _options.ImageSize, _options.Channels);
+        if (_options.LabelColumnName is string label) LabelColumn.Check(inputSchema, label);
         var columns = inputSchema.ToDictionary(c => c.Name);
         columns[_options.OutputColumnName] = new SchemaShape.Column(_options.OutputColumnName, SchemaShape.Column.VectorKind.Scalar,
             new ImageDataViewType(_options.ImageSize, _options.ImageSize), false);
@@ -193,8 +218,9 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         ArgumentNullException.ThrowIfNull(input);
         var o = _options;
         var imageCol = TrainingImageInput.Check(input.Schema, o.ImageColumnName, o.ImageSize, o.Channels);
+        var (labelCol, numClasses) = ResolveLabels(input.Schema);
         var device = DeviceSelection.Select(_host);
-        var netConfig = o.ToNetworkConfig();
+        var netConfig = o.ToNetworkConfig(numClasses);
         var schedule = new DiffusionSchedule(o.Schedule, o.Timesteps);
         long seed = o.Seed ?? _host.Rand.Next();
 
@@ -217,6 +243,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             EmaDecay = o.EmaDecay, Seed = seed, Prediction = o.Prediction, LossWeighting = o.LossWeighting,
             LearnedVariance = o.Variance == VarianceType.Learned, SelfConditioning = o.SelfConditioning,
             LowResolutionFactor = o.Conditioning?.Factor ?? 0,
+            NumClasses = numClasses, ConditionDropProbability = labelCol is null ? 0 : o.ConditionDropProbability,
         };
         var identityFields = new
         {
@@ -237,10 +264,13 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         // And the conditioning (added after self-conditioning): only when set.
         if (o.Conditioning is not null)
             identity = JsonSerializer.Serialize(new { Run = identity, o.Conditioning }, DiffusionModelConfig.Json);
+        // And class conditioning (added with it): only when a label column is set.
+        if (labelCol is not null)
+            identity = JsonSerializer.Serialize(new { Run = identity, NumClasses = numClasses, o.ConditionDropProbability }, DiffusionModelConfig.Json);
 
         try
         {
-            return Train(input, imageCol, model, ema, schedule, settings, identity, seed, device, ch);
+            return Train(input, imageCol, labelCol, model, ema, schedule, settings, identity, seed, device, ch);
         }
         catch
         {
@@ -253,7 +283,30 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         }
     }
 
-    private DiffusionModel Train(IDataView input, TrainingImageInput imageCol, UNet model, UNet ema, DiffusionSchedule schedule,
+    private const int MaxClasses = 100_000;
+
+    /// <summary>The label column and the number of classes (0 and null without class conditioning).</summary>
+    private (DataViewSchema.Column? Column, int NumClasses) ResolveLabels(DataViewSchema schema)
+    {
+        var o = _options;
+        if (o.LabelColumnName is not string name) return (null, 0);
+        var (col, keyCount) = LabelColumn.Check(schema, name);
+        if (keyCount is ulong count)
+        {
+            if (count == 0 || count > MaxClasses)
+                throw new ArgumentOutOfRangeException(nameof(schema), $"Label column '{name}' is a key type with {count} values; expected 1..{MaxClasses} classes.");
+            if (o.NumClasses is int n && n != (int)count)
+                throw new ArgumentOutOfRangeException(nameof(schema),
+                    $"DiffusionTrainer.Options.NumClasses is {n} but label column '{name}' is a key type with {count} values; leave NumClasses unset or make them agree.");
+            return (col, (int)count);
+        }
+        int classes = o.NumClasses ?? throw new ArgumentException(
+            $"Label column '{name}' holds numbers ({col.Type}); set DiffusionTrainer.Options.NumClasses to the number of classes " +
+            "(labels 0..NumClasses - 1), or map the labels to a key type with mlContext.Transforms.Conversion.MapValueToKey.", nameof(schema));
+        return (col, classes);
+    }
+
+    private DiffusionModel Train(IDataView input, TrainingImageInput imageCol, DataViewSchema.Column? labelCol, UNet model, UNet ema, DiffusionSchedule schedule,
         TrainingSettings settings, string identity, long seed, Device device, IChannel ch)
     {
         var o = _options;
@@ -294,11 +347,13 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             double lossSum = 0;
             long lossCount = 0, batchInEpoch = 0, rowsInEpoch = 0;
             var batch = new float[o.BatchSize * per];
+            var batchLabels = labelCol is null ? null : new long[o.BatchSize];
             int filled = 0;
-            foreach (var row in StreamRows(input, imageCol, per, dataSeed + epoch, o.ShuffleBufferSize, o.CancellationToken))
+            foreach (var row in StreamRows(input, imageCol, labelCol, netConfig.NumClasses, per, dataSeed + epoch, o.ShuffleBufferSize, o.CancellationToken))
             {
                 rowsInEpoch++;
-                row.CopyTo(batch, filled * per);
+                row.Pixels.CopyTo(batch, filled * per);
+                if (batchLabels is not null) batchLabels[filled] = row.Label;
                 filled++;
                 if (filled < o.BatchSize) continue;
                 RunBatch(filled);
@@ -339,10 +394,11 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
                 }
                 float loss;
                 using (var x0 = torch.tensor(batch.AsSpan(0, count * per).ToArray(), new long[] { count, o.Channels, o.ImageSize, o.ImageSize }))
+                using (var y = batchLabels is null ? null : torch.tensor(batchLabels.AsSpan(0, count).ToArray(), dtype: int64))
                 {
                     try
                     {
-                        loss = loop.TrainStep(x0);
+                        loss = loop.TrainStep(x0, y);
                     }
                     catch (NonFiniteLossException e)
                     {
@@ -379,6 +435,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             OutputColumnName = o.OutputColumnName, SeedColumnName = o.SeedColumnName,
             DefaultSampler = SamplerSettings.From(o.Sampler ?? new SamplerOptions()), TrainedSteps = loop.Step,
             Prediction = o.Prediction, Variance = o.Variance, SelfConditioning = o.SelfConditioning, Conditioning = o.Conditioning,
+            LabelColumnName = labelCol?.Name, ConditionDropProbability = labelCol is null ? 0 : o.ConditionDropProbability,
         };
         return new DiffusionModel(_host, config, ema, device);
     }
@@ -386,21 +443,25 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
     internal static readonly object TorchGlobalSeed = new();
 
     /// <summary>
-    /// Streams the image column as [-1, 1] CHW float rows in a shuffled order: a buffer of <paramref name="bufferSize"/>
+    /// Streams the image column as [-1, 1] CHW float rows (with their class index when <paramref name="labelCol"/> is set,
+    /// <paramref name="numClasses"/> for a missing key) in a shuffled order: a buffer of <paramref name="bufferSize"/>
     /// rows, each new row replacing a random one that is emitted (the same pool shuffle as ML.NET's ShuffleRows).
     /// </summary>
-    private IEnumerable<float[]> StreamRows(IDataView input, TrainingImageInput imageCol, int per, long seed, int bufferSize, CancellationToken ct)
+    private IEnumerable<(float[] Pixels, long Label)> StreamRows(IDataView input, TrainingImageInput imageCol, DataViewSchema.Column? labelCol,
+        int numClasses, int per, long seed, int bufferSize, CancellationToken ct)
     {
         var rng = new Random(unchecked((int)(seed ^ (seed >> 32))));
-        var pool = new List<float[]>(Math.Min(bufferSize, 65536));
-        using var cursor = input.GetRowCursor(new[] { imageCol.Column });
+        var pool = new List<(float[] Pixels, long Label)>(Math.Min(bufferSize, 65536));
+        using var cursor = input.GetRowCursor(labelCol is { } lc ? new[] { imageCol.Column, lc } : new[] { imageCol.Column });
         var read = imageCol.CreateReader(cursor);
         long row = 0;
+        var labelReader = labelCol is { } l ? LabelColumn.Reader(cursor, l, numClasses, () => row) : null;
         while (cursor.MoveNext())
         {
             ct.ThrowIfCancellationRequested();
-            var values = new float[per];
-            read(row, values);
+            var pixels = new float[per];
+            read(row, pixels);
+            var values = (pixels, labelReader?.Invoke() ?? 0L);
             row++;
             if (pool.Count < bufferSize)
             {

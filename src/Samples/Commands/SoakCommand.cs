@@ -102,8 +102,8 @@ public static class SoakCommand
             foreach (var r in rows)
                 table.AddRow(r.Phase, r.Step.ToString(), r.RssMiB.ToString("F1"), r.Step < warm.Step ? "(warm-up)" : Percent(100 * (r.RssMiB / warm.RssMiB - 1)));
             double growth = 100 * (rows[^1].RssMiB / warm.RssMiB - 1);
-            var after = rows.Where(r => r.Step >= warm.Step).ToList();
-            summary[phase] = new { min_after_warm_up_mib = Math.Round(after.Min(r => r.RssMiB), 1), warm_up_step = warm.Step, warm_up_rss_mib = Math.Round(warm.RssMiB, 1), last_step = rows[^1].Step, last_rss_mib = Math.Round(rows[^1].RssMiB, 1), growth_percent = Math.Round(growth, 2), max_rss_mib = Math.Round(rows.Max(r => r.RssMiB), 1) };
+            var afterWarmUp = rows.Where(r => r.Step >= warm.Step).ToList();
+            summary[phase] = new { min_after_warm_up_mib = Math.Round(afterWarmUp.Min(r => r.RssMiB), 1), max_after_warm_up_mib = Math.Round(afterWarmUp.Max(r => r.RssMiB), 1), warm_up_step = warm.Step, warm_up_rss_mib = Math.Round(warm.RssMiB, 1), last_step = rows[^1].Step, last_rss_mib = Math.Round(rows[^1].RssMiB, 1), growth_percent = Math.Round(growth, 2), max_rss_mib = Math.Round(rows.Max(r => r.RssMiB), 1) };
         }
         AnsiConsole.Write(table);
         AnsiConsole.MarkupLine($"28x28 default U-Net ({model.ParameterCount:N0} parameters): {trainSteps} training steps of batch {batchSize} in {trainSeconds:F0} s, " +
