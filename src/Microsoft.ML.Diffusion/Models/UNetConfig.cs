@@ -34,6 +34,9 @@ public sealed record UNetConfig
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
     public int NumClasses { get; init; }
 
+    /// <summary>The largest <see cref="NumClasses"/> accepted.</summary>
+    public const int MaxClasses = 100_000;
+
     /// <summary>The feature-map sides that occur in the network, from the input down.</summary>
     public int[] Resolutions()
     {
@@ -42,13 +45,37 @@ public sealed record UNetConfig
         return r;
     }
 
+    /// <summary>The largest <see cref="ImageSize"/> accepted (a sanity bound that also stops a forged model file from asking for huge tensors).</summary>
+    public const int MaxImageSize = 4096;
+
+    /// <summary>
+    /// A lower bound on the network's parameter count, computed from the config alone without building the network: the 3x3
+    /// convolutions every residual block has (conv2, out x out x 9, in NumResBlocks blocks per level down and NumResBlocks + 1 up;
+    /// both convolutions of the two middle blocks). Model loading compares it with the weights present in the file before
+    /// allocating the network, so a config edited to describe a huge network cannot make it allocate more than a small multiple
+    /// of the file's size. Computed in double precision: never overflows.
+    /// </summary>
+    public double MinimumParameterCount()
+    {
+        double total = 0, widest = 0;
+        foreach (int m in ChannelMultipliers)
+        {
+            double width = (double)BaseChannels * m;
+            total += 9.0 * width * width * (2.0 * NumResBlocks + 1);
+            widest = width;   // the last level's width: the middle blocks'
+        }
+        // The class embedding: (NumClasses + 1) rows of the time-embedding width 4 x BaseChannels.
+        double classEmbedding = NumClasses > 0 ? (NumClasses + 1.0) * 4 * BaseChannels : 0;
+        return total + 4 * 9.0 * widest * widest + classEmbedding;
+    }
+
     /// <summary>Throws <see cref="ArgumentException"/> naming the property, its value and what is expected.</summary>
     public void Validate()
     {
         static ArgumentException Bad(string name, object? value, string expected) =>
             new($"UNetConfig.{name} is {value}; {expected}", name);
 
-        if (ImageSize < 1) throw Bad(nameof(ImageSize), ImageSize, "expected a positive size.");
+        if (ImageSize < 1 || ImageSize > MaxImageSize) throw Bad(nameof(ImageSize), ImageSize, $"expected a size in 1..{MaxImageSize}.");
         if (InChannels < 1) throw Bad(nameof(InChannels), InChannels, "expected >= 1.");
         if (OutChannels < 1) throw Bad(nameof(OutChannels), OutChannels, "expected >= 1.");
         if (BaseChannels < 1) throw Bad(nameof(BaseChannels), BaseChannels, "expected >= 1.");
@@ -56,12 +83,13 @@ public sealed record UNetConfig
         if (GroupNormGroups < 1) throw Bad(nameof(GroupNormGroups), GroupNormGroups, "expected >= 1.");
         if (AttentionHeads < 1) throw Bad(nameof(AttentionHeads), AttentionHeads, "expected >= 1.");
         if (!(Dropout >= 0 && Dropout < 1)) throw Bad(nameof(Dropout), Dropout, "expected a value in [0, 1).");
-        if (NumClasses < 0) throw Bad(nameof(NumClasses), NumClasses, "expected >= 0 (0 = unconditional).");
+        if (NumClasses < 0 || NumClasses > MaxClasses) throw Bad(nameof(NumClasses), NumClasses, $"expected 0 (unconditional) .. {MaxClasses}.");
         if (ChannelMultipliers is null || ChannelMultipliers.Length == 0)
             throw Bad(nameof(ChannelMultipliers), "empty", "expected at least one level, e.g. [1, 2, 2].");
         if (ChannelMultipliers.Any(m => m < 1))
             throw Bad(nameof(ChannelMultipliers), $"[{string.Join(", ", ChannelMultipliers)}]", "expected positive multipliers.");
         int levels = ChannelMultipliers.Length;
+        if (levels > 12) throw Bad(nameof(ChannelMultipliers), $"{levels} levels", "expected at most 12 levels (the image halves between two).");
         if (ImageSize % (1 << (levels - 1)) != 0)
             throw Bad(nameof(ImageSize), ImageSize,
                 $"expected a multiple of {1 << (levels - 1)} so that it halves evenly over {levels} levels (ChannelMultipliers has {levels} entries).");

@@ -48,6 +48,62 @@ public sealed record DiffusionModelConfig
     /// <summary>Optimizer steps the weights were trained for.</summary>
     public long TrainedSteps { get; init; }
 
+    /// <summary>The largest T accepted (DDPM uses 1000; a sanity bound that also stops a forged file from asking for huge schedules).</summary>
+    public const int MaxTimesteps = 100_000;
+
+    /// <summary>
+    /// Checks the values a model file could carry: the network config, the image format, T, the enums and the default sampler.
+    /// Throws <see cref="InvalidDataException"/> naming the field, its value and what is expected.
+    /// </summary>
+    public void Validate()
+    {
+        static InvalidDataException Bad(string field, object? value, string expected) =>
+            new($"The model's configuration has {field} = {value}; expected {expected}. The file is corrupt, was edited, or comes from an incompatible release.");
+
+        if (Network is null) throw Bad(nameof(Network), "null", "the U-Net's hyper-parameters");
+        try
+        {
+            Network.Validate();
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"The model's network configuration is invalid: {e.Message} The file is corrupt or was edited.", e);
+        }
+        if (Channels != 1 && Channels != 3) throw Bad(nameof(Channels), Channels, "1 (grayscale) or 3 (RGB)");
+        if (ImageSize != Network.ImageSize) throw Bad(nameof(ImageSize), ImageSize, $"the network's image size {Network.ImageSize}");
+        if (Timesteps < 1 || Timesteps > MaxTimesteps) throw Bad(nameof(Timesteps), Timesteps, $"1..{MaxTimesteps}");
+        if (!Enum.IsDefined(Schedule)) throw Bad(nameof(Schedule), Schedule, $"one of {string.Join(", ", Enum.GetNames<NoiseSchedule>())}");
+        if (!Enum.IsDefined(Prediction)) throw Bad(nameof(Prediction), Prediction, $"one of {string.Join(", ", Enum.GetNames<PredictionType>())}");
+        if (!Enum.IsDefined(Variance)) throw Bad(nameof(Variance), Variance, $"one of {string.Join(", ", Enum.GetNames<VarianceType>())}");
+        if (TrainedSteps < 0) throw Bad(nameof(TrainedSteps), TrainedSteps, "a count >= 0");
+        if (string.IsNullOrEmpty(OutputColumnName)) throw Bad(nameof(OutputColumnName), "empty", "a column name");
+        if (string.IsNullOrEmpty(SeedColumnName)) throw Bad(nameof(SeedColumnName), "empty", "a column name");
+        if (Network.NumClasses > 0 && string.IsNullOrEmpty(LabelColumnName))
+            throw Bad(nameof(LabelColumnName), LabelColumnName ?? "null", $"a column name for the network's {Network.NumClasses} classes");
+        if (Network.NumClasses == 0 && LabelColumnName is not null)
+            throw Bad(nameof(LabelColumnName), LabelColumnName, "null, since the network has no class embedding (NumClasses = 0)");
+        if (!(ConditionDropProbability >= 0 && ConditionDropProbability <= 1))
+            throw Bad(nameof(ConditionDropProbability), ConditionDropProbability, "a probability in [0, 1]");
+        if (Network.NumClasses == 0 && DefaultSampler is { GuidanceScale: not 1f })
+            throw Bad("DefaultSampler.GuidanceScale", DefaultSampler.GuidanceScale, "1, since the model has no class conditioning");
+        try
+        {
+            Conditioning?.Validate(ImageSize);
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"The model's conditioning is invalid: {e.Message} The file is corrupt or was edited.", e);
+        }
+        try
+        {
+            (DefaultSampler ?? throw Bad(nameof(DefaultSampler), "null", "sampler settings")).ToOptions().Validate(Timesteps);
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"The model's default sampler is invalid: {e.Message} The file is corrupt or was edited.", e);
+        }
+    }
+
     internal static readonly JsonSerializerOptions Json = new()
     {
         Converters = { new JsonStringEnumConverter() },

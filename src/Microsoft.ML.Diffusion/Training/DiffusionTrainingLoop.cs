@@ -219,13 +219,29 @@ public sealed class DiffusionTrainingLoop : IDisposable
         Step = reader.ReadInt64();
         Ema.Updates = reader.ReadInt64();
         int n = reader.ReadInt32();
+        if (n < 1 || n > 1 << 20)
+            throw new InvalidDataException($"The checkpoint's generator state has {n} bytes; expected 1..{1 << 20} (a few kilobytes).");
         var bytes = reader.ReadBytes(n);
         if (bytes.Length != n) throw new EndOfStreamException("Checkpoint is truncated (generator state).");
         using (var state = tensor(bytes, dtype: uint8))
             _generator.set_state(state);
-        Model.load(reader);
-        Ema.Shadow.load(reader);
+        LoadChecked(reader, Model, "The checkpoint's weights");
+        LoadChecked(reader, Ema.Shadow, "The checkpoint's EMA weights");
         _optimizer.load_state_dict(reader);
+    }
+
+    /// <summary>Checks the tensors' names, shapes and sizes (<see cref="Persistence.TorchWeightsFormat"/>, nothing allocated by a
+    /// size read from the file) when the stream can seek back, then loads them.</summary>
+    private static void LoadChecked(BinaryReader reader, nn.Module module, string what)
+    {
+        if (reader.BaseStream.CanSeek)
+        {
+            long start = reader.BaseStream.Position;
+            var expected = module.state_dict().Select(kv => (kv.Key, kv.Value.shape)).ToList();
+            Persistence.TorchWeightsFormat.Check(reader, expected, what);
+            reader.BaseStream.Position = start;
+        }
+        module.load(reader);
     }
 
     /// <inheritdoc/>
@@ -241,14 +257,32 @@ public sealed class NonFiniteLossException : InvalidOperationException
 {
     /// <summary>Creates the exception for optimizer step <paramref name="step"/>.</summary>
     public NonFiniteLossException(long step, float loss, float lastFiniteLoss, string? what = null)
-        : base($"Training stopped at step {step}: {what ?? $"the loss is {loss}"}" +
+        : this(step, loss, lastFiniteLoss,
+               $"Training stopped at step {step}: {what ?? $"the loss is {loss}"}" +
                (float.IsNaN(lastFiniteLoss) ? " at the first step" : $"; the last finite loss was {lastFiniteLoss:G6} at step {step - 1}") +
-               ". Lower the learning rate, check the input for NaN pixels, or resume from the last checkpoint.")
+               ". Lower the learning rate, check the input for NaN pixels, or resume from the last checkpoint.", null)
+    {
+    }
+
+    private NonFiniteLossException(long step, float loss, float lastFiniteLoss, string message, string? checkpointPath)
+        : base(message)
     {
         StepNumber = step;
         Loss = loss;
         LastFiniteLoss = lastFiniteLoss;
+        CheckpointPath = checkpointPath;
     }
+
+    /// <summary>This exception with the last good checkpoint added to its message (<paramref name="checkpointStep"/> null: none was written).</summary>
+    internal NonFiniteLossException WithCheckpoint(string path, long? checkpointStep) =>
+        new(StepNumber, Loss, LastFiniteLoss,
+            Message + (checkpointStep is long s
+                ? $" The last good checkpoint (step {s}) is kept in '{path}'."
+                : $" No checkpoint was written before the failure ('{path}')."),
+            checkpointStep is null ? null : path);
+
+    /// <summary>The checkpoint file kept from before the failure, when training wrote one; null otherwise.</summary>
+    public string? CheckpointPath { get; }
 
     /// <summary>The loss of the step before (NaN when the first step failed).</summary>
     public float LastFiniteLoss { get; }

@@ -96,6 +96,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     {
         ArgumentNullException.ThrowIfNull(sampler);
         sampler.Validate(Timesteps);
+        CheckGuidance(sampler);
         return new DiffusionModel(_host, Config with { DefaultSampler = SamplerSettings.From(sampler) }, _network, _device, ownsNetwork: false);
     }
 
@@ -231,6 +232,8 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         long[]? classes = null)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        options.Validate(Timesteps);
+        if (seeds.Count == 0) throw new ArgumentException("At least one seed is needed.", nameof(seeds));
         if (conditionChannels is null) CheckGenerates();
         CheckGuidance(options);
         if (classes is not null && classes.Length != seeds.Count)
@@ -334,13 +337,27 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         return ImageTensorConverter.ToBgraPixels(images);
     }
 
-    /// <summary>The network call (input, t) -> output. Tests replace it with a counting double; defaults to the U-Net.</summary>
+    /// <summary>The network call (input, t, class labels or null) -> output. Tests replace it with a counting double; defaults to the U-Net.</summary>
     internal Func<Tensor, Tensor, Tensor?, Tensor> NetworkForward { get; set; }
 
     /// <summary>For a self-conditioned model (<see cref="DiffusionModelConfig.SelfConditioning"/>), a new per-batch denoiser that feeds
     /// <paramref name="network"/> the previous step's x_0 estimate (Analog Bits, algorithm 2); null otherwise.</summary>
     internal SelfConditionedDenoiser? NewSelfConditionedDenoiser(Func<Tensor, Tensor, Tensor> network) =>
         Config.SelfConditioning ? SelfConditioning.Denoiser(network, _schedule, Config.Prediction) : null;
+
+    /// <summary>
+    /// The denoiser of one sampling batch for other loops (RePaint): the network, wrapped for self-conditioning when the model
+    /// uses it. <paramref name="network"/> replaces the network (tests pass a counting double). Dispose the state after the batch.
+    /// </summary>
+    internal (Func<Tensor, Tensor, Tensor> Denoise, IDisposable? State) NewBatchDenoiser(Func<Tensor, Tensor, Tensor>? network = null)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        // Other loops see no class labels: a class-conditional model runs with the null label (its unconditional branch).
+        var net = network ?? ((x, t) => NetworkForward(x, t, null));
+        if (!Config.SelfConditioning) return (net, null);
+        var selfConditioned = SelfConditioning.Denoiser(net, _schedule, Config.Prediction);
+        return (selfConditioned.Denoise, selfConditioned);
+    }
 
     // ---- ITransformer ----
 

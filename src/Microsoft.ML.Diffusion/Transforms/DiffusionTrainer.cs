@@ -28,7 +28,9 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
     /// <summary>Options of <see cref="DiffusionTrainer"/>.</summary>
     public sealed class Options
     {
-        /// <summary>The training images (an MLImage column).</summary>
+        /// <summary>The training images: an MLImage column, or a vector of Single pixel values 0..255 in ExtractPixels' default
+        /// layout (planar R, G, B: <c>Vector&lt;Single, 3, ImageSize, ImageSize&gt;</c>; one plane is accepted when Channels = 1).
+        /// NaN, infinite or out-of-range pixel values stop training with an error naming the row.</summary>
         public string ImageColumnName { get; set; } = DiffusionDefaults.ImageColumnName;
         /// <summary>The column the trained model writes generated images to.</summary>
         public string OutputColumnName { get; set; } = DiffusionDefaults.OutputColumnName;
@@ -160,6 +162,8 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             throw new ArgumentOutOfRangeException(nameof(o.Channels), o.Channels, "DiffusionTrainer.Options.Channels must be 1 (grayscale) or 3 (RGB).");
         Positive(o.ImageSize, nameof(o.ImageSize));
         Positive(o.Timesteps, nameof(o.Timesteps));
+        if (o.Timesteps > DiffusionModelConfig.MaxTimesteps)
+            throw new ArgumentOutOfRangeException(nameof(o.Timesteps), o.Timesteps, $"DiffusionTrainer.Options.Timesteps must be at most {DiffusionModelConfig.MaxTimesteps}.");
         Positive(o.Epochs, nameof(o.Epochs));
         Positive(o.BatchSize, nameof(o.BatchSize));
         Positive(o.ShuffleBufferSize, nameof(o.ShuffleBufferSize));
@@ -200,7 +204,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        ImageColumn.Check(inputSchema, _options.ImageColumnName, _options.ImageSize);
+        TrainingImageInput.Check(inputSchema, _options.ImageColumnName, _options.ImageSize, _options.Channels);
         if (_options.LabelColumnName is string label) LabelColumn.Check(inputSchema, label);
         var columns = inputSchema.ToDictionary(c => c.Name);
         columns[_options.OutputColumnName] = new SchemaShape.Column(_options.OutputColumnName, SchemaShape.Column.VectorKind.Scalar,
@@ -213,7 +217,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
     {
         ArgumentNullException.ThrowIfNull(input);
         var o = _options;
-        var imageCol = ImageColumn.Check(input.Schema, o.ImageColumnName, o.ImageSize);
+        var imageCol = TrainingImageInput.Check(input.Schema, o.ImageColumnName, o.ImageSize, o.Channels);
         var (labelCol, numClasses) = ResolveLabels(input.Schema);
         var device = DeviceSelection.Select(_host);
         var netConfig = o.ToNetworkConfig(numClasses);
@@ -279,7 +283,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         }
     }
 
-    private const int MaxClasses = 100_000;
+    private const int MaxClasses = UNetConfig.MaxClasses;
 
     /// <summary>The label column and the number of classes (0 and null without class conditioning).</summary>
     private (DataViewSchema.Column? Column, int NumClasses) ResolveLabels(DataViewSchema schema)
@@ -302,7 +306,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         return (col, classes);
     }
 
-    private DiffusionModel Train(IDataView input, DataViewSchema.Column imageCol, DataViewSchema.Column? labelCol, UNet model, UNet ema, DiffusionSchedule schedule,
+    private DiffusionModel Train(IDataView input, TrainingImageInput imageCol, DataViewSchema.Column? labelCol, UNet model, UNet ema, DiffusionSchedule schedule,
         TrainingSettings settings, string identity, long seed, Device device, IChannel ch)
     {
         var o = _options;
@@ -326,6 +330,13 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         if (o.MaxSteps is long ms) totalSteps = totalSteps is long ts ? Math.Min(ts, ms) : ms;
         ch.Info($"Training a {model.ParameterCount:N0}-parameter U-Net on '{o.ImageColumnName}' ({o.ImageSize}x{o.ImageSize}x{o.Channels}), " +
                 $"T = {o.Timesteps} ({o.Schedule}), {o.Epochs} epoch(s) of batch {o.BatchSize}, on {device.type}.");
+
+        long? lastCheckpointStep = o.CheckpointDirectory is string resumedFrom && TrainingCheckpoint.Exists(resumedFrom) ? loop.Step : null;
+        void WriteCheckpoint(string directory, int epoch, long batchInEpoch)
+        {
+            TrainingCheckpoint.Write(directory, identity, dataSeed, epoch, batchInEpoch, loop);
+            lastCheckpointStep = loop.Step;
+        }
 
         var watch = Stopwatch.StartNew();
         long imagesThisRun = 0;
@@ -360,7 +371,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             {
                 ch.Info($"Epoch {epoch + 1}/{o.Epochs} done: mean loss {(lossCount > 0 ? lossSum / lossCount : double.NaN):G5}, step {loop.Step}.");
                 if (o.CheckpointDirectory is string d2)
-                    TrainingCheckpoint.Write(d2, identity, dataSeed, epoch + 1, 0, loop);
+                    WriteCheckpoint(d2, epoch + 1, 0);
             }
 
             void RunBatch(int count)
@@ -378,7 +389,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
                 if (o.CancellationToken.IsCancellationRequested)
                 {
                     if (o.CheckpointDirectory is string cd)
-                        TrainingCheckpoint.Write(cd, identity, dataSeed, epoch, batchInEpoch, loop);
+                        WriteCheckpoint(cd, epoch, batchInEpoch);
                     o.CancellationToken.ThrowIfCancellationRequested();
                 }
                 float loss;
@@ -391,8 +402,11 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
                     }
                     catch (NonFiniteLossException e)
                     {
+                        // The failed step changed nothing and no checkpoint is written after it: the last one stays good.
+                        if (o.CheckpointDirectory is string kept)
+                            e = e.WithCheckpoint(TrainingCheckpoint.PathIn(kept), lastCheckpointStep);
                         ch.Error(e.Message);
-                        throw;
+                        throw e;
                     }
                 }
                 batchInEpoch++;
@@ -404,12 +418,12 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
                 if (loop.Step % o.LogInterval == 0)
                     ch.Info($"epoch {epoch + 1}/{o.Epochs} step {loop.Step}{(totalSteps is long t ? $"/{t}" : "")}: loss {loss:G5} (mean {lossSum / lossCount:G5}), {ips:F1} img/s");
                 if (o.CheckpointDirectory is string cd2 && loop.Step % o.CheckpointInterval == 0)
-                    TrainingCheckpoint.Write(cd2, identity, dataSeed, epoch, batchInEpoch, loop);
+                    WriteCheckpoint(cd2, epoch, batchInEpoch);
                 if (o.MaxSteps is long max && loop.Step >= max)
                 {
                     stopped = true;
                     if (o.CheckpointDirectory is string cd3)
-                        TrainingCheckpoint.Write(cd3, identity, dataSeed, epoch, batchInEpoch, loop);
+                        WriteCheckpoint(cd3, epoch, batchInEpoch);
                 }
             }
         }
@@ -433,23 +447,20 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
     /// <paramref name="numClasses"/> for a missing key) in a shuffled order: a buffer of <paramref name="bufferSize"/>
     /// rows, each new row replacing a random one that is emitted (the same pool shuffle as ML.NET's ShuffleRows).
     /// </summary>
-    private IEnumerable<(float[] Pixels, long Label)> StreamRows(IDataView input, DataViewSchema.Column imageCol, DataViewSchema.Column? labelCol,
+    private IEnumerable<(float[] Pixels, long Label)> StreamRows(IDataView input, TrainingImageInput imageCol, DataViewSchema.Column? labelCol,
         int numClasses, int per, long seed, int bufferSize, CancellationToken ct)
     {
         var rng = new Random(unchecked((int)(seed ^ (seed >> 32))));
         var pool = new List<(float[] Pixels, long Label)>(Math.Min(bufferSize, 65536));
-        using var cursor = input.GetRowCursor(labelCol is { } lc ? new[] { imageCol, lc } : new[] { imageCol });
-        var getter = cursor.GetGetter<MLImage>(imageCol);
-        MLImage image = null!;
+        using var cursor = input.GetRowCursor(labelCol is { } lc ? new[] { imageCol.Column, lc } : new[] { imageCol.Column });
+        var read = imageCol.CreateReader(cursor);
         long row = 0;
         var labelReader = labelCol is { } l ? LabelColumn.Reader(cursor, l, numClasses, () => row) : null;
         while (cursor.MoveNext())
         {
             ct.ThrowIfCancellationRequested();
-            getter(ref image);
-            ImageColumn.CheckImage(image, imageCol.Name, row, _options.ImageSize);
             var pixels = new float[per];
-            ImageTensorConverter.ToChw(image, _options.Channels, pixels);
+            read(row, pixels);
             var values = (pixels, labelReader?.Invoke() ?? 0L);
             row++;
             if (pool.Count < bufferSize)
