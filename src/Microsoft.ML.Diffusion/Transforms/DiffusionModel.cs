@@ -34,7 +34,8 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     private readonly SamplerOptions _defaultSampler;
     private bool _disposed;
 
-    internal DiffusionModel(IHostEnvironment env, DiffusionModelConfig config, UNet network, Device device, bool ownsNetwork = true)
+    internal DiffusionModel(IHostEnvironment env, DiffusionModelConfig config, UNet network, Device device, bool ownsNetwork = true,
+        SamplerOptions? sampler = null)
     {
         _ownsNetwork = ownsNetwork;
         _host = env.Register(nameof(DiffusionModel));
@@ -44,7 +45,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         _network.to(device);
         _network.eval();
         _schedule = new DiffusionSchedule(config.Schedule, config.Timesteps);
-        _defaultSampler = config.DefaultSampler.ToOptions();
+        _defaultSampler = sampler?.Clone() ?? config.DefaultSampler.ToOptions();
         NetworkForward = (x, t, y) => _network.forward(x, t, y);
     }
 
@@ -91,13 +92,16 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
 
     internal UNet Network => _network;
 
-    /// <summary>A model sharing these weights whose <see cref="Transform"/> uses <paramref name="sampler"/>.</summary>
+    /// <summary>
+    /// A model sharing these weights whose <see cref="Transform"/> (and PredictionEngine) uses <paramref name="sampler"/>,
+    /// including its <see cref="SamplerOptions.CancellationToken"/> and <see cref="SamplerOptions.Progress"/> (which are not saved).
+    /// </summary>
     public DiffusionModel WithSampler(SamplerOptions sampler)
     {
         ArgumentNullException.ThrowIfNull(sampler);
         sampler.Validate(Timesteps);
         CheckGuidance(sampler);
-        return new DiffusionModel(_host, Config with { DefaultSampler = SamplerSettings.From(sampler) }, _network, _device, ownsNetwork: false);
+        return new DiffusionModel(_host, Config with { DefaultSampler = SamplerSettings.From(sampler) }, _network, _device, ownsNetwork: false, sampler);
     }
 
     /// <summary>
@@ -352,8 +356,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     internal (Func<Tensor, Tensor, Tensor> Denoise, IDisposable? State) NewBatchDenoiser(Func<Tensor, Tensor, Tensor>? network = null)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        // Other loops see no class labels: a class-conditional model runs with the null label (its unconditional branch).
-        var net = network ?? ((x, t) => NetworkForward(x, t, null));
+        var net = network ?? ((x, t) => NetworkForward(x, t, null));   // no class label (the null class of a class-conditional model)
         if (!Config.SelfConditioning) return (net, null);
         var selfConditioned = SelfConditioning.Denoiser(net, _schedule, Config.Prediction);
         return (selfConditioned.Denoise, selfConditioned);

@@ -99,7 +99,7 @@ public static class SoakCommand
             var rows = readings.Where(r => r.Phase == phase).ToList();
             var warm = rows.Count > 2 ? rows[1] : rows[0];   // the first reading after warm-up
             foreach (var r in rows)
-                table.AddRow(r.Phase, r.Step.ToString(), r.RssMiB.ToString("F1"), r.Step < warm.Step ? "(warm-up)" : $"{100 * (r.RssMiB / warm.RssMiB - 1):+0.0;-0.0}%");
+                table.AddRow(r.Phase, r.Step.ToString(), r.RssMiB.ToString("F1"), r.Step < warm.Step ? "(warm-up)" : Percent(100 * (r.RssMiB / warm.RssMiB - 1)));
             double growth = 100 * (rows[^1].RssMiB / warm.RssMiB - 1);
             summary[phase] = new { warm_up_step = warm.Step, warm_up_rss_mib = Math.Round(warm.RssMiB, 1), last_step = rows[^1].Step, last_rss_mib = Math.Round(rows[^1].RssMiB, 1), growth_percent = Math.Round(growth, 2), max_rss_mib = Math.Round(rows.Max(r => r.RssMiB), 1) };
         }
@@ -122,6 +122,8 @@ public static class SoakCommand
         }
         return 0;
     }
+
+    private static string Percent(double p) => (p >= 0 ? "+" : "") + p.ToString("F1") + "%";
 
     /// <summary>Starts <paramref name="work"/>, cancels it after a second of work and returns the seconds from Cancel() to its end.</summary>
     private static double CancelLatency(Action<CancellationToken> work)
