@@ -100,6 +100,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     {
         ArgumentNullException.ThrowIfNull(sampler);
         sampler.Validate(Timesteps);
+        CheckGuidance(sampler);
         return new DiffusionModel(_host, Config with { DefaultSampler = SamplerSettings.From(sampler) }, _network, _device, ownsNetwork: false, sampler);
     }
 
@@ -340,7 +341,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         return ImageTensorConverter.ToBgraPixels(images);
     }
 
-    /// <summary>The network call (input, t) -> output. Tests replace it with a counting double; defaults to the U-Net.</summary>
+    /// <summary>The network call (input, t, class labels or null) -> output. Tests replace it with a counting double; defaults to the U-Net.</summary>
     internal Func<Tensor, Tensor, Tensor?, Tensor> NetworkForward { get; set; }
 
     /// <summary>For a self-conditioned model (<see cref="DiffusionModelConfig.SelfConditioning"/>), a new per-batch denoiser that feeds
