@@ -31,6 +31,10 @@ public sealed record TrainingSettings
     /// first forward pass with a zero self-condition under stop-gradient (clamped to [-1, 1]); otherwise it is zeros.
     /// See <see cref="Microsoft.ML.Diffusion.Training.SelfConditioning"/>.</summary>
     public bool SelfConditioning { get; init; }
+    /// <summary>The number format of the forward and backward passes: float32 (default) or bfloat16 mixed precision
+    /// (<see cref="Precision.Bf16Mixed"/>: a bfloat16 working copy of the network computes, the float32 weights, AdamW moments,
+    /// gradient clipping, EMA and loss stay float32).</summary>
+    public Precision Precision { get; init; } = Precision.Fp32;
 }
 
 /// <summary>
@@ -47,6 +51,7 @@ public sealed class DiffusionTrainingLoop : IDisposable
     private readonly OptimizerHelper _optimizer;
     private readonly Parameter[] _parameters;
     private readonly double[]? _timestepWeights;                    // null: unweighted MSE
+    private readonly LowPrecisionCopy? _lowPrecision;               // the bfloat16 working copy (Precision.Bf16Mixed)
 
     /// <summary>Creates the loop. The network and its EMA copy must already be on <paramref name="device"/>.</summary>
     public DiffusionTrainingLoop(UNet model, UNet emaModel, DiffusionSchedule schedule, TrainingSettings settings, Device device)
@@ -55,6 +60,8 @@ public sealed class DiffusionTrainingLoop : IDisposable
             throw new ArgumentOutOfRangeException(nameof(settings), settings.Prediction, $"Unknown prediction type {settings.Prediction}.");
         if (!Enum.IsDefined(settings.LossWeighting))
             throw new ArgumentOutOfRangeException(nameof(settings), settings.LossWeighting, $"Unknown loss weighting {settings.LossWeighting}.");
+        if (!Enum.IsDefined(settings.Precision))
+            throw new ArgumentOutOfRangeException(nameof(settings), settings.Precision, $"Unknown precision {settings.Precision}.");
         Model = model;
         _schedule = schedule;
         _timestepWeights = settings.LossWeighting == LossWeighting.None
@@ -66,6 +73,8 @@ public sealed class DiffusionTrainingLoop : IDisposable
         _parameters = model.parameters().ToArray();
         _optimizer = optim.AdamW(_parameters, lr: settings.LearningRate, weight_decay: settings.WeightDecay);
         Ema = new ExponentialMovingAverage(model, emaModel, settings.EmaDecay);
+        if (settings.Precision == Precision.Bf16Mixed)
+            _lowPrecision = new LowPrecisionCopy(model, bfloat16);
     }
 
     /// <summary>The network being trained.</summary>
@@ -95,6 +104,8 @@ public sealed class DiffusionTrainingLoop : IDisposable
     public float TrainStep(Tensor x0)
     {
         Model.train();
+        _lowPrecision?.Network.train();
+        _lowPrecision?.Refresh();                     // round the float32 master weights into the bfloat16 copy
         float lossValue;
         using (var scope = NewDisposeScope())
         {
@@ -121,13 +132,13 @@ public sealed class DiffusionTrainingLoop : IDisposable
                     {
                         using (no_grad())
                         {
-                            var first = Model.forward(SelfConditioning.Input(xt, null), t);
+                            var first = Forward(SelfConditioning.Input(xt, null), t);
                             selfCondition = SelfConditioning.EstimateX0(_schedule, Settings.Prediction, first, xt, t);
                         }
                     }
                     input = SelfConditioning.Input(xt, selfCondition);   // zeros when no estimate
                 }
-                var predicted = Model.forward(input, t);
+                var predicted = Forward(input, t);          // float32 in both precisions: the loss is computed in float32
                 var loss = Settings.LearnedVariance
                     ? VariationalBound.HybridLoss(_schedule, Settings.Prediction, predicted, target, x, xt, t, weights)   // Improved DDPM eq. 16
                     : DiffusionLoss.WeightedMse(predicted, target, weights);   // eq. 14 (L_simple) when unweighted epsilon
@@ -137,6 +148,7 @@ public sealed class DiffusionTrainingLoop : IDisposable
                 if (float.IsFinite(lossValue))
                 {
                     loss.backward();
+                    _lowPrecision?.AccumulateGradientsInto();   // bfloat16 gradients -> float32 master gradients
                     norm = Settings.GradientClipNorm > 0
                         ? nn.utils.clip_grad_norm_(_parameters, Settings.GradientClipNorm)
                         : nn.utils.clip_grad_norm_(_parameters, double.PositiveInfinity);
@@ -162,6 +174,9 @@ public sealed class DiffusionTrainingLoop : IDisposable
         LastFiniteLoss = lossValue;
         return lossValue;
     }
+
+    /// <summary>The network's output in float32: the float32 network, or the bfloat16 working copy in mixed precision.</summary>
+    private Tensor Forward(Tensor x, Tensor t) => _lowPrecision is { } copy ? copy.Forward(x, t) : Model.forward(x, t);
 
     /// <summary>Writes the loop's full state (step, generator, weights, EMA, optimizer).</summary>
     public void SaveState(BinaryWriter writer)
@@ -198,6 +213,7 @@ public sealed class DiffusionTrainingLoop : IDisposable
     public void Dispose()
     {
         _generator.Dispose();
+        _lowPrecision?.Dispose();
         (_optimizer as IDisposable)?.Dispose();
     }
 }

@@ -31,6 +31,8 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     private readonly Device _device;
     private readonly bool _ownsNetwork;
     private readonly SamplerOptions _defaultSampler;
+    private readonly object _lowPrecisionLock = new();
+    private LowPrecisionCopy? _bf16;                       // made on first bfloat16 use (SamplerOptions.Precision)
     private bool _disposed;
 
     internal DiffusionModel(IHostEnvironment env, DiffusionModelConfig config, UNet network, Device device, bool ownsNetwork = true)
@@ -130,8 +132,8 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
                 try
                 {
                     using var noise = initialNoise?.narrow(0, start, n);
-                    using var selfConditioned = NewSelfConditionedDenoiser();
-                    parts.Add(DiffusionSampler.Sample(DenoiserFor(selfConditioned), scheduler, chunk, shape, _device,
+                    using var selfConditioned = NewSelfConditionedDenoiser(options.Precision);
+                    parts.Add(DiffusionSampler.Sample(DenoiserFor(selfConditioned, options.Precision), scheduler, chunk, shape, _device,
                         options.Progress, options.CancellationToken, b, batches, noise));
                 }
                 finally
@@ -215,13 +217,25 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
 
     private Tensor Denoise(Tensor x, Tensor t) => _network.forward(x, t);
 
+    /// <summary>The network as a function of (x_t, t) in <paramref name="precision"/>; its output is float32 either way.</summary>
+    private Func<Tensor, Tensor, Tensor> NetworkIn(Precision precision)
+    {
+        if (precision == Precision.Fp32) return Denoise;
+        lock (_lowPrecisionLock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            _bf16 ??= new LowPrecisionCopy(_network, bfloat16);
+            return _bf16.Forward;
+        }
+    }
+
     /// <summary>For a self-conditioned model (<see cref="DiffusionModelConfig.SelfConditioning"/>), a new per-batch denoiser that feeds
     /// the network the previous step's x_0 estimate (Analog Bits, algorithm 2); null otherwise.</summary>
-    internal SelfConditionedDenoiser? NewSelfConditionedDenoiser() =>
-        Config.SelfConditioning ? SelfConditioning.Denoiser(Denoise, _schedule, Config.Prediction) : null;
+    internal SelfConditionedDenoiser? NewSelfConditionedDenoiser(Precision precision = Precision.Fp32) =>
+        Config.SelfConditioning ? SelfConditioning.Denoiser(NetworkIn(precision), _schedule, Config.Prediction) : null;
 
-    private Func<Tensor, Tensor, Tensor> DenoiserFor(SelfConditionedDenoiser? selfConditioned) =>
-        selfConditioned is null ? Denoise : selfConditioned.Denoise;
+    private Func<Tensor, Tensor, Tensor> DenoiserFor(SelfConditionedDenoiser? selfConditioned, Precision precision = Precision.Fp32) =>
+        selfConditioned is null ? NetworkIn(precision) : selfConditioned.Denoise;
 
     // ---- ITransformer ----
 
@@ -277,8 +291,12 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     /// <summary>Frees the network's native memory (models made by <see cref="WithSampler"/> share it and free nothing).</summary>
     public void Dispose()
     {
-        if (_disposed) return;
-        _disposed = true;
+        lock (_lowPrecisionLock)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            _bf16?.Dispose();
+        }
         if (_ownsNetwork) _network.Dispose();
     }
 }

@@ -92,6 +92,11 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         /// estimate is, for half of the batches, the network's own x_0 prediction under stop-gradient, else zeros; in sampling it is
         /// the previous step's estimate. Saved with the model. Default false.</summary>
         public bool SelfConditioning { get; set; }
+        /// <summary>The number format of training's forward and backward passes: <see cref="Precision.Fp32"/> (default) or
+        /// <see cref="Precision.Bf16Mixed"/>, bfloat16 mixed precision (a bfloat16 working copy of the network computes the
+        /// forward and backward passes; the weights, AdamW state, gradient clipping, EMA and loss stay float32, and so does the
+        /// trained model). Not saved with the model: sampling precision is <see cref="SamplerOptions.Precision"/>.</summary>
+        public Precision Precision { get; set; } = Precision.Fp32;
         /// <summary>The sampler the trained model's Transform uses (saved with the model).</summary>
         public SamplerOptions Sampler { get; set; } = new();
         /// <summary>Receives a report after every optimizer step.</summary>
@@ -151,6 +156,9 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         if (!Enum.IsDefined(o.Variance))
             throw new ArgumentOutOfRangeException(nameof(o.Variance), o.Variance,
                 $"Unknown DiffusionTrainer.Options.Variance; expected one of {string.Join(", ", Enum.GetNames<VarianceType>())}.");
+        if (!Enum.IsDefined(o.Precision))
+            throw new ArgumentOutOfRangeException(nameof(o.Precision), o.Precision,
+                $"Unknown DiffusionTrainer.Options.Precision; expected one of {string.Join(", ", Enum.GetNames<Precision>())}.");
         Positive(o.LogInterval, nameof(o.LogInterval));
         if (!(o.LearningRate > 0 && float.IsFinite(o.LearningRate)))
             throw new ArgumentOutOfRangeException(nameof(o.LearningRate), o.LearningRate, "DiffusionTrainer.Options.LearningRate must be a positive number.");
@@ -203,7 +211,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         {
             LearningRate = o.LearningRate, WeightDecay = o.WeightDecay, GradientClipNorm = o.GradientClipNorm,
             EmaDecay = o.EmaDecay, Seed = seed, Prediction = o.Prediction, LossWeighting = o.LossWeighting,
-            LearnedVariance = o.Variance == VarianceType.Learned, SelfConditioning = o.SelfConditioning,
+            LearnedVariance = o.Variance == VarianceType.Learned, SelfConditioning = o.SelfConditioning, Precision = o.Precision,
         };
         var identityFields = new
         {
@@ -221,6 +229,9 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         // And self-conditioning (added after the variance): only when on.
         if (o.SelfConditioning)
             identity = JsonSerializer.Serialize(new { Run = identity, o.SelfConditioning }, DiffusionModelConfig.Json);
+        // And the precision (added after self-conditioning): only when not float32.
+        if (o.Precision != Precision.Fp32)
+            identity = JsonSerializer.Serialize(new { Run = identity, o.Precision }, DiffusionModelConfig.Json);
 
         try
         {
