@@ -4,7 +4,8 @@ namespace Microsoft.ML.Diffusion;
 
 /// <summary>
 /// Generative models in ML.NET: <c>mlContext.Generative.Diffusion(...)</c> trains a diffusion model,
-/// <c>mlContext.Generative.CreateRequests(...)</c> makes the rows it generates images for.
+/// <c>mlContext.Generative.CreateRequests(...)</c> makes the rows it generates images for, <c>Inpaint</c> and <c>Upscale</c>
+/// fill and upscale images with a trained model, <c>CreateMask</c> makes the built-in inpainting masks.
 /// </summary>
 public sealed class GenerativeCatalog
 {
@@ -52,9 +53,121 @@ public sealed class GenerativeCatalog
         return Context.Data.LoadFromEnumerable(rows, definition);
     }
 
+    /// <summary>
+    /// <paramref name="labels"/>.Count generation requests for a class-conditional model: row i has seed
+    /// <paramref name="seed"/> + i and class label <paramref name="labels"/>[i] (an Int32 column, annotated so that a model
+    /// without class conditioning rejects it). The model applies its sampler's <see cref="SamplerOptions.GuidanceScale"/>.
+    /// </summary>
+    /// <param name="count">Rows; must equal labels.Count.</param>
+    /// <param name="seed">Seed of the first row.</param>
+    /// <param name="labels">One class index (0..NumClasses - 1) per row.</param>
+    /// <param name="seedColumnName">The seed column's name.</param>
+    /// <param name="labelColumnName">The label column's name: the model's <see cref="DiffusionModel.LabelColumnName"/>.</param>
+    public IDataView CreateRequests(int count, uint seed, IReadOnlyList<int> labels, string seedColumnName = DiffusionDefaults.SeedColumnName,
+        string labelColumnName = DiffusionDefaults.LabelColumnName)
+    {
+        ArgumentNullException.ThrowIfNull(labels);
+        if (count < 0) throw new ArgumentOutOfRangeException(nameof(count), count, "count must be >= 0.");
+        if (labels.Count != count)
+            throw new ArgumentException($"{labels.Count} labels were given for {count} requests; expected one label per request.", nameof(labels));
+        for (int i = 0; i < count; i++)
+            if (labels[i] < 0)
+                throw new ArgumentOutOfRangeException(nameof(labels), labels[i], $"Label {labels[i]} (request {i}) is negative; expected a class index >= 0.");
+        var rows = Enumerable.Range(0, count).Select(i => new LabeledSeedRow { Seed = unchecked(seed + (uint)i), Label = labels[i] }).ToArray();
+        var definition = SchemaDefinition.Create(typeof(LabeledSeedRow));
+        var seedColumn = definition[nameof(LabeledSeedRow.Seed)];
+        var labelColumn = definition[nameof(LabeledSeedRow.Label)];
+        seedColumn.ColumnName = seedColumnName;
+        labelColumn.ColumnName = labelColumnName;
+        labelColumn.AddAnnotation(LabelColumn.RequestAnnotation, true, BooleanDataViewType.Instance);
+        return Context.Data.LoadFromEnumerable(rows, definition);
+    }
+
+    /// <summary>
+    /// Inpainting with RePaint (Lugmayr et al. 2022): fills the masked pixels of each image with <paramref name="model"/>,
+    /// keeping the known pixels exactly.
+    /// </summary>
+    /// <param name="model">An unconditional diffusion model of the images' size and channels.</param>
+    /// <param name="outputColumnName">The column of filled images (model size).</param>
+    /// <param name="imageColumnName">The column of images to fill (MLImage, model size).</param>
+    /// <param name="maskColumnName">A mask column: an MLImage (white keeps, black fills) or a Boolean/Single vector of one value per
+    /// pixel (true/1 keeps); null uses <see cref="InpaintOptions.Mask"/>.</param>
+    /// <param name="options">RePaint settings; null uses the defaults (250 steps, jump length 10, 10 resamplings).</param>
+    public InpaintingEstimator Inpaint(DiffusionModel model, string outputColumnName, string imageColumnName, string? maskColumnName, InpaintOptions? options) =>
+        new(Context, model, outputColumnName, imageColumnName, maskColumnName, options);
+
+    /// <summary>Inpainting with RePaint, with the common settings (see the <see cref="InpaintOptions"/> overload).</summary>
+    /// <param name="model">An unconditional diffusion model of the images' size and channels.</param>
+    /// <param name="outputColumnName">The column of filled images.</param>
+    /// <param name="imageColumnName">The column of images to fill.</param>
+    /// <param name="maskColumnName">The mask column; null uses the built-in <paramref name="mask"/>.</param>
+    /// <param name="mask">The built-in mask used without a mask column.</param>
+    /// <param name="steps">Sampling steps; null means min(250, T).</param>
+    /// <param name="jumpLength">RePaint's jump length j.</param>
+    /// <param name="resamplings">RePaint's resamplings r (1 = none).</param>
+    /// <param name="seed">Seed of the first row (row i uses seed + i).</param>
+    public InpaintingEstimator Inpaint(DiffusionModel model, string outputColumnName = "Inpainted", string imageColumnName = DiffusionDefaults.ImageColumnName,
+        string? maskColumnName = null, Imaging.InpaintMaskKind mask = Imaging.InpaintMaskKind.Thin, int? steps = null, int jumpLength = 10,
+        int resamplings = 10, uint seed = 0) =>
+        new(Context, model, outputColumnName, imageColumnName, maskColumnName,
+            new InpaintOptions { Mask = mask, Steps = steps, JumpLength = jumpLength, Resamplings = resamplings, Seed = seed });
+
+    /// <summary>
+    /// Super-resolution with <paramref name="model"/> (RePaint-style): each input of size model / <see cref="UpscaleOptions.Factor"/>
+    /// becomes the known pixels of every Factor-th row and column of the model's grid, and the rest is sampled.
+    /// </summary>
+    /// <param name="model">An unconditional diffusion model of the output size and the images' channels.</param>
+    /// <param name="outputColumnName">The column of upscaled images (model size).</param>
+    /// <param name="imageColumnName">The column of low-resolution images (model size / Factor).</param>
+    /// <param name="options">Factor (2 or 4) and RePaint settings; null uses the defaults (factor 2).</param>
+    public UpscalingEstimator Upscale(DiffusionModel model, string outputColumnName, string imageColumnName, UpscaleOptions? options) =>
+        new(Context, model, outputColumnName, imageColumnName, options);
+
+    /// <summary>Super-resolution with the common settings (see the <see cref="UpscaleOptions"/> overload).</summary>
+    /// <param name="model">An unconditional diffusion model of the output size.</param>
+    /// <param name="outputColumnName">The column of upscaled images.</param>
+    /// <param name="imageColumnName">The column of low-resolution images.</param>
+    /// <param name="factor">2 or 4.</param>
+    /// <param name="steps">Sampling steps; null means min(250, T).</param>
+    /// <param name="jumpLength">RePaint's jump length j.</param>
+    /// <param name="resamplings">RePaint's resamplings r (1 = none).</param>
+    /// <param name="seed">Seed of the first row (row i uses seed + i).</param>
+    public UpscalingEstimator Upscale(DiffusionModel model, string outputColumnName = "Upscaled", string imageColumnName = DiffusionDefaults.ImageColumnName,
+        int factor = 2, int? steps = null, int jumpLength = 10, int resamplings = 10, uint seed = 0) =>
+        new(Context, model, outputColumnName, imageColumnName,
+            new UpscaleOptions { Factor = factor, Steps = steps, JumpLength = jumpLength, Resamplings = resamplings, Seed = seed });
+
+    /// <summary>A built-in inpainting mask as a <paramref name="size"/> x <paramref name="size"/> image: white keeps the pixel, black fills it.</summary>
+    /// <param name="kind">Which mask (the RePaint paper's set).</param>
+    /// <param name="size">Side in pixels, at least 4.</param>
+    /// <param name="seed">Seed of the random strokes of Thin and Wide masks.</param>
+    public MLImage CreateMask(Imaging.InpaintMaskKind kind, int size, int seed = 0) => Imaging.InpaintMasks.CreateImage(kind, size, seed);
+
+    /// <summary>
+    /// Loads a model zip saved with <c>mlContext.Model.Save</c>, like <c>mlContext.Model.Load</c>, but a damaged, truncated,
+    /// forged or too new file fails with an <see cref="InvalidDataException"/> whose message names the file and what is wrong
+    /// (ML.NET itself reports a component's error wrapped in a TargetInvocationException, and a damaged zip without its name).
+    /// </summary>
+    /// <param name="path">The model zip.</param>
+    /// <param name="inputSchema">The input schema saved with the model.</param>
+    public ITransformer LoadModel(string path, out DataViewSchema inputSchema) =>
+        Persistence.ModelFileLoader.Load(Context, path, out inputSchema);
+
+    /// <summary>Loads a <see cref="DiffusionModel"/> (alone, or the last transformer of a saved chain) with the errors of
+    /// <see cref="LoadModel"/>; throws <see cref="InvalidDataException"/> when the file holds another kind of model.</summary>
+    /// <param name="path">The model zip.</param>
+    public DiffusionModel LoadDiffusionModel(string path) =>
+        Persistence.ModelFileLoader.LoadDiffusionModel(Context, path, out _);
+
     private sealed class SeedRow
     {
         public uint Seed { get; set; }
+    }
+
+    private sealed class LabeledSeedRow
+    {
+        public uint Seed { get; set; }
+        public int Label { get; set; }
     }
 }
 

@@ -6,12 +6,17 @@ BenchCommand.ApplyOneDnnIsaOption(args);
 // Backend settings before the first tensor op (see TorchRuntime: oneDNN ISA on AMD AVX-512 CPUs).
 Microsoft.ML.Diffusion.TorchRuntime.EnsureInitialized();
 
-var root = new RootCommand("Microsoft.ML.Diffusion samples: train, generate, bench, evaluate, train-classifier (and the demo when run without a command).");
+var root = new RootCommand("Microsoft.ML.Diffusion samples: train, generate, inpaint, upscale, bench, evaluate, train-classifier, evaluate-inpaint, soak (and the demo when run without a command).");
 root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(EvaluateCommand.Create());
 root.Subcommands.Add(TrainClassifierCommand.Create());
+root.Subcommands.Add(InpaintCommand.Create());
+root.Subcommands.Add(UpscaleCommand.Create());
+root.Subcommands.Add(EvaluateInpaintCommand.Create());
+root.Subcommands.Add(SoakCommand.Create());
+root.Subcommands.Add(SyntheticTrainCommand.Create());
 root.SetAction(parse => DemoCommand.Run(DemoCommand.DefaultModelPath, "out"));
 return root.Parse(args).Invoke();

@@ -21,10 +21,11 @@ internal static class TestData
         public MLImage Image { get; set; } = null!;
     }
 
-    public sealed class FloatRow
+    /// <summary>A vector of the right length but of integers: not an image nor a float pixel vector.</summary>
+    public sealed class IntRow
     {
         [VectorType(64)]
-        public float[] Image { get; set; } = new float[64];
+        public int[] Image { get; set; } = new int[64];
     }
 
     /// <summary>A grey image: value(x, y) from <paramref name="f"/>.</summary>

@@ -46,6 +46,51 @@ public static class ImageTensorConverter
         }
     }
 
+    /// <summary>
+    /// Converts one image given as planar pixel values 0..255 (ExtractPixels' default layout: <paramref name="planes"/> planes of
+    /// size x size, R then G then B) to <paramref name="channels"/> planes of [-1, 1] floats, with the same arithmetic as
+    /// <see cref="ToChw"/> (3 planes to 1 channel: BT.601 luma), so both inputs give identical values. Throws
+    /// <see cref="InvalidOperationException"/> naming <paramref name="column"/>, <paramref name="row"/>, the position and the
+    /// value when a value is NaN, infinite or outside [0, 255].
+    /// </summary>
+    internal static void PlanarPixelsToChw(ReadOnlySpan<float> pixels, int planes, int size, int channels, Span<float> destination, string column, long row)
+    {
+        int plane = size * size;
+        for (int i = 0; i < planes * plane; i++)
+        {
+            float v = pixels[i];
+            if (!(v >= 0f && v <= 255f))   // false for NaN too
+            {
+                int p = i / plane, y = i % plane / size, x = i % size;
+                throw new InvalidOperationException(
+                    $"Column '{column}', row {row}: pixel value {v.ToString(System.Globalization.CultureInfo.InvariantCulture)} at index {i} (plane {p}, y {y}, x {x}); expected finite values in [0, 255] " +
+                    "(ExtractPixels with its default offsetImage = 0 and scaleImage = 1). Remove or repair the row.");
+            }
+        }
+        for (int p = 0; p < plane; p++)
+        {
+            if (channels == 1 && planes == 1)
+            {
+                destination[p] = pixels[p] / 127.5f - 1f;
+            }
+            else
+            {
+                float r = pixels[p], g = pixels[plane + p], b = pixels[2 * plane + p];
+                if (channels == 1)
+                {
+                    float y = 0.299f * r + 0.587f * g + 0.114f * b;   // as in ToChw
+                    destination[p] = y / 127.5f - 1f;
+                }
+                else
+                {
+                    destination[p] = r / 127.5f - 1f;
+                    destination[plane + p] = g / 127.5f - 1f;
+                    destination[2 * plane + p] = b / 127.5f - 1f;
+                }
+            }
+        }
+    }
+
     /// <summary>Stacks images into a float tensor [B, C, H, W] in [-1, 1] on the CPU.</summary>
     public static Tensor ToTensor(IReadOnlyList<MLImage> images, int channels)
     {
@@ -76,8 +121,8 @@ public static class ImageTensorConverter
         if (c != 1 && c != 3)
             throw new ArgumentException($"Expected 1 or 3 channels; got {c}.", nameof(images));
         float[] values;
-        using (var cpu = images.detach().to(float32).cpu().contiguous())
-            values = cpu.data<float>().ToArray();
+        using (var scope = NewDisposeScope())   // detach, to and cpu may each make a tensor: dispose them all
+            values = images.detach().to(float32).cpu().contiguous().data<float>().ToArray();
         int plane = h * w;
         var result = new byte[b][];
         for (int i = 0; i < b; i++)

@@ -75,10 +75,13 @@ public sealed class LowPrecisionCopy : IDisposable
     }
 
     /// <summary>Runs the working copy on <paramref name="x"/> (cast to its type) and returns the output in float32.</summary>
-    public Tensor Forward(Tensor x, Tensor t)
+    public Tensor Forward(Tensor x, Tensor t) => Forward(x, t, null);
+
+    /// <summary>As <see cref="Forward(Tensor, Tensor)"/>, with class labels for a class-conditional network (see <see cref="UNet.forward(Tensor, Tensor, Tensor?)"/>).</summary>
+    public Tensor Forward(Tensor x, Tensor t, Tensor? classLabels)
     {
         using var scope = NewDisposeScope();
-        return Network.forward(x.to(DType), t).to(float32).MoveToOuterDisposeScope();
+        return Network.forward(x.to(DType), t, classLabels).to(float32).MoveToOuterDisposeScope();
     }
 
     /// <inheritdoc/>

@@ -34,8 +34,59 @@ public sealed record DiffusionModelConfig
     /// <summary>Self-conditioning (Chen, Zhang &amp; Hinton 2022, "Analog Bits", section 3): the network's input is
     /// concat(x_t, previous x_0 estimate), 2 x <see cref="Channels"/> channels; absent (false) in models saved before it existed.</summary>
     public bool SelfConditioning { get; init; }
+    /// <summary>The image conditioning (e.g. SR3 super-resolution, <see cref="Diffusion.Conditioning.LowResolution"/>): its
+    /// channels follow x_t (and the self-condition) in the network's input; absent (null, unconditional) in models saved
+    /// before it existed.</summary>
+    public Conditioning? Conditioning { get; init; }
+    /// <summary>The column of class labels (key-typed or integer) the model was trained on and reads from generation
+    /// requests; null for a model without class conditioning (absent in models saved before it existed). The number of
+    /// classes is <see cref="UNetConfig.NumClasses"/> of <see cref="Network"/>.</summary>
+    public string? LabelColumnName { get; init; }
+    /// <summary>The probability with which labels were replaced by the null label in training (classifier-free guidance,
+    /// Ho &amp; Salimans 2022); 0 for models without class conditioning.</summary>
+    public float ConditionDropProbability { get; init; }
     /// <summary>Optimizer steps the weights were trained for.</summary>
     public long TrainedSteps { get; init; }
+
+    /// <summary>The largest T accepted (DDPM uses 1000; a sanity bound that also stops a forged file from asking for huge schedules).</summary>
+    public const int MaxTimesteps = 100_000;
+
+    /// <summary>
+    /// Checks the values a model file could carry: the network config, the image format, T, the enums and the default sampler.
+    /// Throws <see cref="InvalidDataException"/> naming the field, its value and what is expected.
+    /// </summary>
+    public void Validate()
+    {
+        static InvalidDataException Bad(string field, object? value, string expected) =>
+            new($"The model's configuration has {field} = {value}; expected {expected}. The file is corrupt, was edited, or comes from an incompatible release.");
+
+        if (Network is null) throw Bad(nameof(Network), "null", "the U-Net's hyper-parameters");
+        try
+        {
+            Network.Validate();
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"The model's network configuration is invalid: {e.Message} The file is corrupt or was edited.", e);
+        }
+        if (Channels != 1 && Channels != 3) throw Bad(nameof(Channels), Channels, "1 (grayscale) or 3 (RGB)");
+        if (ImageSize != Network.ImageSize) throw Bad(nameof(ImageSize), ImageSize, $"the network's image size {Network.ImageSize}");
+        if (Timesteps < 1 || Timesteps > MaxTimesteps) throw Bad(nameof(Timesteps), Timesteps, $"1..{MaxTimesteps}");
+        if (!Enum.IsDefined(Schedule)) throw Bad(nameof(Schedule), Schedule, $"one of {string.Join(", ", Enum.GetNames<NoiseSchedule>())}");
+        if (!Enum.IsDefined(Prediction)) throw Bad(nameof(Prediction), Prediction, $"one of {string.Join(", ", Enum.GetNames<PredictionType>())}");
+        if (!Enum.IsDefined(Variance)) throw Bad(nameof(Variance), Variance, $"one of {string.Join(", ", Enum.GetNames<VarianceType>())}");
+        if (TrainedSteps < 0) throw Bad(nameof(TrainedSteps), TrainedSteps, "a count >= 0");
+        if (string.IsNullOrEmpty(OutputColumnName)) throw Bad(nameof(OutputColumnName), "empty", "a column name");
+        if (string.IsNullOrEmpty(SeedColumnName)) throw Bad(nameof(SeedColumnName), "empty", "a column name");
+        try
+        {
+            (DefaultSampler ?? throw Bad(nameof(DefaultSampler), "null", "sampler settings")).ToOptions().Validate(Timesteps);
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"The model's default sampler is invalid: {e.Message} The file is corrupt or was edited.", e);
+        }
+    }
 
     internal static readonly JsonSerializerOptions Json = new()
     {
@@ -70,6 +121,8 @@ public sealed record SamplerSettings
     public int BatchSize { get; init; } = 64;
     /// <summary>See <see cref="SamplerOptions.DynamicThresholding"/>; absent (false) in models saved before it existed.</summary>
     public bool DynamicThresholding { get; init; }
+    /// <summary>See <see cref="SamplerOptions.GuidanceScale"/>; absent (1) in models saved before it existed.</summary>
+    public float GuidanceScale { get; init; } = 1f;
     /// <summary>See <see cref="SamplerOptions.Precision"/>; absent (Fp32) in models saved before it existed, and not written
     /// when Fp32, so float32 models keep the config they had.</summary>
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
@@ -79,13 +132,13 @@ public sealed record SamplerSettings
     public static SamplerSettings From(SamplerOptions o) => new()
     {
         Sampler = o.Sampler, Steps = o.Steps, Eta = o.Eta, Spacing = o.Spacing, Seed = o.Seed, ClipSample = o.ClipSample, BatchSize = o.BatchSize,
-        DynamicThresholding = o.DynamicThresholding, Precision = o.Precision,
+        DynamicThresholding = o.DynamicThresholding, GuidanceScale = o.GuidanceScale, Precision = o.Precision,
     };
 
     /// <summary>New options with these settings.</summary>
     public SamplerOptions ToOptions() => new()
     {
         Sampler = Sampler, Steps = Steps, Eta = Eta, Spacing = Spacing, Seed = Seed, ClipSample = ClipSample, BatchSize = BatchSize,
-        DynamicThresholding = DynamicThresholding, Precision = Precision,
+        DynamicThresholding = DynamicThresholding, GuidanceScale = GuidanceScale, Precision = Precision,
     };
 }

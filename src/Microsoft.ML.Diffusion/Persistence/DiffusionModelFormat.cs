@@ -70,12 +70,20 @@ internal static class DiffusionModelFormat
         {
             throw new InvalidDataException("The diffusion model's configuration in the zip is corrupt.", e);
         }
-        config.Network.Validate();
+        config.Validate();
+        try
+        {
+            config.Conditioning?.Validate(config.ImageSize);
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"The diffusion model's conditioning in the zip is invalid: {e.Message}", e);
+        }
 
         int count = ctx.Reader.ReadInt32();
         if (count < 0 || count > 100_000)
             throw new InvalidDataException($"The model's weight manifest lists {count} tensors; the file is corrupt.");
-        var manifest = new List<(string Name, long[] Shape)>(count);
+        var manifest = new List<(string Name, long[] Shape)>(Math.Min(count, 4096));
         for (int i = 0; i < count; i++)
         {
             string name = ctx.Reader.ReadString();
@@ -85,6 +93,18 @@ internal static class DiffusionModelFormat
             for (int d = 0; d < rank; d++) shape[d] = ctx.Reader.ReadInt64();
             manifest.Add((name, shape));
         }
+        long manifestElements = TorchWeightsFormat.ElementCount(manifest, "The model's weight manifest");
+
+        // Before anything is allocated by a size read from the file: the weights stream must hold exactly the manifest's
+        // tensors, data included (so the manifest cannot claim more than the file holds), and the config's network must not
+        // need more parameters than that (so an edited config cannot make the network below huge).
+        string what = $"The model's weights stream '{WeightsStreamName}'";
+        ReadWeights(ctx, r => TorchWeightsFormat.Check(r, manifest, what), what);
+        double minimum = config.Network.MinimumParameterCount();
+        if (minimum > manifestElements)
+            throw new InvalidDataException(
+                $"The model's network config needs at least {minimum:G6} parameters but the zip holds {manifestElements} weights; " +
+                "the file is corrupt or was edited.");
 
         var network = new UNet(config.Network);
         try
@@ -99,9 +119,7 @@ internal static class DiffusionModelFormat
                 if (!t.shape.SequenceEqual(shape))
                     throw new InvalidDataException($"Weight '{name}' has shape [{string.Join(", ", shape)}] in the zip; the network config needs [{string.Join(", ", t.shape)}].");
             }
-            bool found = ctx.TryLoadBinaryStream(WeightsStreamName, r => network.load(r));
-            if (!found)
-                throw new InvalidDataException($"The model zip has no '{WeightsStreamName}' stream; it holds no weights.");
+            ReadWeights(ctx, r => network.load(r), what);
             return (config, network);
         }
         catch
@@ -109,5 +127,22 @@ internal static class DiffusionModelFormat
             network.Dispose();
             throw;
         }
+    }
+
+    /// <summary>Runs <paramref name="read"/> on the weights stream; a missing, truncated or corrupt stream gives an
+    /// <see cref="InvalidDataException"/> that names it.</summary>
+    private static void ReadWeights(ModelLoadContext ctx, Action<BinaryReader> read, string what)
+    {
+        bool found;
+        try
+        {
+            found = ctx.TryLoadBinaryStream(WeightsStreamName, read);
+        }
+        catch (Exception e) when (e is EndOfStreamException or ArgumentException or IOException && !e.Message.StartsWith(what, StringComparison.Ordinal))
+        {
+            throw new InvalidDataException($"{what} is truncated or corrupt: {e.Message}", e);
+        }
+        if (!found)
+            throw new InvalidDataException($"The model zip has no '{WeightsStreamName}' stream; it holds no weights.");
     }
 }

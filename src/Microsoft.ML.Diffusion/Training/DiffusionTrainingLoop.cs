@@ -1,3 +1,4 @@
+using Microsoft.ML.Diffusion.Conditions;
 using Microsoft.ML.Diffusion.Models;
 using Microsoft.ML.Diffusion.Schedules;
 using TorchSharp;
@@ -31,6 +32,16 @@ public sealed record TrainingSettings
     /// first forward pass with a zero self-condition under stop-gradient (clamped to [-1, 1]); otherwise it is zeros.
     /// See <see cref="Microsoft.ML.Diffusion.Training.SelfConditioning"/>.</summary>
     public bool SelfConditioning { get; init; }
+    /// <summary>Super-resolution conditioning (SR3, Saharia et al. 2021): when &gt; 0, the network's input also carries the
+    /// bicubic upsampling of x_0 average-pooled by this factor (<see cref="Conditions.LowResolutionCondition.FromImage"/>),
+    /// appended after x_t (and the self-condition). 0 (default) trains an unconditional model.</summary>
+    public int LowResolutionFactor { get; init; }
+    /// <summary>Classes of a class-conditional network (0: unconditional); <see cref="DiffusionTrainingLoop.TrainStep"/> then
+    /// takes labels.</summary>
+    public int NumClasses { get; init; }
+    /// <summary>Probability with which each label is replaced by the null label (classifier-free guidance, Ho &amp; Salimans
+    /// 2022, algorithm 1, p_uncond), so the same network learns the unconditional model.</summary>
+    public double ConditionDropProbability { get; init; }
     /// <summary>The number format of the forward and backward passes: float32 (default) or bfloat16 mixed precision
     /// (<see cref="Precision.Bf16Mixed"/>: a bfloat16 working copy of the network computes, the float32 weights, AdamW moments,
     /// gradient clipping, EMA and loss stay float32).</summary>
@@ -62,6 +73,9 @@ public sealed class DiffusionTrainingLoop : IDisposable
             throw new ArgumentOutOfRangeException(nameof(settings), settings.LossWeighting, $"Unknown loss weighting {settings.LossWeighting}.");
         if (!Enum.IsDefined(settings.Precision))
             throw new ArgumentOutOfRangeException(nameof(settings), settings.Precision, $"Unknown precision {settings.Precision}.");
+        if (settings.NumClasses != model.Config.NumClasses)
+            throw new ArgumentException(
+                $"TrainingSettings.NumClasses is {settings.NumClasses} but the network has {model.Config.NumClasses} classes.", nameof(settings));
         Model = model;
         _schedule = schedule;
         _timestepWeights = settings.LossWeighting == LossWeighting.None
@@ -98,11 +112,21 @@ public sealed class DiffusionTrainingLoop : IDisposable
     public float LastFiniteLoss { get; private set; } = float.NaN;
 
     /// <summary>
-    /// One optimizer step on a batch x0 [B, C, H, W] in [-1, 1] (any device). Returns the loss. Throws
+    /// One optimizer step on a batch x0 [B, C, H, W] in [-1, 1] (any device) with, for a class-conditional network, its
+    /// labels [B] (int64 class indices 0..NumClasses, NumClasses = the null label). Returns the loss. Throws
     /// <see cref="NonFiniteLossException"/> (and leaves the weights untouched) when the loss is NaN or infinite.
     /// </summary>
-    public float TrainStep(Tensor x0)
+    public float TrainStep(Tensor x0, Tensor? labels = null)
     {
+        if (Settings.NumClasses > 0 && labels is null)
+            throw new ArgumentNullException(nameof(labels), $"This network is class-conditional ({Settings.NumClasses} classes); TrainStep needs the batch's labels.");
+        if (Settings.NumClasses == 0 && labels is not null)
+            throw new ArgumentException("This network is unconditional (TrainingSettings.NumClasses = 0); it takes no labels.", nameof(labels));
+        if (labels is not null && (labels.dim() != 1 || labels.shape[0] != x0.shape[0]))
+            throw new ArgumentException($"labels must have shape [{x0.shape[0]}] (one per image); got [{string.Join(", ", labels.shape)}].", nameof(labels));
+        if (labels is not null && (labels.min().item<long>() < 0 || labels.max().item<long>() > Settings.NumClasses))
+            throw new ArgumentOutOfRangeException(nameof(labels),
+                $"labels must lie in 0..{Settings.NumClasses - 1} (or {Settings.NumClasses}, the null label); got {labels.min().item<long>()}..{labels.max().item<long>()}.");
         Model.train();
         _lowPrecision?.Network.train();
         _lowPrecision?.Refresh();                     // round the float32 master weights into the bfloat16 copy
@@ -117,9 +141,19 @@ public sealed class DiffusionTrainingLoop : IDisposable
             var xt = _schedule.AddNoise(x, eps, t);                      // eq. 4
             var target = DiffusionLoss.Target(_schedule, Settings.Prediction, x, eps, t);   // eps, x_0 or v
             var weights = _timestepWeights is null ? null : _schedule.Extract(_timestepWeights, t, 1);
+            // SR3: the network sees upsample(downsample(x_0)) as extra channels (null when unconditional).
+            var lowResolution = Settings.LowResolutionFactor > 0 ? LowResolutionCondition.FromImage(x, Settings.LowResolutionFactor) : null;
             // Self-conditioning (Analog Bits, algorithm 1): a fair coin per batch, from the loop's generator (reproducible, resumable).
             bool useEstimate = Settings.SelfConditioning
                 && rand(new long[] { 1 }, dtype: float64, device: CPU, generator: _generator).item<double>() < 0.5;
+            // Classifier-free guidance training (Ho & Salimans 2022, algorithm 1): c <- null label with probability p_uncond.
+            Tensor? y = null;
+            if (labels is not null)
+            {
+                var drop = rand(new long[] { b }, dtype: float64, device: CPU, generator: _generator) < Settings.ConditionDropProbability;
+                var cpuLabels = labels.to(CPU).to_type(int64);
+                y = where(drop, full(new long[] { b }, (long)Settings.NumClasses, dtype: int64), cpuLabels).to(_device);
+            }
             lossValue = float.NaN;
             for (int attempt = 1; ; attempt++)
             {
@@ -132,13 +166,13 @@ public sealed class DiffusionTrainingLoop : IDisposable
                     {
                         using (no_grad())
                         {
-                            var first = Forward(SelfConditioning.Input(xt, null), t);
+                            var first = Forward(ConditionedNetwork.AppendChannels(SelfConditioning.Input(xt, null), lowResolution), t, y);
                             selfCondition = SelfConditioning.EstimateX0(_schedule, Settings.Prediction, first, xt, t);
                         }
                     }
                     input = SelfConditioning.Input(xt, selfCondition);   // zeros when no estimate
                 }
-                var predicted = Forward(input, t);          // float32 in both precisions: the loss is computed in float32
+                var predicted = Forward(ConditionedNetwork.AppendChannels(input, lowResolution), t, y);   // float32 in both precisions
                 var loss = Settings.LearnedVariance
                     ? VariationalBound.HybridLoss(_schedule, Settings.Prediction, predicted, target, x, xt, t, weights)   // Improved DDPM eq. 16
                     : DiffusionLoss.WeightedMse(predicted, target, weights);   // eq. 14 (L_simple) when unweighted epsilon
@@ -176,7 +210,7 @@ public sealed class DiffusionTrainingLoop : IDisposable
     }
 
     /// <summary>The network's output in float32: the float32 network, or the bfloat16 working copy in mixed precision.</summary>
-    private Tensor Forward(Tensor x, Tensor t) => _lowPrecision is { } copy ? copy.Forward(x, t) : Model.forward(x, t);
+    private Tensor Forward(Tensor x, Tensor t, Tensor? y) => _lowPrecision is { } copy ? copy.Forward(x, t, y) : Model.forward(x, t, y);
 
     /// <summary>Writes the loop's full state (step, generator, weights, EMA, optimizer).</summary>
     public void SaveState(BinaryWriter writer)
@@ -200,13 +234,29 @@ public sealed class DiffusionTrainingLoop : IDisposable
         Step = reader.ReadInt64();
         Ema.Updates = reader.ReadInt64();
         int n = reader.ReadInt32();
+        if (n < 1 || n > 1 << 20)
+            throw new InvalidDataException($"The checkpoint's generator state has {n} bytes; expected 1..{1 << 20} (a few kilobytes).");
         var bytes = reader.ReadBytes(n);
         if (bytes.Length != n) throw new EndOfStreamException("Checkpoint is truncated (generator state).");
         using (var state = tensor(bytes, dtype: uint8))
             _generator.set_state(state);
-        Model.load(reader);
-        Ema.Shadow.load(reader);
+        LoadChecked(reader, Model, "The checkpoint's weights");
+        LoadChecked(reader, Ema.Shadow, "The checkpoint's EMA weights");
         _optimizer.load_state_dict(reader);
+    }
+
+    /// <summary>Checks the tensors' names, shapes and sizes (<see cref="Persistence.TorchWeightsFormat"/>, nothing allocated by a
+    /// size read from the file) when the stream can seek back, then loads them.</summary>
+    private static void LoadChecked(BinaryReader reader, nn.Module module, string what)
+    {
+        if (reader.BaseStream.CanSeek)
+        {
+            long start = reader.BaseStream.Position;
+            var expected = module.state_dict().Select(kv => (kv.Key, kv.Value.shape)).ToList();
+            Persistence.TorchWeightsFormat.Check(reader, expected, what);
+            reader.BaseStream.Position = start;
+        }
+        module.load(reader);
     }
 
     /// <inheritdoc/>
@@ -223,14 +273,32 @@ public sealed class NonFiniteLossException : InvalidOperationException
 {
     /// <summary>Creates the exception for optimizer step <paramref name="step"/>.</summary>
     public NonFiniteLossException(long step, float loss, float lastFiniteLoss, string? what = null)
-        : base($"Training stopped at step {step}: {what ?? $"the loss is {loss}"}" +
+        : this(step, loss, lastFiniteLoss,
+               $"Training stopped at step {step}: {what ?? $"the loss is {loss}"}" +
                (float.IsNaN(lastFiniteLoss) ? " at the first step" : $"; the last finite loss was {lastFiniteLoss:G6} at step {step - 1}") +
-               ". Lower the learning rate, check the input for NaN pixels, or resume from the last checkpoint.")
+               ". Lower the learning rate, check the input for NaN pixels, or resume from the last checkpoint.", null)
+    {
+    }
+
+    private NonFiniteLossException(long step, float loss, float lastFiniteLoss, string message, string? checkpointPath)
+        : base(message)
     {
         StepNumber = step;
         Loss = loss;
         LastFiniteLoss = lastFiniteLoss;
+        CheckpointPath = checkpointPath;
     }
+
+    /// <summary>This exception with the last good checkpoint added to its message (<paramref name="checkpointStep"/> null: none was written).</summary>
+    internal NonFiniteLossException WithCheckpoint(string path, long? checkpointStep) =>
+        new(StepNumber, Loss, LastFiniteLoss,
+            Message + (checkpointStep is long s
+                ? $" The last good checkpoint (step {s}) is kept in '{path}'."
+                : $" No checkpoint was written before the failure ('{path}')."),
+            checkpointStep is null ? null : path);
+
+    /// <summary>The checkpoint file kept from before the failure, when training wrote one; null otherwise.</summary>
+    public string? CheckpointPath { get; }
 
     /// <summary>The loss of the step before (NaN when the first step failed).</summary>
     public float LastFiniteLoss { get; }

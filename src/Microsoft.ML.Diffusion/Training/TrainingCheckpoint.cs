@@ -58,10 +58,19 @@ public static class TrainingCheckpoint
             throw new InvalidOperationException(
                 $"The checkpoint in '{directory}' was written with other training options and cannot be resumed with these.\n" +
                 $"Checkpoint: {config}\nNow:        {expectedConfigJson}\nUse the same options, or another CheckpointDirectory.");
-        loop.LoadState(r);
-        var end = r.ReadBytes(8);
-        if (Encoding.ASCII.GetString(end) != Magic)
-            throw new InvalidDataException($"Checkpoint '{path}' is truncated or corrupt.");
+        try
+        {
+            loop.LoadState(r);
+            var end = r.ReadBytes(8);
+            if (Encoding.ASCII.GetString(end) != Magic)
+                throw new InvalidDataException("its end marker is missing");
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException or ArgumentException or InvalidOperationException or System.Runtime.InteropServices.ExternalException)
+        {
+            // A checkpoint is renamed into place only once complete (see Write): this one was damaged afterwards.
+            throw new InvalidDataException(
+                $"Checkpoint '{path}' is truncated or corrupt ({e.Message.TrimEnd('.')}). Delete it, or use another CheckpointDirectory, to start over.", e);
+        }
         return (seed, epoch, batch);
     }
 

@@ -28,7 +28,9 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
     /// <summary>Options of <see cref="DiffusionTrainer"/>.</summary>
     public sealed class Options
     {
-        /// <summary>The training images (an MLImage column).</summary>
+        /// <summary>The training images: an MLImage column, or a vector of Single pixel values 0..255 in ExtractPixels' default
+        /// layout (planar R, G, B: <c>Vector&lt;Single, 3, ImageSize, ImageSize&gt;</c>; one plane is accepted when Channels = 1).
+        /// NaN, infinite or out-of-range pixel values stop training with an error naming the row.</summary>
         public string ImageColumnName { get; set; } = DiffusionDefaults.ImageColumnName;
         /// <summary>The column the trained model writes generated images to.</summary>
         public string OutputColumnName { get; set; } = DiffusionDefaults.OutputColumnName;
@@ -92,6 +94,26 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         /// estimate is, for half of the batches, the network's own x_0 prediction under stop-gradient, else zeros; in sampling it is
         /// the previous step's estimate. Saved with the model. Default false.</summary>
         public bool SelfConditioning { get; set; }
+        /// <summary>Image conditioning; null (default) trains an unconditional model. <c>Conditioning.LowResolution(factor)</c>
+        /// (factor 2 or 4) trains a super-resolution model in the style of SR3 (Saharia et al. 2021) and guided-diffusion's
+        /// SuperResModel: the network also receives, as <see cref="Channels"/> extra input channels, the bicubic upsampling of
+        /// each training image average-pooled by the factor (clamped to [-1, 1]). Such a model upscales images of
+        /// ImageSize / factor pixels and cannot generate from noise alone. Saved with the model.</summary>
+        public Conditioning? Conditioning { get; set; }
+        /// <summary>
+        /// Class conditioning: the column of class labels, key-typed (the number of classes is the key count; the missing key
+        /// trains the null label) or integer-valued (classes 0..<see cref="NumClasses"/> - 1). The U-Net then adds a learned
+        /// class embedding (NumClasses + 1 rows, the last one the null label) to its time embedding, and generation requests
+        /// may carry labels (<c>mlContext.Generative.CreateRequests(count, seed, labels)</c>, <see cref="SamplerOptions.GuidanceScale"/>).
+        /// Null (default): no class conditioning. Saved with the model.
+        /// </summary>
+        public string? LabelColumnName { get; set; }
+        /// <summary>The number of classes of an integer label column (a key-typed column gives its own; when set it must agree).</summary>
+        public int? NumClasses { get; set; }
+        /// <summary>Probability with which a training label is replaced by the null label, so that the same network also learns
+        /// the unconditional model that classifier-free guidance needs (Ho &amp; Salimans 2022, algorithm 1, p_uncond). Default 0.1;
+        /// 0 trains no unconditional branch (guidance then has nothing to contrast with).</summary>
+        public float ConditionDropProbability { get; set; } = DiffusionDefaults.ConditionDropProbability;
         /// <summary>The number format of training's forward and backward passes: <see cref="Precision.Fp32"/> (default) or
         /// <see cref="Precision.Bf16Mixed"/>, bfloat16 mixed precision (a bfloat16 working copy of the network computes the
         /// forward and backward passes; the weights, AdamW state, gradient clipping, EMA and loss stay float32, and so does the
@@ -104,10 +126,12 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         /// <summary>Stops training between two steps (a checkpoint is written first when a directory is set).</summary>
         public CancellationToken CancellationToken { get; set; }
 
-        internal UNetConfig ToNetworkConfig() => new()
+        internal UNetConfig ToNetworkConfig(int numClasses = 0) => new()
         {
+            NumClasses = numClasses,
             ImageSize = ImageSize,
-            InChannels = SelfConditioning ? 2 * Channels : Channels,    // concat(x_t, x0_hat) (Analog Bits, section 3)
+            // concat(x_t, x0_hat) (Analog Bits, section 3), then the conditioning image (SR3: concat(x_t, upsample(low_res))).
+            InChannels = (SelfConditioning ? 2 * Channels : Channels) + (Conditioning?.ExtraChannels(Channels) ?? 0),
             OutChannels = Variance == VarianceType.Learned ? 2 * Channels : Channels,   // prediction, then v (Improved DDPM eq. 15)
             BaseChannels = BaseChannels,
             ChannelMultipliers = ChannelMultipliers.ToArray(),
@@ -143,6 +167,8 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             throw new ArgumentOutOfRangeException(nameof(o.Channels), o.Channels, "DiffusionTrainer.Options.Channels must be 1 (grayscale) or 3 (RGB).");
         Positive(o.ImageSize, nameof(o.ImageSize));
         Positive(o.Timesteps, nameof(o.Timesteps));
+        if (o.Timesteps > DiffusionModelConfig.MaxTimesteps)
+            throw new ArgumentOutOfRangeException(nameof(o.Timesteps), o.Timesteps, $"DiffusionTrainer.Options.Timesteps must be at most {DiffusionModelConfig.MaxTimesteps}.");
         Positive(o.Epochs, nameof(o.Epochs));
         Positive(o.BatchSize, nameof(o.BatchSize));
         Positive(o.ShuffleBufferSize, nameof(o.ShuffleBufferSize));
@@ -168,7 +194,17 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             throw new ArgumentOutOfRangeException(nameof(o.MaxSteps), m, "DiffusionTrainer.Options.MaxSteps must be >= 1 when set.");
         if (!Enum.IsDefined(o.Schedule))
             throw new ArgumentOutOfRangeException(nameof(o.Schedule), o.Schedule, $"Unknown schedule; expected one of {string.Join(", ", Enum.GetNames<NoiseSchedule>())}.");
-        o.ToNetworkConfig().Validate();
+        o.Conditioning?.Validate(o.ImageSize);
+        if (o.LabelColumnName is not null && string.IsNullOrWhiteSpace(o.LabelColumnName))
+            throw new ArgumentException("DiffusionTrainer.Options.LabelColumnName is blank; set a column name or leave it null (no class conditioning).", nameof(o.LabelColumnName));
+        if (o.NumClasses is int nc && (nc < 1 || nc > MaxClasses))
+            throw new ArgumentOutOfRangeException(nameof(o.NumClasses), nc, $"DiffusionTrainer.Options.NumClasses must be between 1 and {MaxClasses} when set.");
+        if (o.NumClasses is not null && o.LabelColumnName is null)
+            throw new ArgumentException("DiffusionTrainer.Options.NumClasses is set but LabelColumnName is not; set the label column to train a class-conditional model.", nameof(o.NumClasses));
+        if (!(o.ConditionDropProbability >= 0 && o.ConditionDropProbability <= 1))
+            throw new ArgumentOutOfRangeException(nameof(o.ConditionDropProbability), o.ConditionDropProbability,
+                "DiffusionTrainer.Options.ConditionDropProbability must be in [0, 1].");
+        o.ToNetworkConfig(o.LabelColumnName is null ? 0 : o.NumClasses ?? 1).Validate();
         (o.Sampler ?? new SamplerOptions()).Validate(o.Timesteps);
     }
 
@@ -176,7 +212,8 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        ImageColumn.Check(inputSchema, _options.ImageColumnName, _options.ImageSize);
+        TrainingImageInput.Check(inputSchema, _options.ImageColumnName, _options.ImageSize, _options.Channels);
+        if (_options.LabelColumnName is string label) LabelColumn.Check(inputSchema, label);
         var columns = inputSchema.ToDictionary(c => c.Name);
         columns[_options.OutputColumnName] = new SchemaShape.Column(_options.OutputColumnName, SchemaShape.Column.VectorKind.Scalar,
             new ImageDataViewType(_options.ImageSize, _options.ImageSize), false);
@@ -188,9 +225,10 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
     {
         ArgumentNullException.ThrowIfNull(input);
         var o = _options;
-        var imageCol = ImageColumn.Check(input.Schema, o.ImageColumnName, o.ImageSize);
+        var imageCol = TrainingImageInput.Check(input.Schema, o.ImageColumnName, o.ImageSize, o.Channels);
+        var (labelCol, numClasses) = ResolveLabels(input.Schema);
         var device = DeviceSelection.Select(_host);
-        var netConfig = o.ToNetworkConfig();
+        var netConfig = o.ToNetworkConfig(numClasses);
         var schedule = new DiffusionSchedule(o.Schedule, o.Timesteps);
         long seed = o.Seed ?? _host.Rand.Next();
 
@@ -211,7 +249,10 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         {
             LearningRate = o.LearningRate, WeightDecay = o.WeightDecay, GradientClipNorm = o.GradientClipNorm,
             EmaDecay = o.EmaDecay, Seed = seed, Prediction = o.Prediction, LossWeighting = o.LossWeighting,
-            LearnedVariance = o.Variance == VarianceType.Learned, SelfConditioning = o.SelfConditioning, Precision = o.Precision,
+            LearnedVariance = o.Variance == VarianceType.Learned, SelfConditioning = o.SelfConditioning,
+            LowResolutionFactor = o.Conditioning?.Factor ?? 0,
+            NumClasses = numClasses, ConditionDropProbability = labelCol is null ? 0 : o.ConditionDropProbability,
+            Precision = o.Precision,
         };
         var identityFields = new
         {
@@ -229,13 +270,19 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         // And self-conditioning (added after the variance): only when on.
         if (o.SelfConditioning)
             identity = JsonSerializer.Serialize(new { Run = identity, o.SelfConditioning }, DiffusionModelConfig.Json);
-        // And the precision (added after self-conditioning): only when not float32.
+        // And the conditioning (added after self-conditioning): only when set.
+        if (o.Conditioning is not null)
+            identity = JsonSerializer.Serialize(new { Run = identity, o.Conditioning }, DiffusionModelConfig.Json);
+        // And class conditioning (added with it): only when a label column is set.
+        if (labelCol is not null)
+            identity = JsonSerializer.Serialize(new { Run = identity, NumClasses = numClasses, o.ConditionDropProbability }, DiffusionModelConfig.Json);
+        // And the precision (added after class conditioning): only when not float32.
         if (o.Precision != Precision.Fp32)
             identity = JsonSerializer.Serialize(new { Run = identity, o.Precision }, DiffusionModelConfig.Json);
 
         try
         {
-            return Train(input, imageCol, model, ema, schedule, settings, identity, seed, device, ch);
+            return Train(input, imageCol, labelCol, model, ema, schedule, settings, identity, seed, device, ch);
         }
         catch
         {
@@ -248,7 +295,30 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         }
     }
 
-    private DiffusionModel Train(IDataView input, DataViewSchema.Column imageCol, UNet model, UNet ema, DiffusionSchedule schedule,
+    private const int MaxClasses = 100_000;
+
+    /// <summary>The label column and the number of classes (0 and null without class conditioning).</summary>
+    private (DataViewSchema.Column? Column, int NumClasses) ResolveLabels(DataViewSchema schema)
+    {
+        var o = _options;
+        if (o.LabelColumnName is not string name) return (null, 0);
+        var (col, keyCount) = LabelColumn.Check(schema, name);
+        if (keyCount is ulong count)
+        {
+            if (count == 0 || count > MaxClasses)
+                throw new ArgumentOutOfRangeException(nameof(schema), $"Label column '{name}' is a key type with {count} values; expected 1..{MaxClasses} classes.");
+            if (o.NumClasses is int n && n != (int)count)
+                throw new ArgumentOutOfRangeException(nameof(schema),
+                    $"DiffusionTrainer.Options.NumClasses is {n} but label column '{name}' is a key type with {count} values; leave NumClasses unset or make them agree.");
+            return (col, (int)count);
+        }
+        int classes = o.NumClasses ?? throw new ArgumentException(
+            $"Label column '{name}' holds numbers ({col.Type}); set DiffusionTrainer.Options.NumClasses to the number of classes " +
+            "(labels 0..NumClasses - 1), or map the labels to a key type with mlContext.Transforms.Conversion.MapValueToKey.", nameof(schema));
+        return (col, classes);
+    }
+
+    private DiffusionModel Train(IDataView input, TrainingImageInput imageCol, DataViewSchema.Column? labelCol, UNet model, UNet ema, DiffusionSchedule schedule,
         TrainingSettings settings, string identity, long seed, Device device, IChannel ch)
     {
         var o = _options;
@@ -273,6 +343,13 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         ch.Info($"Training a {model.ParameterCount:N0}-parameter U-Net on '{o.ImageColumnName}' ({o.ImageSize}x{o.ImageSize}x{o.Channels}), " +
                 $"T = {o.Timesteps} ({o.Schedule}), {o.Epochs} epoch(s) of batch {o.BatchSize}, on {device.type}.");
 
+        long? lastCheckpointStep = o.CheckpointDirectory is string resumedFrom && TrainingCheckpoint.Exists(resumedFrom) ? loop.Step : null;
+        void WriteCheckpoint(string directory, int epoch, long batchInEpoch)
+        {
+            TrainingCheckpoint.Write(directory, identity, dataSeed, epoch, batchInEpoch, loop);
+            lastCheckpointStep = loop.Step;
+        }
+
         var watch = Stopwatch.StartNew();
         long imagesThisRun = 0;
         int per = o.Channels * o.ImageSize * o.ImageSize;
@@ -282,11 +359,13 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             double lossSum = 0;
             long lossCount = 0, batchInEpoch = 0, rowsInEpoch = 0;
             var batch = new float[o.BatchSize * per];
+            var batchLabels = labelCol is null ? null : new long[o.BatchSize];
             int filled = 0;
-            foreach (var row in StreamRows(input, imageCol, per, dataSeed + epoch, o.ShuffleBufferSize, o.CancellationToken))
+            foreach (var row in StreamRows(input, imageCol, labelCol, netConfig.NumClasses, per, dataSeed + epoch, o.ShuffleBufferSize, o.CancellationToken))
             {
                 rowsInEpoch++;
-                row.CopyTo(batch, filled * per);
+                row.Pixels.CopyTo(batch, filled * per);
+                if (batchLabels is not null) batchLabels[filled] = row.Label;
                 filled++;
                 if (filled < o.BatchSize) continue;
                 RunBatch(filled);
@@ -304,7 +383,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             {
                 ch.Info($"Epoch {epoch + 1}/{o.Epochs} done: mean loss {(lossCount > 0 ? lossSum / lossCount : double.NaN):G5}, step {loop.Step}.");
                 if (o.CheckpointDirectory is string d2)
-                    TrainingCheckpoint.Write(d2, identity, dataSeed, epoch + 1, 0, loop);
+                    WriteCheckpoint(d2, epoch + 1, 0);
             }
 
             void RunBatch(int count)
@@ -322,20 +401,24 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
                 if (o.CancellationToken.IsCancellationRequested)
                 {
                     if (o.CheckpointDirectory is string cd)
-                        TrainingCheckpoint.Write(cd, identity, dataSeed, epoch, batchInEpoch, loop);
+                        WriteCheckpoint(cd, epoch, batchInEpoch);
                     o.CancellationToken.ThrowIfCancellationRequested();
                 }
                 float loss;
                 using (var x0 = torch.tensor(batch.AsSpan(0, count * per).ToArray(), new long[] { count, o.Channels, o.ImageSize, o.ImageSize }))
+                using (var y = batchLabels is null ? null : torch.tensor(batchLabels.AsSpan(0, count).ToArray(), dtype: int64))
                 {
                     try
                     {
-                        loss = loop.TrainStep(x0);
+                        loss = loop.TrainStep(x0, y);
                     }
                     catch (NonFiniteLossException e)
                     {
+                        // The failed step changed nothing and no checkpoint is written after it: the last one stays good.
+                        if (o.CheckpointDirectory is string kept)
+                            e = e.WithCheckpoint(TrainingCheckpoint.PathIn(kept), lastCheckpointStep);
                         ch.Error(e.Message);
-                        throw;
+                        throw e;
                     }
                 }
                 batchInEpoch++;
@@ -347,12 +430,12 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
                 if (loop.Step % o.LogInterval == 0)
                     ch.Info($"epoch {epoch + 1}/{o.Epochs} step {loop.Step}{(totalSteps is long t ? $"/{t}" : "")}: loss {loss:G5} (mean {lossSum / lossCount:G5}), {ips:F1} img/s");
                 if (o.CheckpointDirectory is string cd2 && loop.Step % o.CheckpointInterval == 0)
-                    TrainingCheckpoint.Write(cd2, identity, dataSeed, epoch, batchInEpoch, loop);
+                    WriteCheckpoint(cd2, epoch, batchInEpoch);
                 if (o.MaxSteps is long max && loop.Step >= max)
                 {
                     stopped = true;
                     if (o.CheckpointDirectory is string cd3)
-                        TrainingCheckpoint.Write(cd3, identity, dataSeed, epoch, batchInEpoch, loop);
+                        WriteCheckpoint(cd3, epoch, batchInEpoch);
                 }
             }
         }
@@ -363,7 +446,8 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             Network = netConfig, Schedule = o.Schedule, Timesteps = o.Timesteps, ImageSize = o.ImageSize, Channels = o.Channels,
             OutputColumnName = o.OutputColumnName, SeedColumnName = o.SeedColumnName,
             DefaultSampler = SamplerSettings.From(o.Sampler ?? new SamplerOptions()), TrainedSteps = loop.Step,
-            Prediction = o.Prediction, Variance = o.Variance, SelfConditioning = o.SelfConditioning,
+            Prediction = o.Prediction, Variance = o.Variance, SelfConditioning = o.SelfConditioning, Conditioning = o.Conditioning,
+            LabelColumnName = labelCol?.Name, ConditionDropProbability = labelCol is null ? 0 : o.ConditionDropProbability,
         };
         return new DiffusionModel(_host, config, ema, device);
     }
@@ -371,24 +455,25 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
     internal static readonly object TorchGlobalSeed = new();
 
     /// <summary>
-    /// Streams the image column as [-1, 1] CHW float rows in a shuffled order: a buffer of <paramref name="bufferSize"/>
+    /// Streams the image column as [-1, 1] CHW float rows (with their class index when <paramref name="labelCol"/> is set,
+    /// <paramref name="numClasses"/> for a missing key) in a shuffled order: a buffer of <paramref name="bufferSize"/>
     /// rows, each new row replacing a random one that is emitted (the same pool shuffle as ML.NET's ShuffleRows).
     /// </summary>
-    private IEnumerable<float[]> StreamRows(IDataView input, DataViewSchema.Column imageCol, int per, long seed, int bufferSize, CancellationToken ct)
+    private IEnumerable<(float[] Pixels, long Label)> StreamRows(IDataView input, TrainingImageInput imageCol, DataViewSchema.Column? labelCol,
+        int numClasses, int per, long seed, int bufferSize, CancellationToken ct)
     {
         var rng = new Random(unchecked((int)(seed ^ (seed >> 32))));
-        var pool = new List<float[]>(Math.Min(bufferSize, 65536));
-        using var cursor = input.GetRowCursor(new[] { imageCol });
-        var getter = cursor.GetGetter<MLImage>(imageCol);
-        MLImage image = null!;
+        var pool = new List<(float[] Pixels, long Label)>(Math.Min(bufferSize, 65536));
+        using var cursor = input.GetRowCursor(labelCol is { } lc ? new[] { imageCol.Column, lc } : new[] { imageCol.Column });
+        var read = imageCol.CreateReader(cursor);
         long row = 0;
+        var labelReader = labelCol is { } l ? LabelColumn.Reader(cursor, l, numClasses, () => row) : null;
         while (cursor.MoveNext())
         {
             ct.ThrowIfCancellationRequested();
-            getter(ref image);
-            ImageColumn.CheckImage(image, imageCol.Name, row, _options.ImageSize);
-            var values = new float[per];
-            ImageTensorConverter.ToChw(image, _options.Channels, values);
+            var pixels = new float[per];
+            read(row, pixels);
+            var values = (pixels, labelReader?.Invoke() ?? 0L);
             row++;
             if (pool.Count < bufferSize)
             {

@@ -1,0 +1,57 @@
+using Microsoft.ML.Data;
+using Microsoft.ML.Transforms.Image;
+
+namespace Microsoft.ML.Diffusion;
+
+/// <summary>One input row of an image-to-image transform: its index, its image as C x H x W floats in [-1, 1], and its
+/// keep mask (H x W, 1 keeps, 0 fills) when the transform reads one.</summary>
+internal sealed record ImageRequest(long Row, float[] Image, float[]? Mask);
+
+/// <summary>
+/// What <see cref="ImageMappingDataView"/> and <see cref="ImageMappingRowMapper"/> need from an image-to-image transformer
+/// (<see cref="InpaintingTransformer"/>, <see cref="UpscalingTransformer"/>): which input columns it reads, how to read one
+/// row, and how to map a batch of rows to output images (Bgra32 pixels, <see cref="OutputSize"/> square).
+/// </summary>
+internal interface IImageBatchMapper
+{
+    /// <summary>The column the transform adds.</summary>
+    string OutputColumnName { get; }
+
+    /// <summary>Side of the output images.</summary>
+    int OutputSize { get; }
+
+    /// <summary>Rows mapped together.</summary>
+    int BatchSize { get; }
+
+    /// <summary>Checks the input schema and returns the columns the output depends on.</summary>
+    IReadOnlyList<DataViewSchema.Column> CheckInput(DataViewSchema inputSchema);
+
+    /// <summary>A reader of the current row of <paramref name="row"/> (which has the <see cref="CheckInput"/> columns active);
+    /// its argument is the row index. Throws, naming the column and both sizes, for an image or mask of the wrong size.</summary>
+    Func<long, ImageRequest> CreateReader(DataViewRow row);
+
+    /// <summary>Maps a batch of rows to Bgra32 pixel arrays, one per row, each depending only on its own row.</summary>
+    byte[][] MapBatch(IReadOnlyList<ImageRequest> requests);
+}
+
+/// <summary>Helpers of the image-to-image transformers.</summary>
+internal static class ImageMapping
+{
+    /// <summary>The input schema without hidden columns and without <paramref name="outputColumnName"/>, plus the output image column.</summary>
+    public static DataViewSchema OutputSchema(DataViewSchema inputSchema, string outputColumnName, int size)
+    {
+        var builder = new DataViewSchema.Builder();
+        builder.AddColumns(inputSchema.Where(c => !c.IsHidden && c.Name != outputColumnName));
+        builder.AddColumn(outputColumnName, new ImageDataViewType(size, size));
+        return builder.ToSchema();
+    }
+
+    /// <summary>The same on a <see cref="SchemaShape"/> (estimators).</summary>
+    public static SchemaShape OutputSchema(SchemaShape inputSchema, string outputColumnName, int size)
+    {
+        var columns = inputSchema.ToDictionary(c => c.Name);
+        columns[outputColumnName] = new SchemaShape.Column(outputColumnName, SchemaShape.Column.VectorKind.Scalar,
+            new ImageDataViewType(size, size), false);
+        return new SchemaShape(columns.Values);
+    }
+}

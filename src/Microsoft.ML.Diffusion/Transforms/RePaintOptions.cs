@@ -1,0 +1,81 @@
+using Microsoft.ML.Diffusion.Sampling;
+
+namespace Microsoft.ML.Diffusion;
+
+/// <summary>The RePaint sampling settings shared by <see cref="InpaintOptions"/> and <see cref="UpscaleOptions"/>
+/// (Lugmayr et al. 2022; defaults: 250 steps, jump length 10, 10 resamplings).</summary>
+public abstract class RePaintOptions
+{
+    /// <summary>The default number of sampling steps (RePaint uses 250 of the model's 1000 timesteps).</summary>
+    public const int DefaultSteps = 250;
+
+    /// <summary>DDPM sampling steps (levels of the jump schedule). Null means min(250, T). Must lie in 1..T.</summary>
+    public int? Steps { get; set; }
+
+    /// <summary>Levels jumped back at each resampling (RePaint's j). Default 10.</summary>
+    public int JumpLength { get; set; } = 10;
+
+    /// <summary>Times each stretch of <see cref="JumpLength"/> levels is denoised (RePaint's r). Default 10; 1 turns resampling off.
+    /// The network runs about <see cref="Resamplings"/> times as often as in plain sampling (<see cref="RePaintSchedule.NetworkCalls"/>).</summary>
+    public int Resamplings { get; set; } = 10;
+
+    /// <summary>Seed of the first row; row i draws its noise from a generator seeded with Seed + i, so its output does not depend on its batch.</summary>
+    public uint Seed { get; set; }
+
+    /// <summary>Rows filled together in one network call. Default 16. Does not change the images.</summary>
+    public int BatchSize { get; set; } = 16;
+
+    /// <summary>Receives one report per schedule entry of each batch.</summary>
+    public IProgress<SamplingProgress>? Progress { get; set; }
+
+    /// <summary>Stops sampling between two steps.</summary>
+    public CancellationToken CancellationToken { get; set; }
+
+    /// <summary>The number of steps on a model with <paramref name="timesteps"/> timesteps: <see cref="Steps"/> or min(250, T).</summary>
+    public int ResolveSteps(int timesteps) => Steps ?? Math.Min(DefaultSteps, timesteps);
+
+    /// <summary>Network calls per batch on a model with <paramref name="timesteps"/> timesteps.</summary>
+    public int NetworkCalls(int timesteps) => RePaintSchedule.NetworkCalls(ResolveSteps(timesteps), JumpLength, Resamplings);
+
+    /// <summary>Schedule entries (progress reports) per batch on a model with <paramref name="timesteps"/> timesteps.</summary>
+    public int ScheduleLength(int timesteps) => RePaintSchedule.Jump(ResolveSteps(timesteps), JumpLength, Resamplings).Length;
+
+    /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the setting, its value and what is expected.</summary>
+    public virtual void Validate(int timesteps)
+    {
+        string type = GetType().Name;
+        if (Steps is int s && (s < 1 || s > timesteps))
+            throw new ArgumentOutOfRangeException(nameof(Steps), s, $"{type}.Steps must be between 1 and the model's {timesteps} timesteps.");
+        if (JumpLength < 1)
+            throw new ArgumentOutOfRangeException(nameof(JumpLength), JumpLength, $"{type}.JumpLength must be >= 1.");
+        if (Resamplings < 1)
+            throw new ArgumentOutOfRangeException(nameof(Resamplings), Resamplings, $"{type}.Resamplings must be >= 1 (1 = no resampling).");
+        if (BatchSize < 1)
+            throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, $"{type}.BatchSize must be >= 1.");
+    }
+
+    /// <summary>The seed of row <paramref name="row"/>: Seed + row (wrapping).</summary>
+    internal uint SeedOfRow(long row) => unchecked(Seed + (uint)row);
+
+    /// <summary>Writes the persisted settings (not Progress or CancellationToken).</summary>
+    internal void WriteSettings(BinaryWriter writer)
+    {
+        // int: Steps (0 = default); int: JumpLength; int: Resamplings; uint: Seed; int: BatchSize
+        writer.Write(Steps ?? 0);
+        writer.Write(JumpLength);
+        writer.Write(Resamplings);
+        writer.Write(Seed);
+        writer.Write(BatchSize);
+    }
+
+    /// <summary>Reads what <see cref="WriteSettings"/> wrote.</summary>
+    internal void ReadSettings(BinaryReader reader)
+    {
+        int steps = reader.ReadInt32();
+        Steps = steps == 0 ? null : steps;
+        JumpLength = reader.ReadInt32();
+        Resamplings = reader.ReadInt32();
+        Seed = reader.ReadUInt32();
+        BatchSize = reader.ReadInt32();
+    }
+}

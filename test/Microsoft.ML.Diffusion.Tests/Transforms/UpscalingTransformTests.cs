@@ -1,0 +1,119 @@
+using Microsoft.ML.Data;
+using Microsoft.ML.Diffusion.Sampling;
+using Microsoft.ML.Transforms.Image;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Diffusion.Tests.Inpainting;
+
+/// <summary>mlContext.Generative.Upscale: the input pixels sit on every Factor-th pixel of the output, sizes checked, save/load, network calls.</summary>
+[TestClass]
+public class UpscalingTransformTests
+{
+    private static MLContext _ml = null!;
+    private static DiffusionModel _model = null!;
+
+    public sealed class SmallRow
+    {
+        [ImageType(4, 4)]
+        public MLImage Small { get; set; } = null!;
+
+        public uint Label { get; set; }
+    }
+
+    public sealed class TinyRow
+    {
+        [ImageType(2, 2)]
+        public MLImage Small { get; set; } = null!;
+
+        public uint Label { get; set; }
+    }
+
+    [ClassInitialize]
+    public static void Fit(TestContext _)
+    {
+        _ml = new MLContext(seed: 1);
+        _model = _ml.Generative.Diffusion(TestData.TinyOptions(steps: 2)).Fit(_ml.Data.LoadFromEnumerable(TestData.Squares(16).ToList()));
+    }
+
+    [ClassCleanup]
+    public static void Cleanup() => _model.Dispose();
+
+    private static UpscaleOptions Fast(int factor = 2, int resamplings = 2) =>
+        new() { Factor = factor, Steps = 6, JumpLength = 2, Resamplings = resamplings, Seed = 8, BatchSize = 2 };
+
+    private static List<SmallRow> Rows(int n) =>
+        Enumerable.Range(0, n).Select(i => new SmallRow { Small = TestData.Gray(4, (x, y) => (byte)(20 + 50 * x + 10 * y + i)), Label = (uint)i }).ToList();
+
+    [TestMethod]
+    public void InputPixelsLandOnTheGrid()
+    {
+        var rows = Rows(3);
+        var data = _ml.Data.LoadFromEnumerable(rows);
+        var output = _ml.Generative.Upscale(_model, "Upscaled", "Small", Fast()).Fit(data).Transform(data);
+        Assert.AreEqual(new ImageDataViewType(8, 8), output.Schema["Upscaled"].Type);
+        var images = output.GetColumn<MLImage>("Upscaled").ToList();
+        for (int r = 0; r < 3; r++)
+        {
+            Assert.AreEqual(8, images[r].Width);
+            var big = TestData.Pixels(images[r]);
+            var small = TestData.Pixels(rows[r].Small);
+            for (int y = 0; y < 4; y++)
+                for (int x = 0; x < 4; x++)
+                    Assert.AreEqual(small[4 * (4 * y + x)], big[4 * (8 * 2 * y + 2 * x)], $"row {r}, pixel ({x}, {y})");
+        }
+
+        // Factor 4: 2x2 inputs on every fourth pixel.
+        var tiny = _ml.Data.LoadFromEnumerable(new[] { new TinyRow { Small = TestData.Gray(2, (x, y) => (byte)(30 + 100 * x + 60 * y)) } });
+        var up4 = TestData.Pixels(_ml.Generative.Upscale(_model, "Upscaled", "Small", Fast(4)).Fit(tiny).Transform(tiny).GetColumn<MLImage>("Upscaled").Single());
+        Assert.AreEqual(30, up4[0]);
+        Assert.AreEqual(130, up4[4 * 4]);
+        Assert.AreEqual(90, up4[4 * (8 * 4)]);
+        Assert.AreEqual(190, up4[4 * (8 * 4 + 4)]);
+    }
+
+    [TestMethod]
+    public void WrongSizesAndFactorsAreRejected()
+    {
+        var eight = _ml.Data.LoadFromEnumerable(TestData.Squares(2));
+        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => _ml.Generative.Upscale(_model, "Upscaled", "Image", Fast()).Fit(eight));
+        StringAssert.Contains(e.Message, "'Image'");
+        StringAssert.Contains(e.Message, "8x8");
+        StringAssert.Contains(e.Message, "expected 4x4");
+        e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => _ml.Generative.Upscale(_model, "Upscaled", "Small", Fast()).Fit(eight));
+        StringAssert.Contains(e.Message, "'Small'");
+        StringAssert.Contains(e.Message, "not found");
+        var o = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => _ml.Generative.Upscale(_model, "Upscaled", "Small", Fast(3)));
+        StringAssert.Contains(o.Message, "Factor");
+    }
+
+    [TestMethod]
+    public void SaveLoadAndNetworkCalls()
+    {
+        var data = _ml.Data.LoadFromEnumerable(Rows(3));
+        var transformer = _ml.Generative.Upscale(_model, "Upscaled", "Small", Fast()).Fit(data);
+        string path = Path.Combine(Path.GetTempPath(), "diffusion-upscale-" + Guid.NewGuid().ToString("N") + ".zip");
+        try
+        {
+            _ml.Model.Save(transformer, data.Schema, path);
+            using var loaded = (UpscalingTransformer)new MLContext().Model.Load(path, out _);
+            Assert.AreEqual(2, loaded.Options.Factor);
+            Assert.AreEqual(4, loaded.InputSize);
+            var before = transformer.Transform(data).GetColumn<MLImage>("Upscaled").Select(TestData.Pixels).ToList();
+            var after = loaded.Transform(data).GetColumn<MLImage>("Upscaled").Select(TestData.Pixels).ToList();
+            for (int i = 0; i < 3; i++) CollectionAssert.AreEqual(before[i], after[i], $"row {i}");
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+
+        int calls = 0;
+        transformer.NetworkOverride = (x, t) =>
+        {
+            calls++;
+            return zeros_like(x);
+        };
+        Assert.AreEqual(3, transformer.Transform(data).GetColumn<MLImage>("Upscaled").Count());
+        Assert.AreEqual(2 * RePaintSchedule.NetworkCalls(6, 2, 2), calls);   // 3 rows in batches of 2
+    }
+}
