@@ -25,8 +25,9 @@ public static class GenerateCommand
         var seed = new Option<uint>("--seed") { Description = "Seed of the first image (image i uses seed + i)", DefaultValueFactory = _ => 0u };
         var output = new Option<string>("--out") { Description = "Grid PNG to write", DefaultValueFactory = _ => "grid.png" };
         var batch = new Option<int>("--batch-size") { Description = "Images denoised together", DefaultValueFactory = _ => 64 };
+        var precision = new Option<Precision>("--precision") { Description = "Fp32 or Bf16Mixed (bfloat16 network, float32 sampler)", DefaultValueFactory = _ => Precision.Fp32 };
 
-        var command = new Command("generate", "Generate a grid of images with a trained model") { model, count, sampler, steps, spacing, eta, seed, output, batch };
+        var command = new Command("generate", "Generate a grid of images with a trained model") { model, count, sampler, steps, spacing, eta, seed, output, batch, precision };
         command.SetAction(parse =>
         {
             string path = parse.GetValue(model)!;
@@ -42,7 +43,7 @@ public static class GenerateCommand
             {
                 Sampler = ParseSampler(parse.GetValue(sampler)!),
                 Steps = parse.GetValue(steps), Spacing = parse.GetValue(spacing), Eta = parse.GetValue(eta), Seed = parse.GetValue(seed),
-                BatchSize = parse.GetValue(batch), CancellationToken = cts.Token,
+                BatchSize = parse.GetValue(batch), Precision = parse.GetValue(precision), CancellationToken = cts.Token,
             };
             string outPath = parse.GetValue(output)!;
             int n = parse.GetValue(count);
