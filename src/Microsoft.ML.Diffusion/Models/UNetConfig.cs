@@ -51,7 +51,7 @@ public sealed record UNetConfig
     /// <summary>
     /// A lower bound on the network's parameter count, computed from the config alone without building the network: the 3x3
     /// convolutions every residual block has (conv2, out x out x 9, in NumResBlocks blocks per level down and NumResBlocks + 1 up;
-    /// both convolutions of the two middle blocks). Model loading compares it with the weights present in the file before
+    /// both convolutions of the two middle blocks) and the class embedding of a class-conditional network. Model loading compares it with the weights present in the file before
     /// allocating the network, so a config edited to describe a huge network cannot make it allocate more than a small multiple
     /// of the file's size. Computed in double precision: never overflows.
     /// </summary>

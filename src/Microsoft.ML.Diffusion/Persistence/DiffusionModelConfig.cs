@@ -97,10 +97,11 @@ public sealed record DiffusionModelConfig
         try
         {
             (DefaultSampler ?? throw Bad(nameof(DefaultSampler), "null", "sampler settings")).ToOptions().Validate(Timesteps);
+            Conditioning?.Validate(ImageSize);
         }
         catch (ArgumentException e)
         {
-            throw new InvalidDataException($"The model's default sampler is invalid: {e.Message} The file is corrupt or was edited.", e);
+            throw new InvalidDataException($"The model's default sampler or conditioning is invalid: {e.Message} The file is corrupt or was edited.", e);
         }
     }
 
@@ -139,18 +140,22 @@ public sealed record SamplerSettings
     public bool DynamicThresholding { get; init; }
     /// <summary>See <see cref="SamplerOptions.GuidanceScale"/>; absent (1) in models saved before it existed.</summary>
     public float GuidanceScale { get; init; } = 1f;
+    /// <summary>See <see cref="SamplerOptions.Precision"/>; absent (Fp32) in models saved before it existed, and not written
+    /// when Fp32, so float32 models keep the config they had.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public Precision Precision { get; init; }
 
     /// <summary>Copies the serialisable settings of <paramref name="o"/>.</summary>
     public static SamplerSettings From(SamplerOptions o) => new()
     {
         Sampler = o.Sampler, Steps = o.Steps, Eta = o.Eta, Spacing = o.Spacing, Seed = o.Seed, ClipSample = o.ClipSample, BatchSize = o.BatchSize,
-        DynamicThresholding = o.DynamicThresholding, GuidanceScale = o.GuidanceScale,
+        DynamicThresholding = o.DynamicThresholding, GuidanceScale = o.GuidanceScale, Precision = o.Precision,
     };
 
     /// <summary>New options with these settings.</summary>
     public SamplerOptions ToOptions() => new()
     {
         Sampler = Sampler, Steps = Steps, Eta = Eta, Spacing = Spacing, Seed = Seed, ClipSample = ClipSample, BatchSize = BatchSize,
-        DynamicThresholding = DynamicThresholding, GuidanceScale = GuidanceScale,
+        DynamicThresholding = DynamicThresholding, GuidanceScale = GuidanceScale, Precision = Precision,
     };
 }

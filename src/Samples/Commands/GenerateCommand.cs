@@ -28,10 +28,11 @@ public static class GenerateCommand
         var label = new Option<int?>("--label") { Description = "Class of every image (class-conditional models, e.g. 7 = Sneaker)" };
         var guidance = new Option<float>("--guidance") { Description = "Classifier-free guidance weight w: 0 unconditional, 1 conditional, > 1 guided", DefaultValueFactory = _ => 1f };
         var classGrid = new Option<bool>("--class-grid") { Description = "One row per class, --count images each (class-conditional models)" };
+        var precision = new Option<Precision>("--precision") { Description = "Fp32 or Bf16Mixed (bfloat16 network, float32 sampler)", DefaultValueFactory = _ => Precision.Fp32 };
 
         var command = new Command("generate", "Generate a grid of images with a trained model")
         {
-            model, count, sampler, steps, spacing, eta, seed, output, batch, label, guidance, classGrid,
+            model, count, sampler, steps, spacing, eta, seed, output, batch, label, guidance, classGrid, precision,
         };
         command.SetAction(parse =>
         {
@@ -49,6 +50,7 @@ public static class GenerateCommand
                 Sampler = ParseSampler(parse.GetValue(sampler)!),
                 Steps = parse.GetValue(steps), Spacing = parse.GetValue(spacing), Eta = parse.GetValue(eta), Seed = parse.GetValue(seed),
                 BatchSize = parse.GetValue(batch), CancellationToken = cts.Token, GuidanceScale = parse.GetValue(guidance),
+                Precision = parse.GetValue(precision),
             };
             string outPath = parse.GetValue(output)!;
             int n = parse.GetValue(count);
