@@ -16,6 +16,7 @@ root.Subcommands.Add(TrainClassifierCommand.Create());
 root.Subcommands.Add(InpaintCommand.Create());
 root.Subcommands.Add(UpscaleCommand.Create());
 root.Subcommands.Add(EvaluateInpaintCommand.Create());
+root.Subcommands.Add(EvaluateGuidanceCommand.Create());
 root.Subcommands.Add(SoakCommand.Create());
 root.Subcommands.Add(SyntheticTrainCommand.Create());
 root.SetAction(parse => DemoCommand.Run(DemoCommand.DefaultModelPath, "out"));

@@ -1,0 +1,193 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.ML.Diffusion.Evaluation;
+using Microsoft.ML.Diffusion.Imaging;
+using Microsoft.ML.Diffusion.Samples.Data;
+using Spectre.Console;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Diffusion.Samples.Commands;
+
+// Microsoft.ML has a namespace named Command; name System.CommandLine's type explicitly.
+using Command = System.CommandLine.Command;
+
+/// <summary>
+/// <c>evaluate-guidance</c>: for a class-conditional model, generates N images of every class at each classifier-free
+/// guidance scale w (Ho &amp; Salimans 2022) and reports the accuracy of the Fashion-MNIST <see cref="FeatureClassifier"/> on
+/// them, per class: conditioning shows as accuracy far above chance (10%), and guidance should raise it.
+/// Optionally writes a class grid (one row per class) at one guidance scale.
+/// </summary>
+public static class EvaluateGuidanceCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string>("--model") { Description = "Class-conditional model zip (train --conditional)", Required = true };
+        var perClass = new Option<int>("--per-class") { Description = "Images generated per class and guidance scale", DefaultValueFactory = _ => 50 };
+        var guidance = new Option<string>("--guidance") { Description = "Comma-separated guidance scales w", DefaultValueFactory = _ => "0,1,3,5" };
+        var sampler = new Option<string>("--sampler") { Description = "ddpm, ddim or dpm-solver++", DefaultValueFactory = _ => "dpm-solver++" };
+        sampler.AcceptOnlyFromAmong("ddpm", "ddim", "dpm-solver++");
+        var steps = new Option<int?>("--steps") { Description = "Network calls (default: T for ddpm, 50 for ddim, 20 for dpm-solver++)" };
+        var seed = new Option<uint>("--seed") { Description = "Seed of the first image of each class (image i uses seed + i)", DefaultValueFactory = _ => 0u };
+        var classifier = new Option<string>("--classifier") { Description = "Classifier weights (train-classifier)", DefaultValueFactory = _ => EvaluateCommand.DefaultClassifierPath };
+        var json = new Option<string?>("--json") { Description = "Also write the figures to this JSON file" };
+        var markdown = new Option<string?>("--markdown") { Description = "Also write the table as Markdown to this file" };
+        var grid = new Option<string?>("--grid") { Description = "Also write a class grid PNG (one row per class, --grid-columns images) at --grid-guidance" };
+        var gridColumns = new Option<int>("--grid-columns") { Description = "Images per class in the grid", DefaultValueFactory = _ => 10 };
+        var gridGuidance = new Option<float>("--grid-guidance") { Description = "Guidance scale of the grid", DefaultValueFactory = _ => 3f };
+        var command = new Command("evaluate-guidance", "Classifier accuracy on generated images per class at several classifier-free guidance scales")
+            { model, perClass, guidance, sampler, steps, seed, classifier, json, markdown, grid, gridColumns, gridGuidance };
+        command.SetAction(parse => Run(parse.GetValue(model)!, parse.GetValue(perClass), parse.GetValue(guidance)!, parse.GetValue(sampler)!,
+            parse.GetValue(steps), parse.GetValue(seed), parse.GetValue(classifier)!, parse.GetValue(json), parse.GetValue(markdown),
+            parse.GetValue(grid), parse.GetValue(gridColumns), parse.GetValue(gridGuidance)));
+        return command;
+    }
+
+    public static int Run(string modelPath, int perClass, string guidanceList, string samplerName, int? steps, uint seed, string classifierPath,
+        string? jsonPath, string? markdownPath, string? gridPath, int gridColumns, float gridGuidance)
+    {
+        float[] scales;
+        try
+        {
+            scales = guidanceList.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(s => float.Parse(s, CultureInfo.InvariantCulture)).ToArray();
+        }
+        catch (FormatException)
+        {
+            AnsiConsole.MarkupLine($"[red]--guidance '{Markup.Escape(guidanceList)}' is not a comma-separated list of numbers (e.g. 0,1,3,5).[/]");
+            return 2;
+        }
+        if (perClass < 1 || scales.Length == 0 || scales.Any(w => !(w >= 0)))
+        {
+            AnsiConsole.MarkupLine("[red]--per-class must be >= 1 and --guidance a non-empty list of scales >= 0.[/]");
+            return 2;
+        }
+        foreach (var (path, what) in new[] { (modelPath, "Model"), (classifierPath, "Classifier weights") })
+        {
+            if (!File.Exists(path))
+            {
+                AnsiConsole.MarkupLine($"[red]{what} '{Markup.Escape(path)}' was not found.[/]");
+                return 2;
+            }
+        }
+
+        var ml = new MLContext();
+        using var diffusion = (DiffusionModel)ml.Model.Load(modelPath, out _);
+        int classes = diffusion.NumClasses;
+        if (classes != FeatureClassifier.ClassCount)
+        {
+            AnsiConsole.MarkupLine($"[red]The model has {classes} classes; this command needs a Fashion-MNIST class-conditional model (10 classes, train --conditional).[/]");
+            return 2;
+        }
+        using var net = new FeatureClassifier();
+        net.load(classifierPath);
+        net.eval();
+        using var cts = ConsoleProgress.CancelOnCtrlC();
+
+        // Every class at every scale: classes x perClass images, seeds seed .. seed + perClass - 1 for each class.
+        var seeds = Enumerable.Range(0, classes * perClass).Select(i => unchecked(seed + (uint)(i % perClass))).ToArray();
+        var labels = Enumerable.Range(0, classes * perClass).Select(i => i / perClass).ToArray();
+        var accuracy = new double[scales.Length, classes];
+        var seconds = new double[scales.Length];
+        try
+        {
+            for (int g = 0; g < scales.Length; g++)
+            {
+                var options = new SamplerOptions
+                {
+                    Sampler = GenerateCommand.ParseSampler(samplerName), Steps = steps, GuidanceScale = scales[g], BatchSize = 100,
+                    CancellationToken = cts.Token,
+                };
+                var watch = Stopwatch.StartNew();
+                using var images = GenerateCommand.WithSamplingProgress(diffusion, seeds.Length, options,
+                    () => diffusion.GenerateTensor(seeds, labels, options));
+                seconds[g] = watch.Elapsed.TotalSeconds;
+                using var predicted = Predict(net, images);
+                var p = predicted.data<long>().ToArray();
+                for (int c = 0; c < classes; c++)
+                    accuracy[g, c] = Enumerable.Range(c * perClass, perClass).Count(i => p[i] == c) / (double)perClass;
+            }
+
+            if (gridPath != null)
+            {
+                var options = new SamplerOptions { Sampler = GenerateCommand.ParseSampler(samplerName), Steps = steps, GuidanceScale = gridGuidance, Seed = seed };
+                var gridLabels = Enumerable.Range(0, classes * gridColumns).Select(i => i / gridColumns).ToArray();
+                var tiles = GenerateCommand.WithSamplingProgress(diffusion, gridLabels.Length, options, () => diffusion.Generate(gridLabels, options));
+                using var picture = ImageGrid.Create(tiles, columns: gridColumns);
+                GenerateCommand.SavePng(picture, gridPath);
+                foreach (var t in tiles) t.Dispose();
+                AnsiConsole.MarkupLine($"wrote {Markup.Escape(gridPath)} (one row per class, w = {gridGuidance})");
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            AnsiConsole.MarkupLine("[yellow]Evaluation cancelled.[/]");
+            return 130;
+        }
+
+        var table = new Table().AddColumn("w");
+        foreach (var name in FashionMnist.ClassNames) table.AddColumn(new TableColumn(name).RightAligned());
+        table.AddColumn(new TableColumn("mean").RightAligned()).AddColumn(new TableColumn("time").RightAligned());
+        var md = new StringBuilder();
+        md.AppendLine($"| w | {string.Join(" | ", FashionMnist.ClassNames)} | mean | sampling time |");
+        md.AppendLine($"|---|{string.Concat(Enumerable.Repeat("---:|", classes))}---:|---:|");
+        var rows = new JsonArray();
+        for (int g = 0; g < scales.Length; g++)
+        {
+            var perClassAcc = Enumerable.Range(0, classes).Select(c => accuracy[g, c]).ToArray();
+            double mean = perClassAcc.Average();
+            var cells = perClassAcc.Select(a => $"{a:P0}").ToList();
+            table.AddRow(new[] { scales[g].ToString(CultureInfo.InvariantCulture) }.Concat(cells).Append($"{mean:P1}").Append($"{seconds[g]:F0} s").ToArray());
+            md.AppendLine($"| {scales[g].ToString(CultureInfo.InvariantCulture)} | {string.Join(" | ", cells)} | {mean:P1} | {seconds[g]:F0} s |");
+            rows.Add(new JsonObject
+            {
+                ["guidance"] = scales[g],
+                ["accuracy_per_class"] = new JsonArray(perClassAcc.Select(a => (JsonNode)JsonValue.Create(Math.Round(a, 4))!).ToArray()),
+                ["accuracy_mean"] = Math.Round(mean, 4),
+                ["wall_seconds_sampling"] = Math.Round(seconds[g], 1),
+            });
+        }
+        AnsiConsole.Write(table);
+        string settings = $"{samplerName}, {steps?.ToString(CultureInfo.InvariantCulture) ?? "default"} steps, {perClass} images per class, seeds {seed}..{seed + perClass - 1}";
+        AnsiConsole.MarkupLine($"[grey]{Markup.Escape(settings)}; classifier: the evaluate command's Fashion-MNIST CNN. Chance is 10%.[/]");
+
+        if (markdownPath != null)
+        {
+            WriteFile(markdownPath, $"Classifier accuracy on generated images ({settings}):\n\n{md}");
+            AnsiConsole.MarkupLine($"wrote {Markup.Escape(markdownPath)}");
+        }
+        if (jsonPath != null)
+        {
+            var doc = new JsonObject
+            {
+                ["model"] = Path.GetFileName(modelPath), ["sampler"] = samplerName, ["steps"] = steps, ["per_class"] = perClass,
+                ["classes"] = new JsonArray(FashionMnist.ClassNames.Select(n => (JsonNode)JsonValue.Create(n)!).ToArray()), ["rows"] = rows,
+            };
+            WriteFile(jsonPath, doc.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            AnsiConsole.MarkupLine($"wrote {Markup.Escape(jsonPath)}");
+        }
+        return 0;
+    }
+
+    /// <summary>The classifier's predicted class of each image [N, 1, 28, 28] in [-1, 1] (clamped first).</summary>
+    private static Tensor Predict(FeatureClassifier net, Tensor images)
+    {
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        var parts = new List<Tensor>();
+        for (long i = 0; i < images.shape[0]; i += 500)
+            parts.Add(net.forward(images.narrow(0, i, Math.Min(500, images.shape[0] - i)).clamp(-1, 1)).argmax(1));
+        return cat(parts, 0).MoveToOuterDisposeScope();
+    }
+
+    private static void WriteFile(string path, string text)
+    {
+        string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (dir != null) Directory.CreateDirectory(dir);
+        File.WriteAllText(path, text);
+    }
+}
