@@ -34,16 +34,9 @@ internal static class DiffusionModelFormat
         ctx.Writer.Write(BlockVersion);
         // string: DiffusionModelConfig as JSON (network, schedule, image format, columns, default sampler)
         ctx.Writer.Write(config.ToJson());
-        // int: number of weight tensors; then for each: string name, int rank, long[rank] shape.
+        // int: number of weight tensors; then for each: string name, int rank, long[rank] shape (WeightManifest).
         // Checked against the config's network before any weight is read.
-        var state = network.state_dict();
-        ctx.Writer.Write(state.Count);
-        foreach (var (name, t) in state)
-        {
-            ctx.Writer.Write(name);
-            ctx.Writer.Write((int)t.dim());
-            foreach (var d in t.shape) ctx.Writer.Write(d);
-        }
+        WeightManifest.Write(ctx.Writer, network);
         // stream TorchWeights.bin: the weights (TorchSharp module.save format)
         ctx.SaveBinaryStream(WeightsStreamName, w => network.save(w));
     }
@@ -80,19 +73,7 @@ internal static class DiffusionModelFormat
             throw new InvalidDataException($"The diffusion model's conditioning in the zip is invalid: {e.Message}", e);
         }
 
-        int count = ctx.Reader.ReadInt32();
-        if (count < 0 || count > 100_000)
-            throw new InvalidDataException($"The model's weight manifest lists {count} tensors; the file is corrupt.");
-        var manifest = new List<(string Name, long[] Shape)>(Math.Min(count, 4096));
-        for (int i = 0; i < count; i++)
-        {
-            string name = ctx.Reader.ReadString();
-            int rank = ctx.Reader.ReadInt32();
-            if (rank < 0 || rank > 8) throw new InvalidDataException($"Weight '{name}' has rank {rank}; the file is corrupt.");
-            var shape = new long[rank];
-            for (int d = 0; d < rank; d++) shape[d] = ctx.Reader.ReadInt64();
-            manifest.Add((name, shape));
-        }
+        var manifest = WeightManifest.Read(ctx.Reader);
         long manifestElements = TorchWeightsFormat.ElementCount(manifest, "The model's weight manifest");
 
         // Before anything is allocated by a size read from the file: the weights stream must hold exactly the manifest's
@@ -109,16 +90,7 @@ internal static class DiffusionModelFormat
         var network = new UNet(config.Network);
         try
         {
-            var state = network.state_dict();
-            if (state.Count != manifest.Count)
-                throw new InvalidDataException($"The zip holds {manifest.Count} weight tensors but its network config needs {state.Count}; the file is corrupt or from another model.");
-            foreach (var (name, shape) in manifest)
-            {
-                if (!state.TryGetValue(name, out var t))
-                    throw new InvalidDataException($"The zip holds weight '{name}', which the network config does not have; the file is corrupt or from another model.");
-                if (!t.shape.SequenceEqual(shape))
-                    throw new InvalidDataException($"Weight '{name}' has shape [{string.Join(", ", shape)}] in the zip; the network config needs [{string.Join(", ", t.shape)}].");
-            }
+            WeightManifest.CheckModule(network, manifest);
             ReadWeights(ctx, r => network.load(r), what);
             return (config, network);
         }
@@ -129,20 +101,7 @@ internal static class DiffusionModelFormat
         }
     }
 
-    /// <summary>Runs <paramref name="read"/> on the weights stream; a missing, truncated or corrupt stream gives an
-    /// <see cref="InvalidDataException"/> that names it.</summary>
-    private static void ReadWeights(ModelLoadContext ctx, Action<BinaryReader> read, string what)
-    {
-        bool found;
-        try
-        {
-            found = ctx.TryLoadBinaryStream(WeightsStreamName, read);
-        }
-        catch (Exception e) when (e is EndOfStreamException or ArgumentException or IOException && !e.Message.StartsWith(what, StringComparison.Ordinal))
-        {
-            throw new InvalidDataException($"{what} is truncated or corrupt: {e.Message}", e);
-        }
-        if (!found)
-            throw new InvalidDataException($"The model zip has no '{WeightsStreamName}' stream; it holds no weights.");
-    }
+    /// <summary>Runs <paramref name="read"/> on the weights stream (<see cref="WeightManifest.ReadStream"/>).</summary>
+    private static void ReadWeights(ModelLoadContext ctx, Action<BinaryReader> read, string what) =>
+        WeightManifest.ReadStream(ctx, WeightsStreamName, read, what);
 }

@@ -389,7 +389,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
     /// Streams the image column as [-1, 1] CHW float rows in a shuffled order: a buffer of <paramref name="bufferSize"/>
     /// rows, each new row replacing a random one that is emitted (the same pool shuffle as ML.NET's ShuffleRows).
     /// </summary>
-    private IEnumerable<float[]> StreamRows(IDataView input, TrainingImageInput imageCol, int per, long seed, int bufferSize, CancellationToken ct)
+    internal static IEnumerable<float[]> StreamRows(IDataView input, TrainingImageInput imageCol, int per, long seed, int bufferSize, CancellationToken ct)
     {
         var rng = new Random(unchecked((int)(seed ^ (seed >> 32))));
         var pool = new List<float[]>(Math.Min(bufferSize, 65536));
