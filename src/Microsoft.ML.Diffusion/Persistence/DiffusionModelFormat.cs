@@ -12,23 +12,29 @@ internal static class DiffusionModelFormat
 {
     /// <summary>The stream holding the network's (EMA) weights, TorchSharp's module format.</summary>
     public const string WeightsStreamName = "TorchWeights.bin";
-    private const uint VersionWritten = 0x00010001;   // 1.1: config JSON + weight manifest + weights
-    private const uint VersionReadable = 0x00010001;
+    private const uint VersionWritten = 0x00010002;   // 1.2: a latent model adds the sub-model "Autoencoder"
+    private const uint VersionPixelSpace = 0x00010001;   // 1.1: config JSON + weight manifest + weights (what pixel-space models still write)
+    private const string AutoencoderEntryName = "Autoencoder";
     private const int BlockVersion = 1;
 
-    public static VersionInfo GetVersionInfo() => new(
+    /// <summary>The version a loader accepts (1.1 and 1.2).</summary>
+    public static VersionInfo GetVersionInfo() => GetVersionInfo(VersionWritten);
+
+    /// <summary>A pixel-space model is written as 1.1, exactly as before latent models existed, so older releases still read
+    /// it; a latent model is written as 1.2 (readable by 1.2 and later), which older releases refuse with a clear message.</summary>
+    private static VersionInfo GetVersionInfo(uint version) => new(
         modelSignature: "DIFFMODL",
-        verWrittenCur: VersionWritten,
-        verReadableCur: VersionReadable,
+        verWrittenCur: version,
+        verReadableCur: version,
         verWeCanReadBack: 0x00010001,
         loaderSignature: DiffusionModel.LoaderSignature,
         loaderAssemblyName: typeof(DiffusionModel).Assembly.FullName);
 
-    public static void Save(ModelSaveContext ctx, DiffusionModelConfig config, UNet network)
+    public static void Save(ModelSaveContext ctx, DiffusionModelConfig config, UNet network, AutoencoderModel? autoencoder = null)
     {
         ArgumentNullException.ThrowIfNull(ctx);
         ctx.CheckAtModel();
-        ctx.SetVersionInfo(GetVersionInfo());
+        ctx.SetVersionInfo(GetVersionInfo(config.Latent is null ? VersionPixelSpace : VersionWritten));
 
         // int: block version
         ctx.Writer.Write(BlockVersion);
@@ -39,9 +45,12 @@ internal static class DiffusionModelFormat
         WeightManifest.Write(ctx.Writer, network);
         // stream TorchWeights.bin: the weights (TorchSharp module.save format)
         ctx.SaveBinaryStream(WeightsStreamName, w => network.save(w));
+        // 1.2, latent models only: sub-model "Autoencoder" (AutoencoderFormat), so both models travel in one zip
+        if (config.Latent is not null)
+            ctx.SaveModel(autoencoder ?? throw new ArgumentNullException(nameof(autoencoder), "A latent model is saved with its autoencoder."), AutoencoderEntryName);
     }
 
-    public static (DiffusionModelConfig Config, UNet Network) Load(IHostEnvironment env, ModelLoadContext ctx)
+    public static (DiffusionModelConfig Config, UNet Network, AutoencoderModel? Autoencoder) Load(IHostEnvironment env, ModelLoadContext ctx)
     {
         ArgumentNullException.ThrowIfNull(env);
         ArgumentNullException.ThrowIfNull(ctx);
@@ -92,13 +101,41 @@ internal static class DiffusionModelFormat
         {
             WeightManifest.CheckModule(network, manifest);
             ReadWeights(ctx, r => network.load(r), what);
-            return (config, network);
+            return (config, network, config.Latent is null ? null : LoadAutoencoder(env, ctx, config));
         }
         catch
         {
             network.Dispose();
             throw;
         }
+    }
+
+    /// <summary>The nested autoencoder of a latent model, checked against the config's latent space.</summary>
+    private static AutoencoderModel LoadAutoencoder(IHostEnvironment env, ModelLoadContext ctx, DiffusionModelConfig config)
+    {
+        var latent = config.Latent!;
+        if (ctx.Header.ModelVerWritten < VersionWritten)
+            throw new InvalidDataException($"The model's configuration describes a latent model, but the zip has format 0x{ctx.Header.ModelVerWritten:X8}, which holds no autoencoder; the file is corrupt or was edited.");
+        AutoencoderModel? autoencoder;
+        try
+        {
+            if (!ctx.ContainsModel(AutoencoderEntryName))
+                throw new InvalidDataException($"The latent diffusion model's zip has no '{AutoencoderEntryName}' sub-model; the file is corrupt or incomplete.");
+            ctx.LoadModel<AutoencoderModel, SignatureLoadModel>(env, out autoencoder, AutoencoderEntryName);
+        }
+        catch (System.Reflection.TargetInvocationException e) when (e.InnerException is InvalidDataException inner)
+        {
+            throw new InvalidDataException($"The latent diffusion model's autoencoder: {inner.Message}", inner);
+        }
+        if (autoencoder.DownsamplingFactor != latent.DownsamplingFactor || autoencoder.LatentChannels != latent.LatentChannels
+            || autoencoder.ImageSize != config.ImageSize || autoencoder.Channels != config.Channels)
+        {
+            autoencoder.Dispose();
+            throw new InvalidDataException(
+                $"The zip's autoencoder ({autoencoder.Channels}x{autoencoder.ImageSize}x{autoencoder.ImageSize} -> {autoencoder.LatentChannels} channels, factor {autoencoder.DownsamplingFactor}) " +
+                $"does not match the diffusion model ({config.Channels}x{config.ImageSize}x{config.ImageSize}, {latent.LatentChannels} latent channels, factor {latent.DownsamplingFactor}); the file is corrupt or was edited.");
+        }
+        return autoencoder;
     }
 
     /// <summary>Runs <paramref name="read"/> on the weights stream (<see cref="WeightManifest.ReadStream"/>).</summary>

@@ -32,10 +32,18 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     private readonly Device _device;
     private readonly bool _ownsNetwork;
     private readonly SamplerOptions _defaultSampler;
+    private readonly bool _ownsAutoencoder;
     private bool _disposed;
 
-    internal DiffusionModel(IHostEnvironment env, DiffusionModelConfig config, UNet network, Device device, bool ownsNetwork = true)
+    internal DiffusionModel(IHostEnvironment env, DiffusionModelConfig config, UNet network, Device device, bool ownsNetwork = true,
+        AutoencoderModel? autoencoder = null, bool ownsAutoencoder = false)
     {
+        if ((config.Latent is null) != (autoencoder is null))
+            throw new ArgumentException(config.Latent is null
+                ? "A pixel-space diffusion model takes no autoencoder."
+                : "A latent diffusion model needs its autoencoder.", nameof(autoencoder));
+        Autoencoder = autoencoder;
+        _ownsAutoencoder = ownsAutoencoder;
         _ownsNetwork = ownsNetwork;
         _host = env.Register(nameof(DiffusionModel));
         Config = config;
@@ -73,6 +81,13 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     /// super-resolution model, which upscales and cannot generate from noise alone); null for an unconditional model.</summary>
     public Conditioning? Conditioning => Config.Conditioning;
 
+    /// <summary>The autoencoder of a latent diffusion model (<see cref="DiffusionTrainer.Options.Autoencoder"/>): the network
+    /// denoises its scaled latents and every sampler decodes at the end; null for a pixel-space model.</summary>
+    public AutoencoderModel? Autoencoder { get; }
+
+    /// <summary>The latent space (factor, latent channels, scale factor) of a latent diffusion model; null in pixel space.</summary>
+    public LatentSpace? Latent => Config.Latent;
+
     /// <summary>The network's parameter count.</summary>
     public long ParameterCount => _network.ParameterCount;
 
@@ -89,7 +104,8 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     {
         ArgumentNullException.ThrowIfNull(sampler);
         sampler.Validate(Timesteps);
-        return new DiffusionModel(_host, Config with { DefaultSampler = SamplerSettings.From(sampler) }, _network, _device, ownsNetwork: false);
+        return new DiffusionModel(_host, Config with { DefaultSampler = SamplerSettings.From(sampler) }, _network, _device, ownsNetwork: false,
+            autoencoder: Autoencoder, ownsAutoencoder: false);
     }
 
     /// <summary>
@@ -145,6 +161,20 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         return SampleInBatches(seeds, options ?? DefaultSampler, initialNoise: null, upsampled);
     }
 
+    /// <summary>The shape of one sample the network denoises: [C, S, S] in pixel space, [LatentChannels, S/f, S/f] for a latent model.</summary>
+    internal long[] SampleShape => new long[] { Config.SampleChannels, Config.SampleSize, Config.SampleSize };
+
+    /// <summary>The sampler options as sampling uses them: a latent model neither clips nor thresholds x_0 (latents are not
+    /// bounded to [-1, 1]; LDM samples with clip_sample off); a pixel-space model uses them as they are.</summary>
+    internal SamplerOptions ForSampling(SamplerOptions options)
+    {
+        if (Latent is null || (!options.ClipSample && !options.DynamicThresholding)) return options;
+        var copy = options.Clone();
+        copy.ClipSample = false;
+        copy.DynamicThresholding = false;
+        return copy;
+    }
+
     /// <summary>Throws the error of a model that cannot generate from noise alone (a super-resolution model).</summary>
     private void CheckGenerates()
     {
@@ -168,7 +198,8 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         options.Validate(Timesteps);
         if (seeds.Count == 0) throw new ArgumentException("At least one seed is needed.", nameof(seeds));
         if (conditionChannels is null) CheckGenerates();
-        var shape = new long[] { Channels, ImageSize, ImageSize };
+        options = ForSampling(options);
+        var shape = SampleShape;
         int batches = (seeds.Count + options.BatchSize - 1) / options.BatchSize;
         var parts = new List<Tensor>();
         try
@@ -184,8 +215,15 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
                     using var channels = conditionChannels?.narrow(0, start, n);
                     using var network = new ConditionedNetwork(NetworkForward, channels, _device);
                     using var selfConditioned = NewSelfConditionedDenoiser(network.Forward);
-                    parts.Add(DiffusionSampler.Sample(selfConditioned is null ? network.Forward : selfConditioned.Denoise, scheduler, chunk, shape, _device,
-                        options.Progress, options.CancellationToken, b, batches, noise));
+                    var x0 = DiffusionSampler.Sample(selfConditioned is null ? network.Forward : selfConditioned.Denoise, scheduler, chunk, shape, _device,
+                        options.Progress, options.CancellationToken, b, batches, noise);
+                    parts.Add(x0);
+                    if (Latent is { } latent)
+                    {
+                        // LDM: x = D(z / s), decoded batch by batch.
+                        parts[^1] = LatentScale.ToImage(Autoencoder!, x0, latent.ScaleFactor);
+                        x0.Dispose();
+                    }
                 }
                 finally
                 {
@@ -229,7 +267,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         }
 
         (probe as IDisposable)?.Dispose();
-        using var noise = SlerpNoise(seedA, seedB, count, new long[] { Channels, ImageSize, ImageSize });
+        using var noise = SlerpNoise(seedA, seedB, count, SampleShape);
         var seeds = Enumerable.Repeat(seedA, count).ToArray();      // unused: the sampler draws no noise
         using var x0 = SampleInBatches(seeds, options, noise);
         return ImageTensorConverter.ToBgraPixels(x0).Select(p => MLImage.CreateFromPixels(ImageSize, ImageSize, MLPixelFormat.Bgra32, p)).ToList();
@@ -332,12 +370,12 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
 
     // ---- persistence ----
 
-    void ICanSaveModel.Save(ModelSaveContext ctx) => DiffusionModelFormat.Save(ctx, Config, _network);
+    void ICanSaveModel.Save(ModelSaveContext ctx) => DiffusionModelFormat.Save(ctx, Config, _network, Autoencoder);
 
     private static DiffusionModel Create(IHostEnvironment env, ModelLoadContext ctx)
     {
-        var (config, network) = DiffusionModelFormat.Load(env, ctx);
-        return new DiffusionModel(env, config, network, DeviceSelection.Select(env));
+        var (config, network, autoencoder) = DiffusionModelFormat.Load(env, ctx);
+        return new DiffusionModel(env, config, network, DeviceSelection.Select(env), autoencoder: autoencoder, ownsAutoencoder: true);
     }
 
     /// <summary>Frees the network's native memory (models made by <see cref="WithSampler"/> share it and free nothing).</summary>
@@ -346,5 +384,6 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         if (_disposed) return;
         _disposed = true;
         if (_ownsNetwork) _network.Dispose();
+        if (_ownsAutoencoder) Autoencoder?.Dispose();
     }
 }
