@@ -4,7 +4,7 @@ using Microsoft.ML.Diffusion.Samples.Commands;
 // Backend settings before the first tensor op (see TorchRuntime: oneDNN ISA on AMD AVX-512 CPUs).
 Microsoft.ML.Diffusion.TorchRuntime.EnsureInitialized();
 
-var root = new RootCommand("Microsoft.ML.Diffusion samples: train, generate, bench, evaluate, train-classifier, soak (and the demo when run without a command).");
+var root = new RootCommand("Microsoft.ML.Diffusion samples: train, generate, bench, evaluate, train-classifier, train-latent, soak (and the demo when run without a command).");
 root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(DemoCommand.Create());
@@ -13,5 +13,6 @@ root.Subcommands.Add(EvaluateCommand.Create());
 root.Subcommands.Add(TrainClassifierCommand.Create());
 root.Subcommands.Add(SoakCommand.Create());
 root.Subcommands.Add(SyntheticTrainCommand.Create());
+root.Subcommands.Add(TrainLatentCommand.Create());
 root.SetAction(parse => DemoCommand.Run(DemoCommand.DefaultModelPath, "out"));
 return root.Parse(args).Invoke();
