@@ -22,7 +22,6 @@ public static class TrainLatentCommand
     public static Command Create()
     {
         var data = new Option<string>("--data") { Description = "Folder with the photos (python3-skimage's data folder)", DefaultValueFactory = _ => PhotoCrops.DefaultDirectory };
-        var size = new Option<int>("--size") { Description = "Crop side in pixels", DefaultValueFactory = _ => 64 };
         var crops = new Option<int>("--crops") { Description = "Number of random crops (one epoch)", DefaultValueFactory = _ => 512 };
         var factor = new Option<int>("--factor") { Description = "Autoencoder downsampling factor (4 or 8)", DefaultValueFactory = _ => 4 };
         var aeSteps = new Option<int>("--ae-steps") { Description = "Autoencoder optimizer steps", DefaultValueFactory = _ => 300 };
@@ -38,11 +37,11 @@ public static class TrainLatentCommand
 
         var command = new Command("train-latent", "Latent diffusion on 64x64 crops of python3-skimage's photos, timed against pixel-space diffusion")
         {
-            data, size, crops, factor, aeSteps, steps, pixelSteps, batch, baseChannels, seed, output, grid, reconstructions, json,
+            data, crops, factor, aeSteps, steps, pixelSteps, batch, baseChannels, seed, output, grid, reconstructions, json,
         };
         command.SetAction(parse =>
         {
-            int s = parse.GetValue(size), n = parse.GetValue(crops), b = parse.GetValue(batch), f = parse.GetValue(factor), width = parse.GetValue(baseChannels);
+            int s = PhotoCrops.Size, n = parse.GetValue(crops), b = parse.GetValue(batch), f = parse.GetValue(factor), width = parse.GetValue(baseChannels);
             int seedValue = parse.GetValue(seed);
             List<(string Path, MLImage Image)> photos;
             try
@@ -56,7 +55,7 @@ public static class TrainLatentCommand
             }
             var ml = new MLContext(seed: seedValue);
             var rows = PhotoCrops.Crops(photos, n, s, seedValue);
-            var images = PhotoCrops.ToDataView(ml, rows, s);
+            var images = PhotoCrops.ToDataView(ml, rows);
             AnsiConsole.MarkupLine($"{n} crops of {s}x{s} from {photos.Count} photos in {Markup.Escape(parse.GetValue(data)!)}.");
             using var cts = ConsoleProgress.CancelOnCtrlC();
 
@@ -129,7 +128,7 @@ public static class TrainLatentCommand
                 var both = originals.Concat(ImageTensorConverter.ToImages(rec)).ToList();
                 GenerateCommand.SavePng(ImageGrid.Create(both, columns: 8), parse.GetValue(reconstructions)!);
                 double l1 = (rec.clamp(-1, 1) - x).abs().mean().item<float>();
-                AnsiConsole.MarkupLine($"Reconstruction mean |x - D(E(x))| on 8 crops: {l1:F4} (pixel range [-1, 1]); 16 samples (DDIM 50) in {sampleSeconds:F1} s; " +
+                AnsiConsole.MarkupLine($"Reconstruction mean |x - D(E(x))| on 8 crops: {l1:F4} (pixel range [[-1, 1]]); 16 samples (DDIM 50) in {sampleSeconds:F1} s; " +
                                        $"grids: {Markup.Escape(parse.GetValue(grid)!)}, {Markup.Escape(parse.GetValue(reconstructions)!)}.");
             }
             if (parse.GetValue(json) is string jsonPath)

@@ -9,6 +9,9 @@ namespace Microsoft.ML.Diffusion.Samples.Data;
 /// </summary>
 public static class PhotoCrops
 {
+    /// <summary>The crop side in pixels.</summary>
+    public const int Size = 64;
+
     /// <summary>Where python3-skimage installs its sample images.</summary>
     public const string DefaultDirectory = "/usr/lib/python3/dist-packages/skimage/data";
 
@@ -16,6 +19,7 @@ public static class PhotoCrops
     public sealed class Row
     {
         /// <summary>The crop.</summary>
+        [ImageType(Size, Size)]
         public MLImage Image { get; set; } = null!;
 
         /// <summary>Index of the source photo.</summary>
@@ -76,11 +80,6 @@ public static class PhotoCrops
         return rows;
     }
 
-    /// <summary>The rows as an IDataView with an image column of known size.</summary>
-    public static IDataView ToDataView(MLContext ml, IEnumerable<Row> rows, int size)
-    {
-        var schema = SchemaDefinition.Create(typeof(Row));
-        schema[nameof(Row.Image)].ColumnType = new ImageDataViewType(size, size);
-        return ml.Data.LoadFromEnumerable(rows, schema);
-    }
+    /// <summary>The rows as an IDataView with an image column of <see cref="Size"/> x <see cref="Size"/>.</summary>
+    public static IDataView ToDataView(MLContext ml, IEnumerable<Row> rows) => ml.Data.LoadFromEnumerable(rows);
 }
