@@ -19,7 +19,7 @@ public sealed class GenerativeCatalog
 
     /// <summary>A diffusion trainer with the common options; the rest keep their defaults (<see cref="DiffusionDefaults"/>).</summary>
     /// <param name="outputColumnName">Column the trained model writes generated images to.</param>
-    /// <param name="imageColumnName">Column of training images (MLImage).</param>
+    /// <param name="imageColumnName">Column of training images: MLImage, or float pixels as ExtractPixels writes them (planar RGB, 0..255).</param>
     /// <param name="imageSize">Image side in pixels.</param>
     /// <param name="channels">1 (grayscale) or 3 (RGB).</param>
     /// <param name="epochs">Passes over the data.</param>
@@ -78,6 +78,36 @@ public sealed class GenerativeCatalog
         var rows = Enumerable.Range(0, count).Select(i => new SeedRow { Seed = unchecked(seed + (uint)i) }).ToArray();
         var definition = SchemaDefinition.Create(typeof(SeedRow));
         definition[nameof(SeedRow.Seed)].ColumnName = seedColumnName;
+        return Context.Data.LoadFromEnumerable(rows, definition);
+    }
+
+    /// <summary>
+    /// <paramref name="labels"/>.Count generation requests for a class-conditional model: row i has seed
+    /// <paramref name="seed"/> + i and class label <paramref name="labels"/>[i] (an Int32 column, annotated so that a model
+    /// without class conditioning rejects it). The model applies its sampler's <see cref="SamplerOptions.GuidanceScale"/>.
+    /// </summary>
+    /// <param name="count">Rows; must equal labels.Count.</param>
+    /// <param name="seed">Seed of the first row.</param>
+    /// <param name="labels">One class index (0..NumClasses - 1) per row.</param>
+    /// <param name="seedColumnName">The seed column's name.</param>
+    /// <param name="labelColumnName">The label column's name: the model's <see cref="DiffusionModel.LabelColumnName"/>.</param>
+    public IDataView CreateRequests(int count, uint seed, IReadOnlyList<int> labels, string seedColumnName = DiffusionDefaults.SeedColumnName,
+        string labelColumnName = DiffusionDefaults.LabelColumnName)
+    {
+        ArgumentNullException.ThrowIfNull(labels);
+        if (count < 0) throw new ArgumentOutOfRangeException(nameof(count), count, "count must be >= 0.");
+        if (labels.Count != count)
+            throw new ArgumentException($"{labels.Count} labels were given for {count} requests; expected one label per request.", nameof(labels));
+        for (int i = 0; i < count; i++)
+            if (labels[i] < 0)
+                throw new ArgumentOutOfRangeException(nameof(labels), labels[i], $"Label {labels[i]} (request {i}) is negative; expected a class index >= 0.");
+        var rows = Enumerable.Range(0, count).Select(i => new LabeledSeedRow { Seed = unchecked(seed + (uint)i), Label = labels[i] }).ToArray();
+        var definition = SchemaDefinition.Create(typeof(LabeledSeedRow));
+        var seedColumn = definition[nameof(LabeledSeedRow.Seed)];
+        var labelColumn = definition[nameof(LabeledSeedRow.Label)];
+        seedColumn.ColumnName = seedColumnName;
+        labelColumn.ColumnName = labelColumnName;
+        labelColumn.AddAnnotation(LabelColumn.RequestAnnotation, true, BooleanDataViewType.Instance);
         return Context.Data.LoadFromEnumerable(rows, definition);
     }
 
@@ -160,6 +190,12 @@ public sealed class GenerativeCatalog
     private sealed class SeedRow
     {
         public uint Seed { get; set; }
+    }
+
+    private sealed class LabeledSeedRow
+    {
+        public uint Seed { get; set; }
+        public int Label { get; set; }
     }
 }
 

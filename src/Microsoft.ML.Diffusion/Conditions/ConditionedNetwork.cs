@@ -4,29 +4,73 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Diffusion.Conditions;
 
 /// <summary>
-/// The network call of one batch with its extra conditioning inputs: image channels concatenated after the network's
-/// own input (x_t, and x0_hat when self-conditioned), as SR3 / guided-diffusion's SuperResModel do. One per sampling
-/// batch; it owns a copy of the condition on the network's device. Used as the innermost denoiser, so the
-/// self-conditioning wrapper (<see cref="Training.SelfConditionedDenoiser"/>) composes with it.
+/// The network call of one sampling batch with its extra conditioning inputs, the one mechanism behind conditional
+/// super-resolution and class conditioning:
+/// <list type="bullet">
+/// <item>image channels appended after the network's own input (x_t, and x0_hat when self-conditioned), as SR3 /
+/// guided-diffusion's SuperResModel do: concat(x_t, upsample(low_res));</item>
+/// <item>class labels for the network's class embedding, with classifier-free guidance (Ho &amp; Salimans 2022, eq. 6, in the
+/// form diffusers uses): eps = eps_uncond + w (eps_cond - eps_uncond), both branches computed in one forward pass of 2B
+/// images (conditional half first, then the null label). w = 1 runs the conditional branch alone and w = 0 the
+/// unconditional one (B images). With a learned variance only the first <c>predictionChannels</c> channels are guided; the
+/// variance channels come from the conditional branch, as in GLIDE.</item>
+/// </list>
+/// One per sampling batch; it owns copies of the condition on the network's device. It is the innermost denoiser, so the
+/// self-conditioning wrapper (<see cref="Training.SelfConditionedDenoiser"/>) composes with it (both branches see the same x0_hat).
 /// </summary>
 public sealed class ConditionedNetwork : IDisposable
 {
-    private readonly Func<Tensor, Tensor, Tensor> _network;
+    private readonly Func<Tensor, Tensor, Tensor?, Tensor> _network;
+    private readonly float _guidanceScale;
+    private readonly int _predictionChannels;
     private Tensor? _channels;
+    private Tensor? _labels;
+    private Tensor? _nullLabels;
+    private bool _disposed;
 
-    /// <summary>Creates the call. <paramref name="channels"/> [B, Cc, S, S] (any device; copied to <paramref name="device"/>)
-    /// is appended to every input; null means no image condition.</summary>
-    public ConditionedNetwork(Func<Tensor, Tensor, Tensor> network, Tensor? channels, Device device)
+    /// <summary>Creates the call.</summary>
+    /// <param name="network">(input, t, labels) -> output; labels null for an unconditional network.</param>
+    /// <param name="channels">[B, Cc, S, S] appended to every input (any device; copied to <paramref name="device"/>); null: none.</param>
+    /// <param name="labels">[B] int64 class indices (the null label = <paramref name="nullLabel"/> allowed); null: no labels.</param>
+    /// <param name="device">The network's device.</param>
+    /// <param name="guidanceScale">Classifier-free guidance weight w &gt;= 0 (1: plain conditional).</param>
+    /// <param name="nullLabel">The null label's index (the number of classes).</param>
+    /// <param name="predictionChannels">Output channels that carry the prediction (the image channels); the rest (a learned
+    /// variance) are taken from the conditional branch.</param>
+    public ConditionedNetwork(Func<Tensor, Tensor, Tensor?, Tensor> network, Tensor? channels, Device device,
+        Tensor? labels = null, float guidanceScale = 1f, int nullLabel = 0, int predictionChannels = 0)
     {
         ArgumentNullException.ThrowIfNull(network);
+        if (!(guidanceScale >= 0) || float.IsInfinity(guidanceScale))
+            throw new ArgumentOutOfRangeException(nameof(guidanceScale), guidanceScale, "The guidance scale must be a finite number >= 0.");
+        if (labels is not null && labels.dim() != 1)
+            throw new ArgumentException($"labels must be a vector [B]; got shape [{string.Join(", ", labels.shape)}].", nameof(labels));
         _network = network;
-        if (channels is not null)
+        _guidanceScale = guidanceScale;
+        _predictionChannels = predictionChannels;
+        _channels = OwnedCopy(channels, float32, device);
+        if (labels is not null)
         {
-            using var scope = NewDisposeScope();
-            var copy = channels.detach().to_type(float32).to(device).clone();
-            _channels = copy.MoveToOuterDisposeScope();
-            _channels.DetachFromDisposeScope();
+            _labels = OwnedCopy(labels, int64, device);
+            using var nulls = full(new long[] { labels.shape[0] }, (long)nullLabel, dtype: int64);
+            _nullLabels = OwnedCopy(nulls, int64, device);
         }
+    }
+
+    /// <summary>The classifier-free guidance weight w.</summary>
+    public float GuidanceScale => _guidanceScale;
+
+    /// <summary>True when a step runs both branches in one batch of 2B images.</summary>
+    public bool Guided => _labels is not null && _guidanceScale != 1f && _guidanceScale != 0f;
+
+    private static Tensor? OwnedCopy(Tensor? x, ScalarType dtype, Device device)
+    {
+        if (x is null) return null;
+        Tensor copy;
+        using (var scope = NewDisposeScope())
+            copy = x.detach().to_type(dtype).to(device).clone().MoveToOuterDisposeScope();
+        copy.DetachFromDisposeScope();
+        return copy;
     }
 
     /// <summary>concat(input, condition channels) along dimension 1; <paramref name="channels"/> null returns
@@ -42,23 +86,54 @@ public sealed class ConditionedNetwork : IDisposable
         return cat(new[] { input, channels }, 1);
     }
 
-    /// <summary>Runs the network on concat(<paramref name="input"/>, condition) at timesteps <paramref name="t"/>.</summary>
+    /// <summary>
+    /// Classifier-free guidance of two network outputs [B, K, S, S] (Ho &amp; Salimans 2022, eq. 6, as diffusers writes it):
+    /// eps_uncond + w (eps_cond - eps_uncond) on the first <paramref name="predictionChannels"/> channels; any further
+    /// channels (a learned variance) are the conditional branch's (GLIDE).
+    /// </summary>
+    public static Tensor Guide(Tensor conditional, Tensor unconditional, float guidanceScale, int predictionChannels)
+    {
+        ArgumentNullException.ThrowIfNull(conditional);
+        ArgumentNullException.ThrowIfNull(unconditional);
+        using var scope = NewDisposeScope();
+        long k = conditional.shape[1];
+        int pc = predictionChannels <= 0 || predictionChannels > k ? (int)k : predictionChannels;
+        var cond = conditional.narrow(1, 0, pc);
+        var uncond = unconditional.narrow(1, 0, pc);
+        var guided = uncond + (cond - uncond) * guidanceScale;
+        if (pc < k) guided = cat(new[] { guided, conditional.narrow(1, pc, k - pc) }, 1);
+        return guided.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Runs the network on concat(<paramref name="input"/>, condition) at timesteps <paramref name="t"/> with the
+    /// batch's labels, guided when <see cref="Guided"/>.</summary>
     public Tensor Forward(Tensor input, Tensor t)
     {
         ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(t);
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (_channels is null) return _network(input, t);
+        if (_labels is null && _channels is null) return _network(input, t, null);
         using var scope = NewDisposeScope();
-        return _network(AppendChannels(input, _channels), t).MoveToOuterDisposeScope();
+        var x = AppendChannels(input, _channels);
+        if (!Guided)
+        {
+            // w = 1: the conditional model alone; w = 0: the unconditional one (the null label).
+            var labels = _labels is null ? null : _guidanceScale == 0f ? _nullLabels : _labels;
+            return _network(x, t, labels).MoveToOuterDisposeScope();
+        }
+        long b = input.shape[0];
+        // Both branches in one forward pass of 2B images: conditional first, then the null label.
+        var both = _network(cat(new[] { x, x }, 0), cat(new[] { t, t }, 0), cat(new[] { _labels!, _nullLabels! }, 0));
+        return Guide(both.narrow(0, 0, b), both.narrow(0, b, b), _guidanceScale, _predictionChannels).MoveToOuterDisposeScope();
     }
-
-    private bool _disposed;
 
     /// <inheritdoc/>
     public void Dispose()
     {
         _disposed = true;
         _channels?.Dispose();
-        _channels = null;
+        _labels?.Dispose();
+        _nullLabels?.Dispose();
+        _channels = _labels = _nullLabels = null;
     }
 }

@@ -121,8 +121,8 @@ public static class ImageTensorConverter
         if (c != 1 && c != 3)
             throw new ArgumentException($"Expected 1 or 3 channels; got {c}.", nameof(images));
         float[] values;
-        using (var cpu = images.detach().to(float32).cpu().contiguous())
-            values = cpu.data<float>().ToArray();
+        using (var scope = NewDisposeScope())   // detach, to and cpu may each make a tensor: dispose them all
+            values = images.detach().to(float32).cpu().contiguous().data<float>().ToArray();
         int plane = h * w;
         var result = new byte[b][];
         for (int i = 0; i < b; i++)

@@ -7,11 +7,14 @@ namespace Microsoft.ML.Diffusion.Models;
 /// <summary>
 /// The noise-prediction network eps_theta(x_t, t) of DDPM (Ho et al. 2020, appendix B): a U-Net of residual
 /// blocks with GroupNorm and SiLU, self-attention at the configured resolutions, a sinusoidal time embedding
-/// added in every residual block, and skip connections from each down stage to the matching up stage.
+/// added in every residual block, and skip connections from each down stage to the matching up stage. A class-conditional
+/// network (<see cref="UNetConfig.NumClasses"/> &gt; 0) adds a learned class embedding to the time embedding, as
+/// guided-diffusion's label_emb does; its last row is the null label of classifier-free guidance (Ho &amp; Salimans 2022).
 /// </summary>
 public sealed class UNet : nn.Module<Tensor, Tensor, Tensor>
 {
     private readonly TimestepEmbedding time_embedding;
+    private readonly Embedding? class_embedding;                  // null when unconditional
     private readonly nn.Module<Tensor, Tensor> input_conv;
     private readonly ModuleList<UNetBlock> down;
     private readonly ModuleList<UNetBlock> middle;
@@ -89,6 +92,12 @@ public sealed class UNet : nn.Module<Tensor, Tensor, Tensor>
         output_conv = Layers.ZeroConv(ch, config.OutChannels, 3);
         flops += 2.0 * res * res * 9 * ch * config.OutChannels;
         flops += downBlocks.Sum(x => x.Flops) + middleBlocks.Sum(x => x.Flops) + upBlocks.Sum(x => x.Flops);
+        // Created last, so the other weights are initialised exactly as in an unconditional network with the same seed.
+        if (config.NumClasses > 0)
+        {
+            class_embedding = nn.Embedding(config.NumClasses + 1, tdim);
+            flops += tdim;
+        }
         _flops = flops;
         RegisterComponents();
         ParameterCount = parameters().Sum(t => t.numel());
@@ -106,11 +115,30 @@ public sealed class UNet : nn.Module<Tensor, Tensor, Tensor>
     /// <summary>Forward FLOPs per image (a multiply-add counts 2): convolutions, linear layers and attention products.</summary>
     public double ForwardFlopsPerImage() => _flops;
 
-    /// <summary>x: [B, InChannels, S, S]; t: [B] timesteps. Returns the predicted noise [B, OutChannels, S, S].</summary>
-    public override Tensor forward(Tensor x, Tensor t)
+    /// <summary>The class index that means "no class" (classifier-free guidance's null label): <see cref="UNetConfig.NumClasses"/>.</summary>
+    public int NullLabel => Config.NumClasses;
+
+    /// <summary>x: [B, InChannels, S, S]; t: [B] timesteps. Returns the predicted noise [B, OutChannels, S, S].
+    /// A class-conditional network uses the null label.</summary>
+    public override Tensor forward(Tensor x, Tensor t) => forward(x, t, null);
+
+    /// <summary>
+    /// x: [B, InChannels, S, S]; t: [B] timesteps; <paramref name="classLabels"/>: [B] int64 class indices in
+    /// 0..NumClasses, NumClasses being the null label (null: the null label for all). Returns [B, OutChannels, S, S].
+    /// </summary>
+    /// <exception cref="ArgumentException">Labels are given to an unconditional network.</exception>
+    public Tensor forward(Tensor x, Tensor t, Tensor? classLabels)
     {
+        if (classLabels is not null && class_embedding is null)
+            throw new ArgumentException("This U-Net is unconditional (UNetConfig.NumClasses = 0); it takes no class labels.", nameof(classLabels));
         using var scope = NewDisposeScope();
         var temb = time_embedding.forward(t);
+        if (class_embedding is not null)
+        {
+            // guided-diffusion: emb = emb + label_emb(y); the null label (index NumClasses) is the unconditional branch.
+            var y = classLabels ?? full(new long[] { x.shape[0] }, (long)Config.NumClasses, dtype: int64, device: x.device);
+            temb = temb + class_embedding.forward(y);
+        }
         var h = input_conv.forward(x);
         var skips = new Stack<Tensor>();
         skips.Push(h);

@@ -42,6 +42,13 @@ public sealed record DiffusionModelConfig
     /// the model (Network.ImageSize = ImageSize / factor, LatentChannels channels) and every sampler decodes at the end; absent
     /// (null, pixel space) in models saved before it existed.</summary>
     public LatentSpace? Latent { get; init; }
+    /// <summary>The column of class labels (key-typed or integer) the model was trained on and reads from generation
+    /// requests; null for a model without class conditioning (absent in models saved before it existed). The number of
+    /// classes is <see cref="UNetConfig.NumClasses"/> of <see cref="Network"/>.</summary>
+    public string? LabelColumnName { get; init; }
+    /// <summary>The probability with which labels were replaced by the null label in training (classifier-free guidance,
+    /// Ho &amp; Salimans 2022); 0 for models without class conditioning.</summary>
+    public float ConditionDropProbability { get; init; }
     /// <summary>Optimizer steps the weights were trained for.</summary>
     public long TrainedSteps { get; init; }
 
@@ -90,13 +97,30 @@ public sealed record DiffusionModelConfig
         if (TrainedSteps < 0) throw Bad(nameof(TrainedSteps), TrainedSteps, "a count >= 0");
         if (string.IsNullOrEmpty(OutputColumnName)) throw Bad(nameof(OutputColumnName), "empty", "a column name");
         if (string.IsNullOrEmpty(SeedColumnName)) throw Bad(nameof(SeedColumnName), "empty", "a column name");
+        if (Network.NumClasses > 0 && string.IsNullOrEmpty(LabelColumnName))
+            throw Bad(nameof(LabelColumnName), LabelColumnName ?? "null", $"a column name for the network's {Network.NumClasses} classes");
+        if (Network.NumClasses == 0 && LabelColumnName is not null)
+            throw Bad(nameof(LabelColumnName), LabelColumnName, "null, since the network has no class embedding (NumClasses = 0)");
+        if (!(ConditionDropProbability >= 0 && ConditionDropProbability <= 1))
+            throw Bad(nameof(ConditionDropProbability), ConditionDropProbability, "a probability in [0, 1]");
+        if (Network.NumClasses == 0 && DefaultSampler is { GuidanceScale: not 1f })
+            throw Bad("DefaultSampler.GuidanceScale", DefaultSampler.GuidanceScale, "1, since the model has no class conditioning");
         try
         {
-            (DefaultSampler ?? throw Bad(nameof(DefaultSampler), "null", "sampler settings")).ToOptions().Validate(Timesteps);
+            Conditioning?.Validate(ImageSize);
         }
         catch (ArgumentException e)
         {
-            throw new InvalidDataException($"The model's default sampler is invalid: {e.Message} The file is corrupt or was edited.", e);
+            throw new InvalidDataException($"The model's conditioning is invalid: {e.Message} The file is corrupt or was edited.", e);
+        }
+        try
+        {
+            (DefaultSampler ?? throw Bad(nameof(DefaultSampler), "null", "sampler settings")).ToOptions().Validate(Timesteps);
+            Conditioning?.Validate(ImageSize);
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"The model's default sampler or conditioning is invalid: {e.Message} The file is corrupt or was edited.", e);
         }
     }
 
@@ -148,18 +172,24 @@ public sealed record SamplerSettings
     public int BatchSize { get; init; } = 64;
     /// <summary>See <see cref="SamplerOptions.DynamicThresholding"/>; absent (false) in models saved before it existed.</summary>
     public bool DynamicThresholding { get; init; }
+    /// <summary>See <see cref="SamplerOptions.GuidanceScale"/>; absent (1) in models saved before it existed.</summary>
+    public float GuidanceScale { get; init; } = 1f;
+    /// <summary>See <see cref="SamplerOptions.Precision"/>; absent (Fp32) in models saved before it existed, and not written
+    /// when Fp32, so float32 models keep the config they had.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public Precision Precision { get; init; }
 
     /// <summary>Copies the serialisable settings of <paramref name="o"/>.</summary>
     public static SamplerSettings From(SamplerOptions o) => new()
     {
         Sampler = o.Sampler, Steps = o.Steps, Eta = o.Eta, Spacing = o.Spacing, Seed = o.Seed, ClipSample = o.ClipSample, BatchSize = o.BatchSize,
-        DynamicThresholding = o.DynamicThresholding,
+        DynamicThresholding = o.DynamicThresholding, GuidanceScale = o.GuidanceScale, Precision = o.Precision,
     };
 
     /// <summary>New options with these settings.</summary>
     public SamplerOptions ToOptions() => new()
     {
         Sampler = Sampler, Steps = Steps, Eta = Eta, Spacing = Spacing, Seed = Seed, ClipSample = ClipSample, BatchSize = BatchSize,
-        DynamicThresholding = DynamicThresholding,
+        DynamicThresholding = DynamicThresholding, GuidanceScale = GuidanceScale, Precision = Precision,
     };
 }

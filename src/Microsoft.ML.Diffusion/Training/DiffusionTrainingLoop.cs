@@ -36,6 +36,16 @@ public sealed record TrainingSettings
     /// bicubic upsampling of x_0 average-pooled by this factor (<see cref="Conditions.LowResolutionCondition.FromImage"/>),
     /// appended after x_t (and the self-condition). 0 (default) trains an unconditional model.</summary>
     public int LowResolutionFactor { get; init; }
+    /// <summary>Classes of a class-conditional network (0: unconditional); <see cref="DiffusionTrainingLoop.TrainStep"/> then
+    /// takes labels.</summary>
+    public int NumClasses { get; init; }
+    /// <summary>Probability with which each label is replaced by the null label (classifier-free guidance, Ho &amp; Salimans
+    /// 2022, algorithm 1, p_uncond), so the same network learns the unconditional model.</summary>
+    public double ConditionDropProbability { get; init; }
+    /// <summary>The number format of the forward and backward passes: float32 (default) or bfloat16 mixed precision
+    /// (<see cref="Precision.Bf16Mixed"/>: a bfloat16 working copy of the network computes, the float32 weights, AdamW moments,
+    /// gradient clipping, EMA and loss stay float32).</summary>
+    public Precision Precision { get; init; } = Precision.Fp32;
 }
 
 /// <summary>
@@ -52,6 +62,7 @@ public sealed class DiffusionTrainingLoop : IDisposable
     private readonly OptimizerHelper _optimizer;
     private readonly Parameter[] _parameters;
     private readonly double[]? _timestepWeights;                    // null: unweighted MSE
+    private readonly LowPrecisionCopy? _lowPrecision;               // the bfloat16 working copy (Precision.Bf16Mixed)
 
     /// <summary>Creates the loop. The network and its EMA copy must already be on <paramref name="device"/>.</summary>
     public DiffusionTrainingLoop(UNet model, UNet emaModel, DiffusionSchedule schedule, TrainingSettings settings, Device device)
@@ -60,6 +71,11 @@ public sealed class DiffusionTrainingLoop : IDisposable
             throw new ArgumentOutOfRangeException(nameof(settings), settings.Prediction, $"Unknown prediction type {settings.Prediction}.");
         if (!Enum.IsDefined(settings.LossWeighting))
             throw new ArgumentOutOfRangeException(nameof(settings), settings.LossWeighting, $"Unknown loss weighting {settings.LossWeighting}.");
+        if (!Enum.IsDefined(settings.Precision))
+            throw new ArgumentOutOfRangeException(nameof(settings), settings.Precision, $"Unknown precision {settings.Precision}.");
+        if (settings.NumClasses != model.Config.NumClasses)
+            throw new ArgumentException(
+                $"TrainingSettings.NumClasses is {settings.NumClasses} but the network has {model.Config.NumClasses} classes.", nameof(settings));
         Model = model;
         _schedule = schedule;
         _timestepWeights = settings.LossWeighting == LossWeighting.None
@@ -71,6 +87,8 @@ public sealed class DiffusionTrainingLoop : IDisposable
         _parameters = model.parameters().ToArray();
         _optimizer = optim.AdamW(_parameters, lr: settings.LearningRate, weight_decay: settings.WeightDecay);
         Ema = new ExponentialMovingAverage(model, emaModel, settings.EmaDecay);
+        if (settings.Precision == Precision.Bf16Mixed)
+            _lowPrecision = new LowPrecisionCopy(model, bfloat16);
     }
 
     /// <summary>The network being trained.</summary>
@@ -94,12 +112,24 @@ public sealed class DiffusionTrainingLoop : IDisposable
     public float LastFiniteLoss { get; private set; } = float.NaN;
 
     /// <summary>
-    /// One optimizer step on a batch x0 [B, C, H, W] in [-1, 1] (any device). Returns the loss. Throws
+    /// One optimizer step on a batch x0 [B, C, H, W] in [-1, 1] (any device) with, for a class-conditional network, its
+    /// labels [B] (int64 class indices 0..NumClasses, NumClasses = the null label). Returns the loss. Throws
     /// <see cref="NonFiniteLossException"/> (and leaves the weights untouched) when the loss is NaN or infinite.
     /// </summary>
-    public float TrainStep(Tensor x0)
+    public float TrainStep(Tensor x0, Tensor? labels = null)
     {
+        if (Settings.NumClasses > 0 && labels is null)
+            throw new ArgumentNullException(nameof(labels), $"This network is class-conditional ({Settings.NumClasses} classes); TrainStep needs the batch's labels.");
+        if (Settings.NumClasses == 0 && labels is not null)
+            throw new ArgumentException("This network is unconditional (TrainingSettings.NumClasses = 0); it takes no labels.", nameof(labels));
+        if (labels is not null && (labels.dim() != 1 || labels.shape[0] != x0.shape[0]))
+            throw new ArgumentException($"labels must have shape [{x0.shape[0]}] (one per image); got [{string.Join(", ", labels.shape)}].", nameof(labels));
+        if (labels is not null && (labels.min().item<long>() < 0 || labels.max().item<long>() > Settings.NumClasses))
+            throw new ArgumentOutOfRangeException(nameof(labels),
+                $"labels must lie in 0..{Settings.NumClasses - 1} (or {Settings.NumClasses}, the null label); got {labels.min().item<long>()}..{labels.max().item<long>()}.");
         Model.train();
+        _lowPrecision?.Network.train();
+        _lowPrecision?.Refresh();                     // round the float32 master weights into the bfloat16 copy
         float lossValue;
         using (var scope = NewDisposeScope())
         {
@@ -116,6 +146,14 @@ public sealed class DiffusionTrainingLoop : IDisposable
             // Self-conditioning (Analog Bits, algorithm 1): a fair coin per batch, from the loop's generator (reproducible, resumable).
             bool useEstimate = Settings.SelfConditioning
                 && rand(new long[] { 1 }, dtype: float64, device: CPU, generator: _generator).item<double>() < 0.5;
+            // Classifier-free guidance training (Ho & Salimans 2022, algorithm 1): c <- null label with probability p_uncond.
+            Tensor? y = null;
+            if (labels is not null)
+            {
+                var drop = rand(new long[] { b }, dtype: float64, device: CPU, generator: _generator) < Settings.ConditionDropProbability;
+                var cpuLabels = labels.to(CPU).to_type(int64);
+                y = where(drop, full(new long[] { b }, (long)Settings.NumClasses, dtype: int64), cpuLabels).to(_device);
+            }
             lossValue = float.NaN;
             for (int attempt = 1; ; attempt++)
             {
@@ -128,13 +166,13 @@ public sealed class DiffusionTrainingLoop : IDisposable
                     {
                         using (no_grad())
                         {
-                            var first = Model.forward(ConditionedNetwork.AppendChannels(SelfConditioning.Input(xt, null), lowResolution), t);
+                            var first = Forward(ConditionedNetwork.AppendChannels(SelfConditioning.Input(xt, null), lowResolution), t, y);
                             selfCondition = SelfConditioning.EstimateX0(_schedule, Settings.Prediction, first, xt, t);
                         }
                     }
                     input = SelfConditioning.Input(xt, selfCondition);   // zeros when no estimate
                 }
-                var predicted = Model.forward(ConditionedNetwork.AppendChannels(input, lowResolution), t);
+                var predicted = Forward(ConditionedNetwork.AppendChannels(input, lowResolution), t, y);   // float32 in both precisions
                 var loss = Settings.LearnedVariance
                     ? VariationalBound.HybridLoss(_schedule, Settings.Prediction, predicted, target, x, xt, t, weights)   // Improved DDPM eq. 16
                     : DiffusionLoss.WeightedMse(predicted, target, weights);   // eq. 14 (L_simple) when unweighted epsilon
@@ -144,6 +182,7 @@ public sealed class DiffusionTrainingLoop : IDisposable
                 if (float.IsFinite(lossValue))
                 {
                     loss.backward();
+                    _lowPrecision?.AccumulateGradientsInto();   // bfloat16 gradients -> float32 master gradients
                     norm = Settings.GradientClipNorm > 0
                         ? nn.utils.clip_grad_norm_(_parameters, Settings.GradientClipNorm)
                         : nn.utils.clip_grad_norm_(_parameters, double.PositiveInfinity);
@@ -169,6 +208,9 @@ public sealed class DiffusionTrainingLoop : IDisposable
         LastFiniteLoss = lossValue;
         return lossValue;
     }
+
+    /// <summary>The network's output in float32: the float32 network, or the bfloat16 working copy in mixed precision.</summary>
+    private Tensor Forward(Tensor x, Tensor t, Tensor? y) => _lowPrecision is { } copy ? copy.Forward(x, t, y) : Model.forward(x, t, y);
 
     /// <summary>Writes the loop's full state (step, generator, weights, EMA, optimizer).</summary>
     public void SaveState(BinaryWriter writer)
@@ -221,6 +263,7 @@ public sealed class DiffusionTrainingLoop : IDisposable
     public void Dispose()
     {
         _generator.Dispose();
+        _lowPrecision?.Dispose();
         (_optimizer as IDisposable)?.Dispose();
     }
 }

@@ -186,7 +186,7 @@ public sealed class AutoencoderTrainer : IEstimator<AutoencoderModel>
             long lossCount = 0, rows = 0;
             var batch = new float[o.BatchSize * per];
             int filled = 0;
-            foreach (var row in DiffusionTrainer.StreamRows(input, imageCol, per, seed + epoch, o.ShuffleBufferSize, o.CancellationToken))
+            foreach (var (row, _) in DiffusionTrainer.StreamRows(input, imageCol, null, 0, per, seed + epoch, o.ShuffleBufferSize, o.CancellationToken))
             {
                 rows++;
                 row.CopyTo(batch, filled * per);

@@ -9,6 +9,10 @@ public static class DiffusionDefaults
     public const string OutputColumnName = "GeneratedImage";
     /// <summary>Request seed column (UInt32).</summary>
     public const string SeedColumnName = "Seed";
+    /// <summary>Class-label column of generation requests (<see cref="GenerativeCatalog.CreateRequests(int, uint, IReadOnlyList{int}, string, string)"/>).</summary>
+    public const string LabelColumnName = "Label";
+    /// <summary>Probability of training a class-conditional model's step on the null label (Ho &amp; Salimans 2022 use 0.1-0.2).</summary>
+    public const float ConditionDropProbability = 0.1f;
     /// <summary>Image side in pixels (Fashion-MNIST).</summary>
     public const int ImageSize = 28;
     /// <summary>Grayscale.</summary>

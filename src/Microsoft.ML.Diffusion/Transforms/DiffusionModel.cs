@@ -33,10 +33,12 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     private readonly bool _ownsNetwork;
     private readonly SamplerOptions _defaultSampler;
     private readonly bool _ownsAutoencoder;
+    private readonly object _lowPrecisionLock = new();
+    private LowPrecisionCopy? _bf16;                       // made on first bfloat16 use (SamplerOptions.Precision)
     private bool _disposed;
 
     internal DiffusionModel(IHostEnvironment env, DiffusionModelConfig config, UNet network, Device device, bool ownsNetwork = true,
-        AutoencoderModel? autoencoder = null, bool ownsAutoencoder = false)
+        SamplerOptions? sampler = null, AutoencoderModel? autoencoder = null, bool ownsAutoencoder = false)
     {
         if ((config.Latent is null) != (autoencoder is null))
             throw new ArgumentException(config.Latent is null
@@ -52,8 +54,8 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         _network.to(device);
         _network.eval();
         _schedule = new DiffusionSchedule(config.Schedule, config.Timesteps);
-        _defaultSampler = config.DefaultSampler.ToOptions();
-        NetworkForward = (x, t) => _network.forward(x, t);
+        _defaultSampler = sampler?.Clone() ?? config.DefaultSampler.ToOptions();
+        NetworkForward = (x, t, y) => _network.forward(x, t, y);
     }
 
     /// <summary>The network, schedule, image format and columns of this model.</summary>
@@ -88,6 +90,13 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     /// <summary>The latent space (factor, latent channels, scale factor) of a latent diffusion model; null in pixel space.</summary>
     public LatentSpace? Latent => Config.Latent;
 
+    /// <summary>Classes of a class-conditional model (trained with <see cref="DiffusionTrainer.Options.LabelColumnName"/>);
+    /// 0 for a model without class conditioning.</summary>
+    public int NumClasses => Config.Network.NumClasses;
+
+    /// <summary>The class-label column <see cref="Transform"/> reads (null without class conditioning).</summary>
+    public string? LabelColumnName => Config.LabelColumnName;
+
     /// <summary>The network's parameter count.</summary>
     public long ParameterCount => _network.ParameterCount;
 
@@ -99,12 +108,16 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
 
     internal UNet Network => _network;
 
-    /// <summary>A model sharing these weights whose <see cref="Transform"/> uses <paramref name="sampler"/>.</summary>
+    /// <summary>
+    /// A model sharing these weights whose <see cref="Transform"/> (and PredictionEngine) uses <paramref name="sampler"/>,
+    /// including its <see cref="SamplerOptions.CancellationToken"/> and <see cref="SamplerOptions.Progress"/> (which are not saved).
+    /// </summary>
     public DiffusionModel WithSampler(SamplerOptions sampler)
     {
         ArgumentNullException.ThrowIfNull(sampler);
         sampler.Validate(Timesteps);
-        return new DiffusionModel(_host, Config with { DefaultSampler = SamplerSettings.From(sampler) }, _network, _device, ownsNetwork: false,
+        CheckGuidance(sampler);
+        return new DiffusionModel(_host, Config with { DefaultSampler = SamplerSettings.From(sampler) }, _network, _device, ownsNetwork: false, sampler,
             autoencoder: Autoencoder, ownsAutoencoder: false);
     }
 
@@ -117,8 +130,44 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         if (count < 1) throw new ArgumentOutOfRangeException(nameof(count), count, "count must be >= 1.");
         options ??= DefaultSampler;
         var seeds = Enumerable.Range(0, count).Select(i => SeedOfRow(options, i)).ToArray();
-        return GeneratePixels(seeds, options)
+        return GeneratePixels(seeds, null, options)
             .Select(p => MLImage.CreateFromPixels(ImageSize, ImageSize, MLPixelFormat.Bgra32, p)).ToArray();
+    }
+
+    /// <summary>
+    /// Generates one image of each class in <paramref name="labels"/> (class indices 0..<see cref="NumClasses"/> - 1) with a
+    /// class-conditional model; image i uses seed <c>options.Seed + i</c> and <see cref="SamplerOptions.GuidanceScale"/>
+    /// (classifier-free guidance), so the result equals <c>Transform(mlContext.Generative.CreateRequests(labels.Count,
+    /// options.Seed, labels))</c>.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The model has no class conditioning.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A label is outside 0..NumClasses - 1.</exception>
+    public IReadOnlyList<MLImage> Generate(IReadOnlyList<int> labels, SamplerOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(labels);
+        if (labels.Count < 1) throw new ArgumentOutOfRangeException(nameof(labels), labels.Count, "At least one label is needed.");
+        options ??= DefaultSampler;
+        var classes = ClassIndices(labels);
+        var seeds = Enumerable.Range(0, labels.Count).Select(i => SeedOfRow(options, i)).ToArray();
+        return GeneratePixels(seeds, classes, options)
+            .Select(p => MLImage.CreateFromPixels(ImageSize, ImageSize, MLPixelFormat.Bgra32, p)).ToArray();
+    }
+
+    /// <summary>Checks labels against the model's classes and returns them as class indices.</summary>
+    private long[] ClassIndices(IReadOnlyList<int> labels)
+    {
+        if (NumClasses == 0)
+            throw new InvalidOperationException(
+                "This diffusion model has no class conditioning (it was trained without DiffusionTrainer.Options.LabelColumnName); it takes no labels.");
+        var classes = new long[labels.Count];
+        for (int i = 0; i < labels.Count; i++)
+        {
+            if (labels[i] < 0 || labels[i] >= NumClasses)
+                throw new ArgumentOutOfRangeException(nameof(labels), labels[i],
+                    $"Label {labels[i]} (index {i}) is outside the model's classes; expected 0..{NumClasses - 1}.");
+            classes[i] = labels[i];
+        }
+        return classes;
     }
 
     /// <summary>The seed of row <paramref name="row"/> when no seed column gives one: <c>options.Seed + row</c> (wrapping).</summary>
@@ -129,6 +178,17 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     {
         ArgumentNullException.ThrowIfNull(seeds);
         return SampleInBatches(seeds, options ?? DefaultSampler, initialNoise: null);
+    }
+
+    /// <summary>Generates image i of class <paramref name="labels"/>[i] from seed <paramref name="seeds"/>[i] with a
+    /// class-conditional model, as a float tensor [count, C, H, W] in [-1, 1] on the CPU (see <see cref="Generate(IReadOnlyList{int}, SamplerOptions?)"/>).</summary>
+    public Tensor GenerateTensor(IReadOnlyList<uint> seeds, IReadOnlyList<int> labels, SamplerOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(seeds);
+        ArgumentNullException.ThrowIfNull(labels);
+        if (labels.Count != seeds.Count)
+            throw new ArgumentException($"There are {labels.Count} labels for {seeds.Count} seeds; expected one label per seed.", nameof(labels));
+        return SampleInBatches(seeds, options ?? DefaultSampler, initialNoise: null, classes: ClassIndices(labels));
     }
 
     /// <summary>
@@ -175,6 +235,15 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         return copy;
     }
 
+    /// <summary>Throws when guidance is asked of a model without class conditioning.</summary>
+    private void CheckGuidance(SamplerOptions options)
+    {
+        if (NumClasses == 0 && options.GuidanceScale != 1f)
+            throw new ArgumentException(
+                $"SamplerOptions.GuidanceScale is {options.GuidanceScale}; classifier-free guidance needs a class-conditional model " +
+                "(trained with DiffusionTrainer.Options.LabelColumnName). Leave it at 1 for this model.", nameof(options));
+    }
+
     /// <summary>Throws the error of a model that cannot generate from noise alone (a super-resolution model).</summary>
     private void CheckGenerates()
     {
@@ -186,18 +255,24 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     }
 
     /// <summary>
-    /// The batching loop of <see cref="GenerateTensor"/> and <see cref="Interpolate"/>: batches of
+    /// The batching loop of <see cref="GenerateTensor(IReadOnlyList{uint}, SamplerOptions?)"/> and <see cref="Interpolate"/>: batches of
     /// <see cref="SamplerOptions.BatchSize"/> images, each with a fresh scheduler and self-conditioning state, so an image
     /// does not depend on the batch it is in. <paramref name="initialNoise"/> [count, C, H, W], when given, replaces the
     /// per-seed x_T. <paramref name="conditionChannels"/> [count, Cc, H, W], when given, is appended to the network's input
-    /// (<see cref="ConditionedNetwork"/>). Returns x_0 [count, C, H, W] on the CPU.
+    /// (<see cref="ConditionedNetwork"/>). <paramref name="classes"/> (class indices, <see cref="NumClasses"/> = the null label)
+    /// are the class labels of a class-conditional model, guided by <see cref="SamplerOptions.GuidanceScale"/>; null samples
+    /// with the null label. Returns x_0 [count, C, H, W] on the CPU.
     /// </summary>
-    private Tensor SampleInBatches(IReadOnlyList<uint> seeds, SamplerOptions options, Tensor? initialNoise, Tensor? conditionChannels = null)
+    internal Tensor SampleInBatches(IReadOnlyList<uint> seeds, SamplerOptions options, Tensor? initialNoise, Tensor? conditionChannels = null,
+        long[]? classes = null)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         options.Validate(Timesteps);
         if (seeds.Count == 0) throw new ArgumentException("At least one seed is needed.", nameof(seeds));
         if (conditionChannels is null) CheckGenerates();
+        CheckGuidance(options);
+        if (classes is not null && classes.Length != seeds.Count)
+            throw new ArgumentException($"There are {classes.Length} labels for {seeds.Count} seeds; expected one label per seed.", nameof(classes));
         options = ForSampling(options);
         var shape = SampleShape;
         int batches = (seeds.Count + options.BatchSize - 1) / options.BatchSize;
@@ -213,7 +288,8 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
                 {
                     using var noise = initialNoise?.narrow(0, start, n);
                     using var channels = conditionChannels?.narrow(0, start, n);
-                    using var network = new ConditionedNetwork(NetworkForward, channels, _device);
+                    using var labels = classes is null ? null : tensor(classes.AsSpan(start, n).ToArray(), dtype: int64);
+                    using var network = new ConditionedNetwork(NetworkIn(options.Precision), channels, _device, labels, options.GuidanceScale, NumClasses, Channels);
                     using var selfConditioned = NewSelfConditionedDenoiser(network.Forward);
                     var x0 = DiffusionSampler.Sample(selfConditioned is null ? network.Forward : selfConditioned.Denoise, scheduler, chunk, shape, _device,
                         options.Progress, options.CancellationToken, b, batches, noise);
@@ -296,16 +372,29 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         return stack(frames).to_type(float32).MoveToOuterDisposeScope();
     }
 
-    /// <summary>Bgra32 pixels of the images for <paramref name="seeds"/>.</summary>
-    internal byte[][] GeneratePixels(IReadOnlyList<uint> seeds, SamplerOptions options)
+    /// <summary>Bgra32 pixels of the images for <paramref name="seeds"/> (with class indices <paramref name="classes"/>, or null).</summary>
+    internal byte[][] GeneratePixels(IReadOnlyList<uint> seeds, long[]? classes, SamplerOptions options)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        using var images = GenerateTensor(seeds, options);
+        using var images = SampleInBatches(seeds, options, initialNoise: null, classes: classes);
         return ImageTensorConverter.ToBgraPixels(images);
     }
 
-    /// <summary>The network call (input, t) -> output. Tests replace it with a counting double; defaults to the U-Net.</summary>
-    internal Func<Tensor, Tensor, Tensor> NetworkForward { get; set; }
+    /// <summary>The network call (input, t, class labels or null) -> output. Tests replace it with a counting double; defaults to the U-Net.</summary>
+    internal Func<Tensor, Tensor, Tensor?, Tensor> NetworkForward { get; set; }
+
+    /// <summary>The network call (x_t, t, labels) in <paramref name="precision"/>: <see cref="NetworkForward"/> for float32, the
+    /// bfloat16 copy of the weights for <see cref="Precision.Bf16Mixed"/>; its output is float32 either way.</summary>
+    private Func<Tensor, Tensor, Tensor?, Tensor> NetworkIn(Precision precision)
+    {
+        if (precision == Precision.Fp32) return NetworkForward;
+        lock (_lowPrecisionLock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            _bf16 ??= new LowPrecisionCopy(_network, bfloat16);
+            return _bf16.Forward;
+        }
+    }
 
     /// <summary>For a self-conditioned model (<see cref="DiffusionModelConfig.SelfConditioning"/>), a new per-batch denoiser that feeds
     /// <paramref name="network"/> the previous step's x_0 estimate (Analog Bits, algorithm 2); null otherwise.</summary>
@@ -319,7 +408,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     internal (Func<Tensor, Tensor, Tensor> Denoise, IDisposable? State) NewBatchDenoiser(Func<Tensor, Tensor, Tensor>? network = null)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var net = network ?? NetworkForward;
+        var net = network ?? ((x, t) => NetworkForward(x, t, null));   // no class label (the null class of a class-conditional model)
         if (!Config.SelfConditioning) return (net, null);
         var selfConditioned = SelfConditioning.Denoiser(net, _schedule, Config.Prediction);
         return (selfConditioned.Denoise, selfConditioned);
@@ -335,6 +424,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
         CheckSeedColumn(inputSchema);
+        CheckLabelColumn(inputSchema);
         var builder = new DataViewSchema.Builder();
         builder.AddColumns(inputSchema.Where(c => !c.IsHidden && c.Name != OutputColumnName));
         builder.AddColumn(OutputColumnName, new ImageDataViewType(ImageSize, ImageSize));
@@ -348,6 +438,32 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         if (col is { } c && c.Type != NumberDataViewType.UInt32)
             throw new ArgumentOutOfRangeException(nameof(schema),
                 $"Column '{SeedColumnName}' has type {c.Type}; expected UInt32 seeds (see mlContext.Generative.CreateRequests).");
+        return col;
+    }
+
+    /// <summary>
+    /// The class-label column of a class-conditional model when the input has it (else null: the null label for every row);
+    /// throws when its type is not a key or integer, or when requests made with labels
+    /// (<see cref="GenerativeCatalog.CreateRequests(int, uint, IReadOnlyList{int}, string, string)"/>) reach a model without
+    /// class conditioning or carry the labels in another column.
+    /// </summary>
+    internal DataViewSchema.Column? CheckLabelColumn(DataViewSchema schema)
+    {
+        foreach (var c in schema)
+        {
+            if (c.IsHidden || c.Annotations.Schema.GetColumnOrNull(LabelColumn.RequestAnnotation) is null) continue;
+            if (NumClasses == 0)
+                throw new ArgumentOutOfRangeException(nameof(schema),
+                    $"Column '{c.Name}' holds class labels for generation, but this diffusion model has no class conditioning " +
+                    "(trained without DiffusionTrainer.Options.LabelColumnName); make the requests without labels.");
+            if (c.Name != LabelColumnName)
+                throw new ArgumentOutOfRangeException(nameof(schema),
+                    $"Column '{c.Name}' holds class labels for generation, but this model reads them from column '{LabelColumnName}'; " +
+                    $"pass labelColumnName: \"{LabelColumnName}\" to CreateRequests.");
+        }
+        if (NumClasses == 0 || LabelColumnName is null) return null;
+        var col = schema.GetColumnOrNull(LabelColumnName);
+        if (col is { } label) LabelColumn.CheckType(label.Name, label.Type);
         return col;
     }
 
@@ -381,8 +497,12 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     /// <summary>Frees the network's native memory (models made by <see cref="WithSampler"/> share it and free nothing).</summary>
     public void Dispose()
     {
-        if (_disposed) return;
-        _disposed = true;
+        lock (_lowPrecisionLock)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            _bf16?.Dispose();
+        }
         if (_ownsNetwork) _network.Dispose();
         if (_ownsAutoencoder) Autoencoder?.Dispose();
     }

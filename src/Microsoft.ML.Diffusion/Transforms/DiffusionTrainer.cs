@@ -109,6 +109,25 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         /// The autoencoder is saved in the diffusion model's zip. Not combined with <see cref="SelfConditioning"/> or
         /// <see cref="Conditioning"/>. Null (default): pixel space.</summary>
         public AutoencoderModel? Autoencoder { get; set; }
+        /// <summary>
+        /// Class conditioning: the column of class labels, key-typed (the number of classes is the key count; the missing key
+        /// trains the null label) or integer-valued (classes 0..<see cref="NumClasses"/> - 1). The U-Net then adds a learned
+        /// class embedding (NumClasses + 1 rows, the last one the null label) to its time embedding, and generation requests
+        /// may carry labels (<c>mlContext.Generative.CreateRequests(count, seed, labels)</c>, <see cref="SamplerOptions.GuidanceScale"/>).
+        /// Null (default): no class conditioning. Saved with the model.
+        /// </summary>
+        public string? LabelColumnName { get; set; }
+        /// <summary>The number of classes of an integer label column (a key-typed column gives its own; when set it must agree).</summary>
+        public int? NumClasses { get; set; }
+        /// <summary>Probability with which a training label is replaced by the null label, so that the same network also learns
+        /// the unconditional model that classifier-free guidance needs (Ho &amp; Salimans 2022, algorithm 1, p_uncond). Default 0.1;
+        /// 0 trains no unconditional branch (guidance then has nothing to contrast with).</summary>
+        public float ConditionDropProbability { get; set; } = DiffusionDefaults.ConditionDropProbability;
+        /// <summary>The number format of training's forward and backward passes: <see cref="Precision.Fp32"/> (default) or
+        /// <see cref="Precision.Bf16Mixed"/>, bfloat16 mixed precision (a bfloat16 working copy of the network computes the
+        /// forward and backward passes; the weights, AdamW state, gradient clipping, EMA and loss stay float32, and so does the
+        /// trained model). Not saved with the model: sampling precision is <see cref="SamplerOptions.Precision"/>.</summary>
+        public Precision Precision { get; set; } = Precision.Fp32;
         /// <summary>The sampler the trained model's Transform uses (saved with the model).</summary>
         public SamplerOptions Sampler { get; set; } = new();
         /// <summary>Receives a report after every optimizer step.</summary>
@@ -122,8 +141,9 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         /// <summary>Channels the U-Net denoises: Channels, or the autoencoder's latent channels.</summary>
         internal int SampleChannels => Autoencoder?.LatentChannels ?? Channels;
 
-        internal UNetConfig ToNetworkConfig() => new()
+        internal UNetConfig ToNetworkConfig(int numClasses = 0) => new()
         {
+            NumClasses = numClasses,
             ImageSize = SampleSize,
             // concat(x_t, x0_hat) (Analog Bits, section 3), then the conditioning image (SR3: concat(x_t, upsample(low_res))).
             InChannels = (SelfConditioning ? 2 * SampleChannels : SampleChannels) + (Conditioning?.ExtraChannels(Channels) ?? 0),
@@ -177,6 +197,9 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         if (!Enum.IsDefined(o.Variance))
             throw new ArgumentOutOfRangeException(nameof(o.Variance), o.Variance,
                 $"Unknown DiffusionTrainer.Options.Variance; expected one of {string.Join(", ", Enum.GetNames<VarianceType>())}.");
+        if (!Enum.IsDefined(o.Precision))
+            throw new ArgumentOutOfRangeException(nameof(o.Precision), o.Precision,
+                $"Unknown DiffusionTrainer.Options.Precision; expected one of {string.Join(", ", Enum.GetNames<Precision>())}.");
         Positive(o.LogInterval, nameof(o.LogInterval));
         if (!(o.LearningRate > 0 && float.IsFinite(o.LearningRate)))
             throw new ArgumentOutOfRangeException(nameof(o.LearningRate), o.LearningRate, "DiffusionTrainer.Options.LearningRate must be a positive number.");
@@ -198,7 +221,16 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             if (o.Conditioning is not null)
                 throw new ArgumentException($"DiffusionTrainer.Options.Conditioning ({o.Conditioning}) is not supported with an Autoencoder (latent diffusion).", nameof(o.Conditioning));
         }
-        o.ToNetworkConfig().Validate();
+        if (o.LabelColumnName is not null && string.IsNullOrWhiteSpace(o.LabelColumnName))
+            throw new ArgumentException("DiffusionTrainer.Options.LabelColumnName is blank; set a column name or leave it null (no class conditioning).", nameof(o.LabelColumnName));
+        if (o.NumClasses is int nc && (nc < 1 || nc > MaxClasses))
+            throw new ArgumentOutOfRangeException(nameof(o.NumClasses), nc, $"DiffusionTrainer.Options.NumClasses must be between 1 and {MaxClasses} when set.");
+        if (o.NumClasses is not null && o.LabelColumnName is null)
+            throw new ArgumentException("DiffusionTrainer.Options.NumClasses is set but LabelColumnName is not; set the label column to train a class-conditional model.", nameof(o.NumClasses));
+        if (!(o.ConditionDropProbability >= 0 && o.ConditionDropProbability <= 1))
+            throw new ArgumentOutOfRangeException(nameof(o.ConditionDropProbability), o.ConditionDropProbability,
+                "DiffusionTrainer.Options.ConditionDropProbability must be in [0, 1].");
+        o.ToNetworkConfig(o.LabelColumnName is null ? 0 : o.NumClasses ?? 1).Validate();
         (o.Sampler ?? new SamplerOptions()).Validate(o.Timesteps);
     }
 
@@ -207,6 +239,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
         TrainingImageInput.Check(inputSchema, _options.ImageColumnName, _options.ImageSize, _options.Channels);
+        if (_options.LabelColumnName is string label) LabelColumn.Check(inputSchema, label);
         var columns = inputSchema.ToDictionary(c => c.Name);
         columns[_options.OutputColumnName] = new SchemaShape.Column(_options.OutputColumnName, SchemaShape.Column.VectorKind.Scalar,
             new ImageDataViewType(_options.ImageSize, _options.ImageSize), false);
@@ -219,12 +252,16 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         ArgumentNullException.ThrowIfNull(input);
         var o = _options;
         var imageCol = TrainingImageInput.Check(input.Schema, o.ImageColumnName, o.ImageSize, o.Channels);
+        var (labelCol, numClasses) = ResolveLabels(input.Schema);
         var device = DeviceSelection.Select(_host);
-        var netConfig = o.ToNetworkConfig();
+        var netConfig = o.ToNetworkConfig(numClasses);
         var schedule = new DiffusionSchedule(o.Schedule, o.Timesteps);
         long seed = o.Seed ?? _host.Rand.Next();
 
         using var ch = _host.Start("Diffusion training");
+        if (o.Precision == Precision.Bf16Mixed && device.type == DeviceType.CPU && TorchRuntime.AppliedOneDnnIsaLimit is string isa)
+            ch.Warning($"Precision.Bf16Mixed on the CPU while oneDNN is limited to {isa} (see TorchRuntime): bfloat16 convolutions then run on " +
+                       "slow reference kernels. Set DNNL_MAX_CPU_ISA=ALL in the environment before the process starts to use the AVX-512 BF16 kernels.");
         UNet model, ema;
         lock (TorchGlobalSeed)
         {
@@ -243,6 +280,8 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             EmaDecay = o.EmaDecay, Seed = seed, Prediction = o.Prediction, LossWeighting = o.LossWeighting,
             LearnedVariance = o.Variance == VarianceType.Learned, SelfConditioning = o.SelfConditioning,
             LowResolutionFactor = o.Conditioning?.Factor ?? 0,
+            NumClasses = numClasses, ConditionDropProbability = labelCol is null ? 0 : o.ConditionDropProbability,
+            Precision = o.Precision,
         };
         var identityFields = new
         {
@@ -263,6 +302,13 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         // And the conditioning (added after self-conditioning): only when set.
         if (o.Conditioning is not null)
             identity = JsonSerializer.Serialize(new { Run = identity, o.Conditioning }, DiffusionModelConfig.Json);
+        // And class conditioning (added with it): only when a label column is set.
+        if (labelCol is not null)
+            identity = JsonSerializer.Serialize(new { Run = identity, NumClasses = numClasses, o.ConditionDropProbability }, DiffusionModelConfig.Json);
+        // And the precision (added after class conditioning): only when not float32.
+        if (o.Precision != Precision.Fp32)
+            identity = JsonSerializer.Serialize(new { Run = identity, o.Precision }, DiffusionModelConfig.Json);
+
         // And the latent space (added after the conditioning): only with an autoencoder; its scale factor is computed below.
         LatentSpace? latent = null;
         if (o.Autoencoder is { } ae)
@@ -278,7 +324,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
 
         try
         {
-            return Train(input, imageCol, model, ema, schedule, settings, identity, seed, device, ch, latent);
+            return Train(input, imageCol, labelCol, model, ema, schedule, settings, identity, seed, device, ch, latent);
         }
         catch
         {
@@ -291,7 +337,30 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         }
     }
 
-    private DiffusionModel Train(IDataView input, TrainingImageInput imageCol, UNet model, UNet ema, DiffusionSchedule schedule,
+    private const int MaxClasses = UNetConfig.MaxClasses;
+
+    /// <summary>The label column and the number of classes (0 and null without class conditioning).</summary>
+    private (DataViewSchema.Column? Column, int NumClasses) ResolveLabels(DataViewSchema schema)
+    {
+        var o = _options;
+        if (o.LabelColumnName is not string name) return (null, 0);
+        var (col, keyCount) = LabelColumn.Check(schema, name);
+        if (keyCount is ulong count)
+        {
+            if (count == 0 || count > MaxClasses)
+                throw new ArgumentOutOfRangeException(nameof(schema), $"Label column '{name}' is a key type with {count} values; expected 1..{MaxClasses} classes.");
+            if (o.NumClasses is int n && n != (int)count)
+                throw new ArgumentOutOfRangeException(nameof(schema),
+                    $"DiffusionTrainer.Options.NumClasses is {n} but label column '{name}' is a key type with {count} values; leave NumClasses unset or make them agree.");
+            return (col, (int)count);
+        }
+        int classes = o.NumClasses ?? throw new ArgumentException(
+            $"Label column '{name}' holds numbers ({col.Type}); set DiffusionTrainer.Options.NumClasses to the number of classes " +
+            "(labels 0..NumClasses - 1), or map the labels to a key type with mlContext.Transforms.Conversion.MapValueToKey.", nameof(schema));
+        return (col, classes);
+    }
+
+    private DiffusionModel Train(IDataView input, TrainingImageInput imageCol, DataViewSchema.Column? labelCol, UNet model, UNet ema, DiffusionSchedule schedule,
         TrainingSettings settings, string identity, long seed, Device device, IChannel ch, LatentSpace? latent)
     {
         var o = _options;
@@ -332,11 +401,13 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             double lossSum = 0;
             long lossCount = 0, batchInEpoch = 0, rowsInEpoch = 0;
             var batch = new float[o.BatchSize * per];
+            var batchLabels = labelCol is null ? null : new long[o.BatchSize];
             int filled = 0;
-            foreach (var row in StreamRows(input, imageCol, per, dataSeed + epoch, o.ShuffleBufferSize, o.CancellationToken))
+            foreach (var row in StreamRows(input, imageCol, labelCol, netConfig.NumClasses, per, dataSeed + epoch, o.ShuffleBufferSize, o.CancellationToken))
             {
                 rowsInEpoch++;
-                row.CopyTo(batch, filled * per);
+                row.Pixels.CopyTo(batch, filled * per);
+                if (batchLabels is not null) batchLabels[filled] = row.Label;
                 filled++;
                 if (filled < o.BatchSize) continue;
                 RunBatch(filled);
@@ -378,10 +449,11 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
                 float loss;
                 using (var pixels = torch.tensor(batch.AsSpan(0, count * per).ToArray(), new long[] { count, o.Channels, o.ImageSize, o.ImageSize }))
                 using (var x0 = latent is null ? pixels.alias() : LatentScale.ToLatent(o.Autoencoder!, pixels, latent.ScaleFactor))
+                using (var y = batchLabels is null ? null : torch.tensor(batchLabels.AsSpan(0, count).ToArray(), dtype: int64))
                 {
                     try
                     {
-                        loss = loop.TrainStep(x0);
+                        loss = loop.TrainStep(x0, y);
                     }
                     catch (NonFiniteLossException e)
                     {
@@ -418,6 +490,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             OutputColumnName = o.OutputColumnName, SeedColumnName = o.SeedColumnName,
             DefaultSampler = SamplerSettings.From(o.Sampler ?? new SamplerOptions()), TrainedSteps = loop.Step,
             Prediction = o.Prediction, Variance = o.Variance, SelfConditioning = o.SelfConditioning, Conditioning = o.Conditioning,
+            LabelColumnName = labelCol?.Name, ConditionDropProbability = labelCol is null ? 0 : o.ConditionDropProbability,
             Latent = latent,
         };
         return new DiffusionModel(_host, config, ema, device, autoencoder: o.Autoencoder);
@@ -426,21 +499,25 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
     internal static readonly object TorchGlobalSeed = new();
 
     /// <summary>
-    /// Streams the image column as [-1, 1] CHW float rows in a shuffled order: a buffer of <paramref name="bufferSize"/>
+    /// Streams the image column as [-1, 1] CHW float rows (with their class index when <paramref name="labelCol"/> is set,
+    /// <paramref name="numClasses"/> for a missing key) in a shuffled order: a buffer of <paramref name="bufferSize"/>
     /// rows, each new row replacing a random one that is emitted (the same pool shuffle as ML.NET's ShuffleRows).
     /// </summary>
-    internal static IEnumerable<float[]> StreamRows(IDataView input, TrainingImageInput imageCol, int per, long seed, int bufferSize, CancellationToken ct)
+    internal static IEnumerable<(float[] Pixels, long Label)> StreamRows(IDataView input, TrainingImageInput imageCol, DataViewSchema.Column? labelCol,
+        int numClasses, int per, long seed, int bufferSize, CancellationToken ct)
     {
         var rng = new Random(unchecked((int)(seed ^ (seed >> 32))));
-        var pool = new List<float[]>(Math.Min(bufferSize, 65536));
-        using var cursor = input.GetRowCursor(new[] { imageCol.Column });
+        var pool = new List<(float[] Pixels, long Label)>(Math.Min(bufferSize, 65536));
+        using var cursor = input.GetRowCursor(labelCol is { } lc ? new[] { imageCol.Column, lc } : new[] { imageCol.Column });
         var read = imageCol.CreateReader(cursor);
         long row = 0;
+        var labelReader = labelCol is { } l ? LabelColumn.Reader(cursor, l, numClasses, () => row) : null;
         while (cursor.MoveNext())
         {
             ct.ThrowIfCancellationRequested();
-            var values = new float[per];
-            read(row, values);
+            var pixels = new float[per];
+            read(row, pixels);
+            var values = (pixels, labelReader?.Invoke() ?? 0L);
             row++;
             if (pool.Count < bufferSize)
             {

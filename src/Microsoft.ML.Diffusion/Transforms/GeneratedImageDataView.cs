@@ -39,6 +39,7 @@ internal sealed class GeneratedImageDataView : IDataView
         private readonly int _outputIndex;
         private readonly DataViewRowCursor? _lookahead;
         private readonly ValueGetter<uint>? _seedGetter;
+        private readonly Func<long>? _labelReader;
         private readonly SamplerOptions _sampler;
         private readonly Queue<byte[]> _ready = new();
         private byte[]? _current;
@@ -59,8 +60,11 @@ internal sealed class GeneratedImageDataView : IDataView
             if (_active[_outputIndex])
             {
                 var seedCol = parent._model.CheckSeedColumn(src);
-                _lookahead = parent._source.GetRowCursor(seedCol is { } sc ? new[] { sc } : Array.Empty<DataViewSchema.Column>());
+                var labelCol = parent._model.CheckLabelColumn(src);
+                var needed = new[] { seedCol, labelCol }.Where(c => c is not null).Select(c => c!.Value).ToArray();
+                _lookahead = parent._source.GetRowCursor(needed);
                 if (seedCol is { } sc2) _seedGetter = _lookahead.GetGetter<uint>(sc2);
+                if (labelCol is { } lc) _labelReader = LabelColumn.Reader(_lookahead, lc, parent._model.NumClasses, () => _lookaheadRow);
             }
         }
 
@@ -87,17 +91,19 @@ internal sealed class GeneratedImageDataView : IDataView
         private void GenerateNextBatch()
         {
             var seeds = new List<uint>(_sampler.BatchSize);
+            var classes = _labelReader is null ? null : new List<long>(_sampler.BatchSize);
             uint seed = 0;
             while (seeds.Count < _sampler.BatchSize && _lookahead!.MoveNext())
             {
                 if (_seedGetter != null) _seedGetter(ref seed);
                 else seed = DiffusionModel.SeedOfRow(_sampler, _lookaheadRow);
                 seeds.Add(seed);
+                classes?.Add(_labelReader!());
                 _lookaheadRow++;
             }
             if (seeds.Count == 0)
                 throw new InvalidOperationException("The input changed while it was read: the seed cursor ended before the row cursor.");
-            foreach (var px in _parent._model.GeneratePixels(seeds, _sampler))
+            foreach (var px in _parent._model.GeneratePixels(seeds, classes?.ToArray(), _sampler))
                 _ready.Enqueue(px);
         }
 

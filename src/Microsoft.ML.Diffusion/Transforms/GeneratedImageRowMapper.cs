@@ -10,6 +10,7 @@ internal sealed class GeneratedImageRowMapper : IRowToRowMapper
 {
     private readonly DiffusionModel _model;
     private readonly DataViewSchema.Column? _seedColumn;
+    private readonly DataViewSchema.Column? _labelColumn;
 
     public GeneratedImageRowMapper(DiffusionModel model, DataViewSchema inputSchema, DataViewSchema outputSchema)
     {
@@ -17,6 +18,7 @@ internal sealed class GeneratedImageRowMapper : IRowToRowMapper
         InputSchema = inputSchema;
         OutputSchema = outputSchema;
         _seedColumn = model.CheckSeedColumn(inputSchema);
+        _labelColumn = model.CheckLabelColumn(inputSchema);
     }
 
     public DataViewSchema InputSchema { get; }
@@ -32,6 +34,7 @@ internal sealed class GeneratedImageRowMapper : IRowToRowMapper
             if (c.Index == outputIndex)
             {
                 if (_seedColumn is { } s) result.Add(s);
+                if (_labelColumn is { } l) result.Add(l);
             }
             else
             {
@@ -50,6 +53,7 @@ internal sealed class GeneratedImageRowMapper : IRowToRowMapper
         private readonly DataViewRow _input;
         private readonly bool[] _active;
         private readonly ValueGetter<uint>? _seedGetter;
+        private readonly Func<long>? _labelReader;
         private long _cachedPosition = -1;
         private byte[]? _cached;
 
@@ -61,6 +65,8 @@ internal sealed class GeneratedImageRowMapper : IRowToRowMapper
             foreach (var c in activeColumns) _active[c.Index] = true;
             if (parent._seedColumn is { } s && _active[parent.OutputSchema.Count - 1])
                 _seedGetter = input.GetGetter<uint>(s);
+            if (parent._labelColumn is { } l && _active[parent.OutputSchema.Count - 1])
+                _labelReader = LabelColumn.Reader(input, l, parent._model.NumClasses, () => input.Position);
         }
 
         public override DataViewSchema Schema => _parent.OutputSchema;
@@ -85,7 +91,8 @@ internal sealed class GeneratedImageRowMapper : IRowToRowMapper
                     uint seed = 0;
                     if (_seedGetter != null) _seedGetter(ref seed);
                     else seed = DiffusionModel.SeedOfRow(sampler, Math.Max(0, _input.Position));
-                    _cached = model.GeneratePixels(new[] { seed }, sampler)[0];
+                    var classes = _labelReader is null ? null : new[] { _labelReader() };
+                    _cached = model.GeneratePixels(new[] { seed }, classes, sampler)[0];
                     _cachedPosition = _input.Position;
                 }
                 value = MLImage.CreateFromPixels(model.ImageSize, model.ImageSize, MLPixelFormat.Bgra32, _cached);

@@ -23,13 +23,15 @@ public static class SyntheticTrainCommand
         var checkpoints = new Option<string?>("--checkpoint-dir") { Description = "Write checkpoints here and resume from them" };
         var interval = new Option<int>("--checkpoint-interval") { Description = "Steps between checkpoints", DefaultValueFactory = _ => 1 };
         var output = new Option<string?>("--out") { Description = "Model zip to write at the end" };
+        var threads = new Option<int?>("--threads") { Description = "libtorch intra-op threads (default: libtorch's choice)" };
         var command = new Command("train-synthetic", "Train the tests' tiny model on synthetic images (used by the fault tests)")
         {
-            count, steps, checkpoints, interval, output,
+            count, steps, checkpoints, interval, output, threads,
         };
         command.Hidden = true;
         command.SetAction(parse =>
         {
+            if (parse.GetValue(threads) is int t) TorchSharp.torch.set_num_threads(t);
             var ml = new MLContext(seed: 1);
             var data = ml.Data.LoadFromEnumerable(Squares(parse.GetValue(count)).ToList());
             var options = TinyOptions(parse.GetValue(steps));

@@ -80,7 +80,7 @@ public class LatentDiffusionTests
 
         // The same by hand: DDIM without clipping on the latent grid, then D(z / s) clamped to [-1, 1].
         var scheduler = SchedulerFactory.Create(_model.Schedule, new SamplerOptions { Sampler = SamplerKind.Ddim, Steps = 5, ClipSample = false });
-        using var z = DiffusionSampler.Sample(_model.NetworkForward, scheduler, seeds, new long[] { 4, 8, 8 }, _model.Device);
+        using var z = DiffusionSampler.Sample((x, t) => _model.NetworkForward(x, t, null), scheduler, seeds, new long[] { 4, 8, 8 }, _model.Device);
         using var scaled = z / _model.Latent!.ScaleFactor;
         using var decoded = _autoencoder.Decode(scaled);
         using var expected = decoded.clamp(-1.0, 1.0);
@@ -121,6 +121,33 @@ public class LatentDiffusionTests
             using var z1 = _autoencoder.Encode(x);
             using var z2 = loaded.Autoencoder!.Encode(x);
             Assert.IsTrue(z1.allclose(z2, rtol: 0, atol: 0));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [TestMethod]
+    public void ConditionalLatentModelSavesAndLoadsWithIdenticalGuidedOutput()
+    {
+        var o = LatentOptions(_autoencoder);
+        o.MaxSteps = 2;
+        o.LabelColumnName = "Label";
+        o.NumClasses = 24;
+        using var conditional = _ml.Generative.Diffusion(o).Fit(_data);
+        Assert.AreEqual(24, conditional.NumClasses);
+        string path = Path.Combine(Path.GetTempPath(), $"latent-cond-{Guid.NewGuid():N}.zip");
+        try
+        {
+            _ml.Model.Save(conditional, _data.Schema, path);
+            using var loaded = (DiffusionModel)_ml.Model.Load(path, out _);
+            var options = new SamplerOptions { Sampler = SamplerKind.Ddim, Steps = 3, Seed = 2, GuidanceScale = 3f };
+            var labels = new[] { 0, 5, 23 };
+            var a = conditional.Generate(labels, options).Select(TestData.Pixels).ToList();
+            var b = loaded.Generate(labels, options).Select(TestData.Pixels).ToList();
+            Assert.IsTrue(a.All(p => p.Length == 4 * 16 * 16), "full-size images");
+            for (int i = 0; i < 3; i++) CollectionAssert.AreEqual(a[i], b[i], $"label {labels[i]}: image differs after save/load");
         }
         finally
         {

@@ -145,14 +145,32 @@ internal static class ReliabilityKit
         return result;
     }
 
+    /// <summary>
+    /// Runs libtorch on one intra-op thread until disposed. On this project's shared 2-core machines (load average 8 to 16 while
+    /// other builds run) libtorch's two OpenMP threads wait for each other and a tiny model's step took 30 to 45 times longer
+    /// than on one thread; tests whose subject is the loop, not the arithmetic, use one.
+    /// </summary>
+    public static IDisposable OneTorchThread()
+    {
+        int before = TorchSharp.torch.get_num_threads();
+        TorchSharp.torch.set_num_threads(1);
+        return new Restore(() => TorchSharp.torch.set_num_threads(before));
+    }
+
+    private sealed class Restore(Action action) : IDisposable
+    {
+        public void Dispose() => action();
+    }
+
     // ---- memory and processes ----
 
-    /// <summary>VmRSS of this process in bytes, after a full blocking GC (so that collectable garbage does not count).</summary>
+    /// <summary>VmRSS of this process in bytes, after an aggressive full blocking GC (finalizers run, free managed memory
+    /// decommitted), so that collectable garbage and free GC segments do not count.</summary>
     public static long ResidentBytes()
     {
         GC.Collect();
         GC.WaitForPendingFinalizers();
-        GC.Collect();
+        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
         foreach (var line in File.ReadLines("/proc/self/status"))
             if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
                 return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
