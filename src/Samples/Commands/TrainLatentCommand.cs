@@ -68,7 +68,7 @@ public static class TrainLatentCommand
             AutoencoderModel autoencoder;
             DiffusionModel latentModel;
             DiffusionModel? pixelModel = null;
-            double latentSeconds, pixelSeconds = double.NaN;
+            double latentSeconds, pixelSeconds = double.NaN, aeSeconds;
             try
             {
                 autoencoder = ConsoleProgress.Run(ctx =>
@@ -81,7 +81,7 @@ public static class TrainLatentCommand
                     });
                     return ml.Generative.Autoencoder(aeOptions).Fit(images);
                 });
-                double aeSeconds = aeWatch.Elapsed.TotalSeconds;
+                aeSeconds = aeWatch.Elapsed.TotalSeconds;
                 AnsiConsole.MarkupLine($"Autoencoder: {autoencoder.ParameterCount:N0} parameters, {aeOptions.MaxSteps} steps in {aeSeconds:F0} s; " +
                                        $"latent {autoencoder.LatentChannels}x{autoencoder.LatentSize}x{autoencoder.LatentSize}.");
 
@@ -136,7 +136,7 @@ public static class TrainLatentCommand
                 File.WriteAllText(jsonPath, JsonSerializer.Serialize(new
                 {
                     crops = n, size = s, factor = f, batch = b,
-                    autoencoder_steps = aeOptions.MaxSteps, autoencoder_seconds = aeWatch.Elapsed.TotalSeconds,
+                    autoencoder_steps = aeOptions.MaxSteps, autoencoder_seconds = aeSeconds,
                     latent_steps = latentModel.Config.TrainedSteps, latent_seconds = latentSeconds, latent_seconds_per_100_steps = latentPer100,
                     pixel_steps = pixelModel?.Config.TrainedSteps, pixel_seconds = pixelSeconds, pixel_seconds_per_100_steps = pixelPer100,
                     latent_parameters = latentModel.ParameterCount, pixel_parameters = pixelModel?.ParameterCount,
