@@ -4,7 +4,8 @@ namespace Microsoft.ML.Diffusion;
 
 /// <summary>
 /// Generative models in ML.NET: <c>mlContext.Generative.Diffusion(...)</c> trains a diffusion model,
-/// <c>mlContext.Generative.CreateRequests(...)</c> makes the rows it generates images for, <c>Inpaint</c> and <c>Upscale</c>
+/// <c>mlContext.Generative.CreateRequests(...)</c> makes the rows it generates images for, <c>Autoencoder</c> trains the
+/// first stage of latent diffusion, <c>Inpaint</c> and <c>Upscale</c>
 /// fill and upscale images with a trained model, <c>CreateMask</c> makes the built-in inpainting masks.
 /// </summary>
 public sealed class GenerativeCatalog
@@ -38,6 +39,33 @@ public sealed class GenerativeCatalog
         {
             OutputColumnName = outputColumnName, ImageColumnName = imageColumnName, ImageSize = imageSize, Channels = channels,
             Epochs = epochs, BatchSize = batchSize, Timesteps = timesteps, Schedule = schedule,
+        });
+
+    /// <summary>A KL autoencoder trainer (latent diffusion's first stage, Rombach et al. 2022) with all options.</summary>
+    public AutoencoderTrainer Autoencoder(AutoencoderTrainer.Options options) => new(Context, options);
+
+    /// <summary>A KL autoencoder trainer with the common options; the rest keep their defaults (see <see cref="AutoencoderTrainer.Options"/>).</summary>
+    /// <param name="outputColumnName">Column the trained model writes reconstructed images to.</param>
+    /// <param name="imageColumnName">Column of training images (MLImage).</param>
+    /// <param name="imageSize">Image side in pixels, divisible by <paramref name="downsamplingFactor"/>.</param>
+    /// <param name="channels">1 (grayscale) or 3 (RGB).</param>
+    /// <param name="downsamplingFactor">4 or 8: the latent grid is imageSize / factor.</param>
+    /// <param name="latentChannels">Channels of the latent (LDM: 4).</param>
+    /// <param name="epochs">Passes over the data.</param>
+    /// <param name="batchSize">Images per optimizer step.</param>
+    public AutoencoderTrainer Autoencoder(
+        string outputColumnName = AutoencoderTrainer.DefaultOutputColumnName,
+        string imageColumnName = DiffusionDefaults.ImageColumnName,
+        int imageSize = 32,
+        int channels = 3,
+        int downsamplingFactor = 4,
+        int latentChannels = 4,
+        int epochs = 1,
+        int batchSize = 16) =>
+        new(Context, new AutoencoderTrainer.Options
+        {
+            OutputColumnName = outputColumnName, ImageColumnName = imageColumnName, ImageSize = imageSize, Channels = channels,
+            DownsamplingFactor = downsamplingFactor, LatentChannels = latentChannels, Epochs = epochs, BatchSize = batchSize,
         });
 
     /// <summary>

@@ -6,7 +6,7 @@ BenchCommand.ApplyOneDnnIsaOption(args);
 // Backend settings before the first tensor op (see TorchRuntime: oneDNN ISA on AMD AVX-512 CPUs).
 Microsoft.ML.Diffusion.TorchRuntime.EnsureInitialized();
 
-var root = new RootCommand("Microsoft.ML.Diffusion samples: train, generate, inpaint, upscale, bench, evaluate, train-classifier, evaluate-inpaint, soak (and the demo when run without a command).");
+var root = new RootCommand("Microsoft.ML.Diffusion samples: train, generate, inpaint, upscale, bench, evaluate, train-classifier, evaluate-inpaint, train-latent, soak (and the demo when run without a command).");
 root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(DemoCommand.Create());
@@ -19,5 +19,6 @@ root.Subcommands.Add(EvaluateInpaintCommand.Create());
 root.Subcommands.Add(EvaluateGuidanceCommand.Create());
 root.Subcommands.Add(SoakCommand.Create());
 root.Subcommands.Add(SyntheticTrainCommand.Create());
+root.Subcommands.Add(TrainLatentCommand.Create());
 root.SetAction(parse => DemoCommand.Run(DemoCommand.DefaultModelPath, "out"));
 return root.Parse(args).Invoke();

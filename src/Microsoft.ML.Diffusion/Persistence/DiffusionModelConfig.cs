@@ -38,6 +38,10 @@ public sealed record DiffusionModelConfig
     /// channels follow x_t (and the self-condition) in the network's input; absent (null, unconditional) in models saved
     /// before it existed.</summary>
     public Conditioning? Conditioning { get; init; }
+    /// <summary>Latent diffusion (Rombach et al. 2022): when set, the network works on the latents of an autoencoder saved with
+    /// the model (Network.ImageSize = ImageSize / factor, LatentChannels channels) and every sampler decodes at the end; absent
+    /// (null, pixel space) in models saved before it existed.</summary>
+    public LatentSpace? Latent { get; init; }
     /// <summary>The column of class labels (key-typed or integer) the model was trained on and reads from generation
     /// requests; null for a model without class conditioning (absent in models saved before it existed). The number of
     /// classes is <see cref="UNetConfig.NumClasses"/> of <see cref="Network"/>.</summary>
@@ -47,6 +51,12 @@ public sealed record DiffusionModelConfig
     public float ConditionDropProbability { get; init; }
     /// <summary>Optimizer steps the weights were trained for.</summary>
     public long TrainedSteps { get; init; }
+
+    /// <summary>Side of the grid the network denoises: ImageSize, or ImageSize / factor for a latent model.</summary>
+    internal int SampleSize => Latent is { } l ? ImageSize / l.DownsamplingFactor : ImageSize;
+
+    /// <summary>Channels the network denoises: Channels, or the latent channels for a latent model.</summary>
+    internal int SampleChannels => Latent?.LatentChannels ?? Channels;
 
     /// <summary>The largest T accepted (DDPM uses 1000; a sanity bound that also stops a forged file from asking for huge schedules).</summary>
     public const int MaxTimesteps = 100_000;
@@ -70,7 +80,16 @@ public sealed record DiffusionModelConfig
             throw new InvalidDataException($"The model's network configuration is invalid: {e.Message} The file is corrupt or was edited.", e);
         }
         if (Channels != 1 && Channels != 3) throw Bad(nameof(Channels), Channels, "1 (grayscale) or 3 (RGB)");
-        if (ImageSize != Network.ImageSize) throw Bad(nameof(ImageSize), ImageSize, $"the network's image size {Network.ImageSize}");
+        if (Latent is { } latent)
+        {
+            if (!Models.AutoencoderConfig.SupportedFactors.Contains(latent.DownsamplingFactor))
+                throw Bad("Latent.DownsamplingFactor", latent.DownsamplingFactor, "2, 4 or 8");
+            if (latent.LatentChannels < 1 || latent.LatentChannels > 64) throw Bad("Latent.LatentChannels", latent.LatentChannels, "1..64");
+            if (!(latent.ScaleFactor > 0 && double.IsFinite(latent.ScaleFactor))) throw Bad("Latent.ScaleFactor", latent.ScaleFactor, "a positive number");
+            if (ImageSize != Network.ImageSize * latent.DownsamplingFactor)
+                throw Bad(nameof(ImageSize), ImageSize, $"the network's latent grid {Network.ImageSize} times the factor {latent.DownsamplingFactor}");
+        }
+        else if (ImageSize != Network.ImageSize) throw Bad(nameof(ImageSize), ImageSize, $"the network's image size {Network.ImageSize}");
         if (Timesteps < 1 || Timesteps > MaxTimesteps) throw Bad(nameof(Timesteps), Timesteps, $"1..{MaxTimesteps}");
         if (!Enum.IsDefined(Schedule)) throw Bad(nameof(Schedule), Schedule, $"one of {string.Join(", ", Enum.GetNames<NoiseSchedule>())}");
         if (!Enum.IsDefined(Prediction)) throw Bad(nameof(Prediction), Prediction, $"one of {string.Join(", ", Enum.GetNames<PredictionType>())}");
@@ -117,6 +136,21 @@ public sealed record DiffusionModelConfig
     /// <summary>Reads a config written by <see cref="ToJson"/>.</summary>
     public static DiffusionModelConfig FromJson(string json) =>
         JsonSerializer.Deserialize<DiffusionModelConfig>(json, Json) ?? throw new InvalidDataException("Empty model config.");
+}
+
+/// <summary>
+/// How a latent diffusion model maps images to the network's space (Rombach et al. 2022, section 3 and appendix G):
+/// z = ScaleFactor * mean of q(z | x) (the posterior mean of the autoencoder's encoder, not a sample), and back
+/// x = Decode(z / ScaleFactor).
+/// </summary>
+public sealed record LatentSpace
+{
+    /// <summary>The autoencoder's downsampling factor f.</summary>
+    public int DownsamplingFactor { get; init; }
+    /// <summary>Channels of the latent.</summary>
+    public int LatentChannels { get; init; }
+    /// <summary>1 / standard deviation of the training latents (LDM's scale_by_std), so the diffusion sees unit-variance data.</summary>
+    public double ScaleFactor { get; init; } = 1.0;
 }
 
 /// <summary>The serialisable part of <see cref="SamplerOptions"/>.</summary>

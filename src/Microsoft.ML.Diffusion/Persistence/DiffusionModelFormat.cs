@@ -12,43 +12,45 @@ internal static class DiffusionModelFormat
 {
     /// <summary>The stream holding the network's (EMA) weights, TorchSharp's module format.</summary>
     public const string WeightsStreamName = "TorchWeights.bin";
-    private const uint VersionWritten = 0x00010001;   // 1.1: config JSON + weight manifest + weights
-    private const uint VersionReadable = 0x00010001;
+    private const uint VersionWritten = 0x00010002;   // 1.2: a latent model adds the sub-model "Autoencoder"
+    private const uint VersionPixelSpace = 0x00010001;   // 1.1: config JSON + weight manifest + weights (what pixel-space models still write)
+    private const string AutoencoderEntryName = "Autoencoder";
     private const int BlockVersion = 1;
 
-    public static VersionInfo GetVersionInfo() => new(
+    /// <summary>The version a loader accepts (1.1 and 1.2).</summary>
+    public static VersionInfo GetVersionInfo() => GetVersionInfo(VersionWritten);
+
+    /// <summary>A pixel-space model is written as 1.1, exactly as before latent models existed, so older releases still read
+    /// it; a latent model is written as 1.2 (readable by 1.2 and later), which older releases refuse with a clear message.</summary>
+    private static VersionInfo GetVersionInfo(uint version) => new(
         modelSignature: "DIFFMODL",
-        verWrittenCur: VersionWritten,
-        verReadableCur: VersionReadable,
+        verWrittenCur: version,
+        verReadableCur: version,
         verWeCanReadBack: 0x00010001,
         loaderSignature: DiffusionModel.LoaderSignature,
         loaderAssemblyName: typeof(DiffusionModel).Assembly.FullName);
 
-    public static void Save(ModelSaveContext ctx, DiffusionModelConfig config, UNet network)
+    public static void Save(ModelSaveContext ctx, DiffusionModelConfig config, UNet network, AutoencoderModel? autoencoder = null)
     {
         ArgumentNullException.ThrowIfNull(ctx);
         ctx.CheckAtModel();
-        ctx.SetVersionInfo(GetVersionInfo());
+        ctx.SetVersionInfo(GetVersionInfo(config.Latent is null ? VersionPixelSpace : VersionWritten));
 
         // int: block version
         ctx.Writer.Write(BlockVersion);
         // string: DiffusionModelConfig as JSON (network, schedule, image format, columns, default sampler)
         ctx.Writer.Write(config.ToJson());
-        // int: number of weight tensors; then for each: string name, int rank, long[rank] shape.
+        // int: number of weight tensors; then for each: string name, int rank, long[rank] shape (WeightManifest).
         // Checked against the config's network before any weight is read.
-        var state = network.state_dict();
-        ctx.Writer.Write(state.Count);
-        foreach (var (name, t) in state)
-        {
-            ctx.Writer.Write(name);
-            ctx.Writer.Write((int)t.dim());
-            foreach (var d in t.shape) ctx.Writer.Write(d);
-        }
+        WeightManifest.Write(ctx.Writer, network);
         // stream TorchWeights.bin: the weights (TorchSharp module.save format)
         ctx.SaveBinaryStream(WeightsStreamName, w => network.save(w));
+        // 1.2, latent models only: sub-model "Autoencoder" (AutoencoderFormat), so both models travel in one zip
+        if (config.Latent is not null)
+            ctx.SaveModel(autoencoder ?? throw new ArgumentNullException(nameof(autoencoder), "A latent model is saved with its autoencoder."), AutoencoderEntryName);
     }
 
-    public static (DiffusionModelConfig Config, UNet Network) Load(IHostEnvironment env, ModelLoadContext ctx)
+    public static (DiffusionModelConfig Config, UNet Network, AutoencoderModel? Autoencoder) Load(IHostEnvironment env, ModelLoadContext ctx)
     {
         ArgumentNullException.ThrowIfNull(env);
         ArgumentNullException.ThrowIfNull(ctx);
@@ -80,19 +82,7 @@ internal static class DiffusionModelFormat
             throw new InvalidDataException($"The diffusion model's conditioning in the zip is invalid: {e.Message}", e);
         }
 
-        int count = ctx.Reader.ReadInt32();
-        if (count < 0 || count > 100_000)
-            throw new InvalidDataException($"The model's weight manifest lists {count} tensors; the file is corrupt.");
-        var manifest = new List<(string Name, long[] Shape)>(Math.Min(count, 4096));
-        for (int i = 0; i < count; i++)
-        {
-            string name = ctx.Reader.ReadString();
-            int rank = ctx.Reader.ReadInt32();
-            if (rank < 0 || rank > 8) throw new InvalidDataException($"Weight '{name}' has rank {rank}; the file is corrupt.");
-            var shape = new long[rank];
-            for (int d = 0; d < rank; d++) shape[d] = ctx.Reader.ReadInt64();
-            manifest.Add((name, shape));
-        }
+        var manifest = WeightManifest.Read(ctx.Reader);
         long manifestElements = TorchWeightsFormat.ElementCount(manifest, "The model's weight manifest");
 
         // Before anything is allocated by a size read from the file: the weights stream must hold exactly the manifest's
@@ -109,18 +99,9 @@ internal static class DiffusionModelFormat
         var network = new UNet(config.Network);
         try
         {
-            var state = network.state_dict();
-            if (state.Count != manifest.Count)
-                throw new InvalidDataException($"The zip holds {manifest.Count} weight tensors but its network config needs {state.Count}; the file is corrupt or from another model.");
-            foreach (var (name, shape) in manifest)
-            {
-                if (!state.TryGetValue(name, out var t))
-                    throw new InvalidDataException($"The zip holds weight '{name}', which the network config does not have; the file is corrupt or from another model.");
-                if (!t.shape.SequenceEqual(shape))
-                    throw new InvalidDataException($"Weight '{name}' has shape [{string.Join(", ", shape)}] in the zip; the network config needs [{string.Join(", ", t.shape)}].");
-            }
+            WeightManifest.CheckModule(network, manifest);
             ReadWeights(ctx, r => network.load(r), what);
-            return (config, network);
+            return (config, network, config.Latent is null ? null : LoadAutoencoder(env, ctx, config));
         }
         catch
         {
@@ -129,20 +110,35 @@ internal static class DiffusionModelFormat
         }
     }
 
-    /// <summary>Runs <paramref name="read"/> on the weights stream; a missing, truncated or corrupt stream gives an
-    /// <see cref="InvalidDataException"/> that names it.</summary>
-    private static void ReadWeights(ModelLoadContext ctx, Action<BinaryReader> read, string what)
+    /// <summary>The nested autoencoder of a latent model, checked against the config's latent space.</summary>
+    private static AutoencoderModel LoadAutoencoder(IHostEnvironment env, ModelLoadContext ctx, DiffusionModelConfig config)
     {
-        bool found;
+        var latent = config.Latent!;
+        if (ctx.Header.ModelVerWritten < VersionWritten)
+            throw new InvalidDataException($"The model's configuration describes a latent model, but the zip has format 0x{ctx.Header.ModelVerWritten:X8}, which holds no autoencoder; the file is corrupt or was edited.");
+        AutoencoderModel? autoencoder;
         try
         {
-            found = ctx.TryLoadBinaryStream(WeightsStreamName, read);
+            if (!ctx.ContainsModel(AutoencoderEntryName))
+                throw new InvalidDataException($"The latent diffusion model's zip has no '{AutoencoderEntryName}' sub-model; the file is corrupt or incomplete.");
+            ctx.LoadModel<AutoencoderModel, SignatureLoadModel>(env, out autoencoder, AutoencoderEntryName);
         }
-        catch (Exception e) when (e is EndOfStreamException or ArgumentException or IOException && !e.Message.StartsWith(what, StringComparison.Ordinal))
+        catch (System.Reflection.TargetInvocationException e) when (e.InnerException is InvalidDataException inner)
         {
-            throw new InvalidDataException($"{what} is truncated or corrupt: {e.Message}", e);
+            throw new InvalidDataException($"The latent diffusion model's autoencoder: {inner.Message}", inner);
         }
-        if (!found)
-            throw new InvalidDataException($"The model zip has no '{WeightsStreamName}' stream; it holds no weights.");
+        if (autoencoder.DownsamplingFactor != latent.DownsamplingFactor || autoencoder.LatentChannels != latent.LatentChannels
+            || autoencoder.ImageSize != config.ImageSize || autoencoder.Channels != config.Channels)
+        {
+            autoencoder.Dispose();
+            throw new InvalidDataException(
+                $"The zip's autoencoder ({autoencoder.Channels}x{autoencoder.ImageSize}x{autoencoder.ImageSize} -> {autoencoder.LatentChannels} channels, factor {autoencoder.DownsamplingFactor}) " +
+                $"does not match the diffusion model ({config.Channels}x{config.ImageSize}x{config.ImageSize}, {latent.LatentChannels} latent channels, factor {latent.DownsamplingFactor}); the file is corrupt or was edited.");
+        }
+        return autoencoder;
     }
+
+    /// <summary>Runs <paramref name="read"/> on the weights stream (<see cref="WeightManifest.ReadStream"/>).</summary>
+    private static void ReadWeights(ModelLoadContext ctx, Action<BinaryReader> read, string what) =>
+        WeightManifest.ReadStream(ctx, WeightsStreamName, read, what);
 }

@@ -32,13 +32,20 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     private readonly Device _device;
     private readonly bool _ownsNetwork;
     private readonly SamplerOptions _defaultSampler;
+    private readonly bool _ownsAutoencoder;
     private readonly object _lowPrecisionLock = new();
     private LowPrecisionCopy? _bf16;                       // made on first bfloat16 use (SamplerOptions.Precision)
     private bool _disposed;
 
     internal DiffusionModel(IHostEnvironment env, DiffusionModelConfig config, UNet network, Device device, bool ownsNetwork = true,
-        SamplerOptions? sampler = null)
+        SamplerOptions? sampler = null, AutoencoderModel? autoencoder = null, bool ownsAutoencoder = false)
     {
+        if ((config.Latent is null) != (autoencoder is null))
+            throw new ArgumentException(config.Latent is null
+                ? "A pixel-space diffusion model takes no autoencoder."
+                : "A latent diffusion model needs its autoencoder.", nameof(autoencoder));
+        Autoencoder = autoencoder;
+        _ownsAutoencoder = ownsAutoencoder;
         _ownsNetwork = ownsNetwork;
         _host = env.Register(nameof(DiffusionModel));
         Config = config;
@@ -76,6 +83,13 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     /// super-resolution model, which upscales and cannot generate from noise alone); null for an unconditional model.</summary>
     public Conditioning? Conditioning => Config.Conditioning;
 
+    /// <summary>The autoencoder of a latent diffusion model (<see cref="DiffusionTrainer.Options.Autoencoder"/>): the network
+    /// denoises its scaled latents and every sampler decodes at the end; null for a pixel-space model.</summary>
+    public AutoencoderModel? Autoencoder { get; }
+
+    /// <summary>The latent space (factor, latent channels, scale factor) of a latent diffusion model; null in pixel space.</summary>
+    public LatentSpace? Latent => Config.Latent;
+
     /// <summary>Classes of a class-conditional model (trained with <see cref="DiffusionTrainer.Options.LabelColumnName"/>);
     /// 0 for a model without class conditioning.</summary>
     public int NumClasses => Config.Network.NumClasses;
@@ -103,7 +117,8 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         ArgumentNullException.ThrowIfNull(sampler);
         sampler.Validate(Timesteps);
         CheckGuidance(sampler);
-        return new DiffusionModel(_host, Config with { DefaultSampler = SamplerSettings.From(sampler) }, _network, _device, ownsNetwork: false, sampler);
+        return new DiffusionModel(_host, Config with { DefaultSampler = SamplerSettings.From(sampler) }, _network, _device, ownsNetwork: false, sampler,
+            autoencoder: Autoencoder, ownsAutoencoder: false);
     }
 
     /// <summary>
@@ -206,6 +221,20 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         return SampleInBatches(seeds, options ?? DefaultSampler, initialNoise: null, upsampled);
     }
 
+    /// <summary>The shape of one sample the network denoises: [C, S, S] in pixel space, [LatentChannels, S/f, S/f] for a latent model.</summary>
+    internal long[] SampleShape => new long[] { Config.SampleChannels, Config.SampleSize, Config.SampleSize };
+
+    /// <summary>The sampler options as sampling uses them: a latent model neither clips nor thresholds x_0 (latents are not
+    /// bounded to [-1, 1]; LDM samples with clip_sample off); a pixel-space model uses them as they are.</summary>
+    internal SamplerOptions ForSampling(SamplerOptions options)
+    {
+        if (Latent is null || (!options.ClipSample && !options.DynamicThresholding)) return options;
+        var copy = options.Clone();
+        copy.ClipSample = false;
+        copy.DynamicThresholding = false;
+        return copy;
+    }
+
     /// <summary>Throws when guidance is asked of a model without class conditioning.</summary>
     private void CheckGuidance(SamplerOptions options)
     {
@@ -226,7 +255,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     }
 
     /// <summary>
-    /// The batching loop of <see cref="GenerateTensor"/> and <see cref="Interpolate"/>: batches of
+    /// The batching loop of <see cref="GenerateTensor(IReadOnlyList{uint}, SamplerOptions?)"/> and <see cref="Interpolate"/>: batches of
     /// <see cref="SamplerOptions.BatchSize"/> images, each with a fresh scheduler and self-conditioning state, so an image
     /// does not depend on the batch it is in. <paramref name="initialNoise"/> [count, C, H, W], when given, replaces the
     /// per-seed x_T. <paramref name="conditionChannels"/> [count, Cc, H, W], when given, is appended to the network's input
@@ -244,7 +273,8 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         CheckGuidance(options);
         if (classes is not null && classes.Length != seeds.Count)
             throw new ArgumentException($"There are {classes.Length} labels for {seeds.Count} seeds; expected one label per seed.", nameof(classes));
-        var shape = new long[] { Channels, ImageSize, ImageSize };
+        options = ForSampling(options);
+        var shape = SampleShape;
         int batches = (seeds.Count + options.BatchSize - 1) / options.BatchSize;
         var parts = new List<Tensor>();
         try
@@ -261,8 +291,15 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
                     using var labels = classes is null ? null : tensor(classes.AsSpan(start, n).ToArray(), dtype: int64);
                     using var network = new ConditionedNetwork(NetworkIn(options.Precision), channels, _device, labels, options.GuidanceScale, NumClasses, Channels);
                     using var selfConditioned = NewSelfConditionedDenoiser(network.Forward);
-                    parts.Add(DiffusionSampler.Sample(selfConditioned is null ? network.Forward : selfConditioned.Denoise, scheduler, chunk, shape, _device,
-                        options.Progress, options.CancellationToken, b, batches, noise));
+                    var x0 = DiffusionSampler.Sample(selfConditioned is null ? network.Forward : selfConditioned.Denoise, scheduler, chunk, shape, _device,
+                        options.Progress, options.CancellationToken, b, batches, noise);
+                    parts.Add(x0);
+                    if (Latent is { } latent)
+                    {
+                        // LDM: x = D(z / s), decoded batch by batch.
+                        parts[^1] = LatentScale.ToImage(Autoencoder!, x0, latent.ScaleFactor);
+                        x0.Dispose();
+                    }
                 }
                 finally
                 {
@@ -306,7 +343,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         }
 
         (probe as IDisposable)?.Dispose();
-        using var noise = SlerpNoise(seedA, seedB, count, new long[] { Channels, ImageSize, ImageSize });
+        using var noise = SlerpNoise(seedA, seedB, count, SampleShape);
         var seeds = Enumerable.Repeat(seedA, count).ToArray();      // unused: the sampler draws no noise
         using var x0 = SampleInBatches(seeds, options, noise);
         return ImageTensorConverter.ToBgraPixels(x0).Select(p => MLImage.CreateFromPixels(ImageSize, ImageSize, MLPixelFormat.Bgra32, p)).ToList();
@@ -449,12 +486,12 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
 
     // ---- persistence ----
 
-    void ICanSaveModel.Save(ModelSaveContext ctx) => DiffusionModelFormat.Save(ctx, Config, _network);
+    void ICanSaveModel.Save(ModelSaveContext ctx) => DiffusionModelFormat.Save(ctx, Config, _network, Autoencoder);
 
     private static DiffusionModel Create(IHostEnvironment env, ModelLoadContext ctx)
     {
-        var (config, network) = DiffusionModelFormat.Load(env, ctx);
-        return new DiffusionModel(env, config, network, DeviceSelection.Select(env));
+        var (config, network, autoencoder) = DiffusionModelFormat.Load(env, ctx);
+        return new DiffusionModel(env, config, network, DeviceSelection.Select(env), autoencoder: autoencoder, ownsAutoencoder: true);
     }
 
     /// <summary>Frees the network's native memory (models made by <see cref="WithSampler"/> share it and free nothing).</summary>
@@ -467,5 +504,6 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
             _bf16?.Dispose();
         }
         if (_ownsNetwork) _network.Dispose();
+        if (_ownsAutoencoder) Autoencoder?.Dispose();
     }
 }

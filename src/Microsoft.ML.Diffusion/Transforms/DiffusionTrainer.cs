@@ -100,6 +100,15 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         /// each training image average-pooled by the factor (clamped to [-1, 1]). Such a model upscales images of
         /// ImageSize / factor pixels and cannot generate from noise alone. Saved with the model.</summary>
         public Conditioning? Conditioning { get; set; }
+        /// <summary>Latent diffusion (Rombach et al. 2022): a trained <see cref="AutoencoderModel"/> of the same ImageSize and
+        /// Channels. The U-Net is then trained on the autoencoder's latents (the posterior mean, not a sample), multiplied by a
+        /// scale factor computed from the data (LDM's scale_by_std: 1 / standard deviation of the latents of the first
+        /// BatchSize rows, in input order), on a grid of ImageSize / f with the autoencoder's latent channels
+        /// (<see cref="AttentionResolutions"/> then refer to that grid); every sampler decodes at the end, so the model still
+        /// produces ImageSize images. Latent models sample without clipping or thresholding x_0 (latents are not bounded).
+        /// The autoencoder is saved in the diffusion model's zip. Not combined with <see cref="SelfConditioning"/> or
+        /// <see cref="Conditioning"/>. Null (default): pixel space.</summary>
+        public AutoencoderModel? Autoencoder { get; set; }
         /// <summary>
         /// Class conditioning: the column of class labels, key-typed (the number of classes is the key count; the missing key
         /// trains the null label) or integer-valued (classes 0..<see cref="NumClasses"/> - 1). The U-Net then adds a learned
@@ -126,13 +135,19 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         /// <summary>Stops training between two steps (a checkpoint is written first when a directory is set).</summary>
         public CancellationToken CancellationToken { get; set; }
 
+        /// <summary>Side of the grid the U-Net denoises: ImageSize, or ImageSize / f with an autoencoder.</summary>
+        internal int SampleSize => Autoencoder is { } ae ? ImageSize / ae.DownsamplingFactor : ImageSize;
+
+        /// <summary>Channels the U-Net denoises: Channels, or the autoencoder's latent channels.</summary>
+        internal int SampleChannels => Autoencoder?.LatentChannels ?? Channels;
+
         internal UNetConfig ToNetworkConfig(int numClasses = 0) => new()
         {
             NumClasses = numClasses,
-            ImageSize = ImageSize,
+            ImageSize = SampleSize,
             // concat(x_t, x0_hat) (Analog Bits, section 3), then the conditioning image (SR3: concat(x_t, upsample(low_res))).
-            InChannels = (SelfConditioning ? 2 * Channels : Channels) + (Conditioning?.ExtraChannels(Channels) ?? 0),
-            OutChannels = Variance == VarianceType.Learned ? 2 * Channels : Channels,   // prediction, then v (Improved DDPM eq. 15)
+            InChannels = (SelfConditioning ? 2 * SampleChannels : SampleChannels) + (Conditioning?.ExtraChannels(Channels) ?? 0),
+            OutChannels = Variance == VarianceType.Learned ? 2 * SampleChannels : SampleChannels,   // prediction, then v (Improved DDPM eq. 15)
             BaseChannels = BaseChannels,
             ChannelMultipliers = ChannelMultipliers.ToArray(),
             NumResBlocks = NumResBlocks,
@@ -195,6 +210,17 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         if (!Enum.IsDefined(o.Schedule))
             throw new ArgumentOutOfRangeException(nameof(o.Schedule), o.Schedule, $"Unknown schedule; expected one of {string.Join(", ", Enum.GetNames<NoiseSchedule>())}.");
         o.Conditioning?.Validate(o.ImageSize);
+        if (o.Autoencoder is { } ae)
+        {
+            if (ae.ImageSize != o.ImageSize || ae.Channels != o.Channels)
+                throw new ArgumentException(
+                    $"DiffusionTrainer.Options.Autoencoder encodes {ae.Channels}-channel {ae.ImageSize}x{ae.ImageSize} images; the options ask for " +
+                    $"ImageSize = {o.ImageSize}, Channels = {o.Channels}. Train the autoencoder on images of the same size and channels.", nameof(o.Autoencoder));
+            if (o.SelfConditioning)
+                throw new ArgumentException("DiffusionTrainer.Options.SelfConditioning is not supported with an Autoencoder (latent diffusion).", nameof(o.SelfConditioning));
+            if (o.Conditioning is not null)
+                throw new ArgumentException($"DiffusionTrainer.Options.Conditioning ({o.Conditioning}) is not supported with an Autoencoder (latent diffusion).", nameof(o.Conditioning));
+        }
         if (o.LabelColumnName is not null && string.IsNullOrWhiteSpace(o.LabelColumnName))
             throw new ArgumentException("DiffusionTrainer.Options.LabelColumnName is blank; set a column name or leave it null (no class conditioning).", nameof(o.LabelColumnName));
         if (o.NumClasses is int nc && (nc < 1 || nc > MaxClasses))
@@ -283,9 +309,22 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         if (o.Precision != Precision.Fp32)
             identity = JsonSerializer.Serialize(new { Run = identity, o.Precision }, DiffusionModelConfig.Json);
 
+        // And the latent space (added after the conditioning): only with an autoencoder; its scale factor is computed below.
+        LatentSpace? latent = null;
+        if (o.Autoencoder is { } ae)
+        {
+            latent = new LatentSpace
+            {
+                DownsamplingFactor = ae.DownsamplingFactor, LatentChannels = ae.LatentChannels,
+                ScaleFactor = LatentScale.Compute(ae, input, imageCol, o.BatchSize),
+            };
+            ch.Info($"Latent diffusion on the {ae.LatentChannels}x{ae.LatentSize}x{ae.LatentSize} latents of the autoencoder, scale factor {latent.ScaleFactor:G6}.");
+            identity = JsonSerializer.Serialize(new { Run = identity, Latent = latent, Autoencoder = ae.Config }, DiffusionModelConfig.Json);
+        }
+
         try
         {
-            return Train(input, imageCol, labelCol, model, ema, schedule, settings, identity, seed, device, ch);
+            return Train(input, imageCol, labelCol, model, ema, schedule, settings, identity, seed, device, ch, latent);
         }
         catch
         {
@@ -322,7 +361,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
     }
 
     private DiffusionModel Train(IDataView input, TrainingImageInput imageCol, DataViewSchema.Column? labelCol, UNet model, UNet ema, DiffusionSchedule schedule,
-        TrainingSettings settings, string identity, long seed, Device device, IChannel ch)
+        TrainingSettings settings, string identity, long seed, Device device, IChannel ch, LatentSpace? latent)
     {
         var o = _options;
         var netConfig = model.Config;
@@ -408,7 +447,8 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
                     o.CancellationToken.ThrowIfCancellationRequested();
                 }
                 float loss;
-                using (var x0 = torch.tensor(batch.AsSpan(0, count * per).ToArray(), new long[] { count, o.Channels, o.ImageSize, o.ImageSize }))
+                using (var pixels = torch.tensor(batch.AsSpan(0, count * per).ToArray(), new long[] { count, o.Channels, o.ImageSize, o.ImageSize }))
+                using (var x0 = latent is null ? pixels.alias() : LatentScale.ToLatent(o.Autoencoder!, pixels, latent.ScaleFactor))
                 using (var y = batchLabels is null ? null : torch.tensor(batchLabels.AsSpan(0, count).ToArray(), dtype: int64))
                 {
                     try
@@ -451,8 +491,9 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             DefaultSampler = SamplerSettings.From(o.Sampler ?? new SamplerOptions()), TrainedSteps = loop.Step,
             Prediction = o.Prediction, Variance = o.Variance, SelfConditioning = o.SelfConditioning, Conditioning = o.Conditioning,
             LabelColumnName = labelCol?.Name, ConditionDropProbability = labelCol is null ? 0 : o.ConditionDropProbability,
+            Latent = latent,
         };
-        return new DiffusionModel(_host, config, ema, device);
+        return new DiffusionModel(_host, config, ema, device, autoencoder: o.Autoencoder);
     }
 
     internal static readonly object TorchGlobalSeed = new();
@@ -462,7 +503,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
     /// <paramref name="numClasses"/> for a missing key) in a shuffled order: a buffer of <paramref name="bufferSize"/>
     /// rows, each new row replacing a random one that is emitted (the same pool shuffle as ML.NET's ShuffleRows).
     /// </summary>
-    private IEnumerable<(float[] Pixels, long Label)> StreamRows(IDataView input, TrainingImageInput imageCol, DataViewSchema.Column? labelCol,
+    internal static IEnumerable<(float[] Pixels, long Label)> StreamRows(IDataView input, TrainingImageInput imageCol, DataViewSchema.Column? labelCol,
         int numClasses, int per, long seed, int bufferSize, CancellationToken ct)
     {
         var rng = new Random(unchecked((int)(seed ^ (seed >> 32))));

@@ -1,3 +1,4 @@
+using Microsoft.ML.Diffusion.Persistence;
 using Microsoft.ML.Diffusion.Sampling;
 using static TorchSharp.torch;
 
@@ -16,11 +17,46 @@ internal static class RePaintRunner
     /// <param name="mask">1 keeps, 0 fills.</param>
     /// <param name="seeds">One seed per image.</param>
     /// <param name="network">Replaces the model's network when set (tests count calls through it).</param>
+    /// <param name="encoderInput">Latent models only: the image the known latent is encoded from (default: <paramref name="known"/>).</param>
+    /// <param name="cellKnownIfAnyPixel">Latent models only: a latent cell is known when any of its f x f pixels is known
+    /// (default false: when all of them are).</param>
     public static Tensor Run(DiffusionModel model, RePaintOptions options, Tensor known, Tensor mask, IReadOnlyList<uint> seeds,
-        Func<Tensor, Tensor, Tensor>? network = null)
+        Func<Tensor, Tensor, Tensor>? network = null, Tensor? encoderInput = null, bool cellKnownIfAnyPixel = false)
     {
         options.Validate(model.Timesteps);
-        var defaults = model.DefaultSampler;
+        if (model.Latent is { } latent)
+            return RunLatent(model, latent, options, known, mask, seeds, network, encoderInput ?? known, cellKnownIfAnyPixel);
+        return RunBatches(model, options, known, mask, seeds, network);
+    }
+
+    /// <summary>
+    /// RePaint in the latent space of a latent diffusion model: the known image is encoded (z = s E(x)), the mask is
+    /// downsampled to the latent grid (a cell is known when all, or with <paramref name="anyPixel"/> any, of its f x f pixels
+    /// are), RePaint fills the unknown cells, the result is decoded (x = D(z / s)) and the known pixels are re-imposed in pixel
+    /// space, so they appear unchanged in the output as with a pixel-space model.
+    /// </summary>
+    private static Tensor RunLatent(DiffusionModel model, LatentSpace latent, RePaintOptions options, Tensor known, Tensor mask,
+        IReadOnlyList<uint> seeds, Func<Tensor, Tensor, Tensor>? network, Tensor encoderInput, bool anyPixel)
+    {
+        using var scope = NewDisposeScope();
+        var autoencoder = model.Autoencoder!;
+        int f = latent.DownsamplingFactor;
+        var keep = (mask.to_type(float32) >= 0.5).to_type(float32);
+        if (keep.shape[1] != 1) keep = keep.amin(new long[] { 1 }, keepdim: true);   // a pixel is known when all its channels are
+        var kernel = new long[] { f, f };
+        var latentKeep = anyPixel
+            ? nn.functional.max_pool2d(keep, kernel, kernel)                 // any known pixel in the cell
+            : -nn.functional.max_pool2d(-keep, kernel, kernel);              // all pixels of the cell known (min-pool)
+        var zKnown = LatentScale.ToLatent(autoencoder, encoderInput, latent.ScaleFactor);
+        var z0 = RunBatches(model, options, zKnown, latentKeep, seeds, network);
+        var decoded = LatentScale.ToImage(autoencoder, z0, latent.ScaleFactor);
+        return where(keep.expand_as(decoded) > 0.5, known.to_type(float32), decoded).MoveToOuterDisposeScope();
+    }
+
+    private static Tensor RunBatches(DiffusionModel model, RePaintOptions options, Tensor known, Tensor mask, IReadOnlyList<uint> seeds,
+        Func<Tensor, Tensor, Tensor>? network)
+    {
+        var defaults = model.ForSampling(model.DefaultSampler);
         var samplerOptions = new SamplerOptions
         {
             Sampler = SamplerKind.Ddpm, Steps = options.ResolveSteps(model.Timesteps),

@@ -34,6 +34,7 @@ public sealed class UpscalingEstimator : IEstimator<UpscalingTransformer>
         _imageColumnName = imageColumnName;
         _options = (options ?? new UpscaleOptions()).Clone();
         _options.Validate(model.Timesteps, model.ImageSize);
+        UpscalingTransformer.CheckLatent(model, _options.Factor);
         UpscalingTransformer.CheckConditioning(model, _options.Factor);
     }
 
@@ -82,6 +83,7 @@ public sealed class UpscalingTransformer : ITransformer, ICanSaveModel, IDisposa
         ImageColumnName = imageColumnName;
         _options = options.Clone();
         _options.Validate(model.Timesteps, model.ImageSize);
+        CheckLatent(model, _options.Factor);
         CheckConditioning(model, _options.Factor);
         _ownsModel = ownsModel;
     }
@@ -103,6 +105,17 @@ public sealed class UpscalingTransformer : ITransformer, ICanSaveModel, IDisposa
 
     /// <summary>Replaces the model's network when set: tests count network calls through it.</summary>
     internal Func<Tensor, Tensor, Tensor>? NetworkOverride { get; set; }
+
+    /// <summary>A latent model upscales only by a factor larger than its autoencoder's: otherwise every latent cell holds a known
+    /// low-resolution pixel and RePaint in latent space has nothing to sample.</summary>
+    internal static void CheckLatent(DiffusionModel model, int factor)
+    {
+        if (model.Latent is { } latent && factor <= latent.DownsamplingFactor)
+            throw new ArgumentOutOfRangeException(nameof(UpscaleOptions.Factor), factor,
+                $"UpscaleOptions.Factor {factor} is not larger than the latent model's autoencoder factor {latent.DownsamplingFactor}: every " +
+                $"{latent.DownsamplingFactor}x{latent.DownsamplingFactor}-pixel latent cell would hold a known low-resolution pixel, leaving nothing for " +
+                "RePaint to sample in latent space. Use a pixel-space model, or an autoencoder with a smaller DownsamplingFactor.");
+    }
 
     internal static string Why(DiffusionModel model, int factor) =>
         $"the model's {model.ImageSize}x{model.ImageSize} divided by the factor {factor}";
@@ -146,7 +159,12 @@ public sealed class UpscalingTransformer : ITransformer, ICanSaveModel, IDisposa
         known.index_put_(lowRes, TensorIndex.Colon, TensorIndex.Colon, grid, grid);
         var mask = zeros(b, 1, size, size);
         mask.index_put_(ones(b, 1, size / f, size / f), TensorIndex.Colon, TensorIndex.Colon, grid, grid);
-        return RePaintRunner.Run(_model, _options, known, mask, seeds, NetworkOverride).MoveToOuterDisposeScope();
+        if (_model.Latent is null)
+            return RePaintRunner.Run(_model, _options, known, mask, seeds, NetworkOverride).MoveToOuterDisposeScope();
+        // Latent model: the encoder sees the clamped bicubic upsampling of the input, and a latent cell is known when it holds a
+        // known (grid) pixel; the grid pixels are re-imposed after decoding.
+        var upsampled = Conditions.LowResolutionCondition.Upsample(lowRes.to_type(float32), size);
+        return RePaintRunner.Run(_model, _options, known, mask, seeds, NetworkOverride, upsampled, cellKnownIfAnyPixel: true).MoveToOuterDisposeScope();
     }
 
     // ---- IImageBatchMapper ----

@@ -1,0 +1,238 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Diffusion;
+using Microsoft.ML.Diffusion.Imaging;
+using Microsoft.ML.Diffusion.Models;
+using Microsoft.ML.Diffusion.Persistence;
+using Microsoft.ML.Runtime;
+using TorchSharp;
+using static TorchSharp.torch;
+
+[assembly: LoadableClass(typeof(AutoencoderModel), null, typeof(SignatureLoadModel),
+    "Autoencoder Model", AutoencoderModel.LoaderSignature)]
+
+namespace Microsoft.ML.Diffusion;
+
+/// <summary>
+/// A trained KL autoencoder (<see cref="AutoencoderTrainer"/>): <see cref="Encode(Tensor)"/> maps images to the posterior mean
+/// of their latents, <see cref="Decode(Tensor)"/> maps latents back to images, and <see cref="Transform"/> adds a column of
+/// reconstructed images (Decode(Encode(x))). Saved and loaded with mlContext.Model, weights included.
+/// </summary>
+public sealed class AutoencoderModel : ITransformer, ICanSaveModel, IDisposable, IImageBatchMapper
+{
+    internal const string LoaderSignature = "DiffusionAutoencoder";
+    private const int InternalBatch = 64;
+    private readonly IHost _host;
+    private readonly KlAutoencoder _network;
+    private readonly Device _device;
+    private bool _disposed;
+
+    internal AutoencoderModel(IHostEnvironment env, AutoencoderModelConfig config, KlAutoencoder network, Device device)
+    {
+        _host = env.Register(nameof(AutoencoderModel));
+        Config = config;
+        _network = network;
+        _device = device;
+        _network.to(device);
+        _network.eval();
+    }
+
+    /// <summary>The network, columns and training facts of this model.</summary>
+    public AutoencoderModelConfig Config { get; }
+
+    /// <summary>Image side in pixels.</summary>
+    public int ImageSize => Config.Network.ImageSize;
+
+    /// <summary>1 (grayscale) or 3 (RGB).</summary>
+    public int Channels => Config.Network.Channels;
+
+    /// <summary>The downsampling factor f: latents are <see cref="LatentChannels"/> x ImageSize/f x ImageSize/f.</summary>
+    public int DownsamplingFactor => Config.Network.DownsamplingFactor;
+
+    /// <summary>Channels of the latent.</summary>
+    public int LatentChannels => Config.Network.LatentChannels;
+
+    /// <summary>Side of the latent grid: ImageSize / DownsamplingFactor.</summary>
+    public int LatentSize => Config.Network.LatentSize;
+
+    /// <summary>The network's parameter count.</summary>
+    public long ParameterCount => _network.ParameterCount;
+
+    /// <summary>The column of reconstructed images <see cref="Transform"/> adds.</summary>
+    public string OutputColumnName => Config.OutputColumnName;
+
+    /// <summary>The image column <see cref="Transform"/> reads.</summary>
+    public string InputColumnName => Config.InputColumnName;
+
+    /// <summary>
+    /// The posterior means of the latents of <paramref name="images"/> [N, C, S, S] (float, [-1, 1], any device) as
+    /// [N, LatentChannels, S/f, S/f] on the CPU.
+    /// </summary>
+    public Tensor Encode(Tensor images) => EncodeDistribution(images).Mean;
+
+    /// <summary>The posterior means of the latents of <paramref name="images"/> (converted to this model's channels).</summary>
+    public Tensor Encode(IReadOnlyList<MLImage> images)
+    {
+        ArgumentNullException.ThrowIfNull(images);
+        if (images.Count == 0) throw new ArgumentException("No images.", nameof(images));
+        for (int i = 0; i < images.Count; i++)
+        {
+            if (images[i] is null) throw new ArgumentNullException(nameof(images), $"Image {i} is null.");
+            if (images[i].Width != ImageSize || images[i].Height != ImageSize)
+                throw new ArgumentException(
+                    $"Image {i} is {images[i].Width}x{images[i].Height}; this autoencoder encodes {ImageSize}x{ImageSize} images (resize them with ResizeImages).", nameof(images));
+        }
+        using var x = ImageTensorConverter.ToTensor(images, Channels);
+        return Encode(x);
+    }
+
+    /// <summary>The posterior q(z | x) of <paramref name="images"/>: mean and log-variance, [N, LatentChannels, S/f, S/f] on the CPU.</summary>
+    public (Tensor Mean, Tensor LogVar) EncodeDistribution(Tensor images)
+    {
+        ArgumentNullException.ThrowIfNull(images);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var expected = new long[] { Channels, ImageSize, ImageSize };
+        if (images.dim() != 4 || !images.shape.Skip(1).SequenceEqual(expected))
+            throw new ArgumentException(
+                $"The images have shape [{string.Join(", ", images.shape)}]; this autoencoder expects [N, {Channels}, {ImageSize}, {ImageSize}] " +
+                $"(Channels = {Channels}, ImageSize = {ImageSize}, divisible by the factor {DownsamplingFactor}).", nameof(images));
+        var means = new List<Tensor>();
+        var logVars = new List<Tensor>();
+        try
+        {
+            using var _ = no_grad();
+            for (long start = 0; start < images.shape[0]; start += InternalBatch)
+            {
+                using var scope = NewDisposeScope();
+                var chunk = images.narrow(0, start, Math.Min(InternalBatch, images.shape[0] - start)).to_type(float32).to(_device);
+                var (mean, logVar) = _network.Encode(chunk);
+                means.Add(mean.cpu().MoveToOuterDisposeScope());
+                logVars.Add(logVar.cpu().MoveToOuterDisposeScope());
+            }
+            return (cat(means, 0), cat(logVars, 0));
+        }
+        finally
+        {
+            foreach (var t in means.Concat(logVars)) t.Dispose();
+        }
+    }
+
+    /// <summary>Decodes latents [N, LatentChannels, S/f, S/f] (any device) to images [N, C, S, S] on the CPU (not clamped).</summary>
+    public Tensor Decode(Tensor latents)
+    {
+        ArgumentNullException.ThrowIfNull(latents);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var expected = new long[] { LatentChannels, LatentSize, LatentSize };
+        if (latents.dim() != 4 || !latents.shape.Skip(1).SequenceEqual(expected))
+            throw new ArgumentException(
+                $"The latents have shape [{string.Join(", ", latents.shape)}]; this autoencoder decodes [N, {LatentChannels}, {LatentSize}, {LatentSize}].", nameof(latents));
+        var parts = new List<Tensor>();
+        try
+        {
+            using var _ = no_grad();
+            for (long start = 0; start < latents.shape[0]; start += InternalBatch)
+            {
+                using var scope = NewDisposeScope();
+                var chunk = latents.narrow(0, start, Math.Min(InternalBatch, latents.shape[0] - start)).to_type(float32).to(_device);
+                parts.Add(_network.Decode(chunk).cpu().MoveToOuterDisposeScope());
+            }
+            return cat(parts, 0);
+        }
+        finally
+        {
+            foreach (var t in parts) t.Dispose();
+        }
+    }
+
+    /// <summary>Decodes latents to images (values clamped to the pixel range).</summary>
+    public IReadOnlyList<MLImage> DecodeImages(Tensor latents)
+    {
+        using var images = Decode(latents);
+        return ImageTensorConverter.ToImages(images);
+    }
+
+    /// <summary>Decode(Encode(x)) through the posterior mean: [N, C, S, S] on the CPU.</summary>
+    public Tensor Reconstruct(Tensor images)
+    {
+        using var z = Encode(images);
+        return Decode(z);
+    }
+
+    // ---- IImageBatchMapper ----
+
+    int IImageBatchMapper.OutputSize => ImageSize;
+
+    int IImageBatchMapper.BatchSize => 16;
+
+    private string Why => $"the autoencoder's image size (ImageSize {ImageSize}, factor {DownsamplingFactor})";
+
+    IReadOnlyList<DataViewSchema.Column> IImageBatchMapper.CheckInput(DataViewSchema inputSchema) =>
+        new[] { ImageMappingColumns.CheckImage(inputSchema, InputColumnName, ImageSize, Why) };
+
+    Func<long, ImageRequest> IImageBatchMapper.CreateReader(DataViewRow row)
+    {
+        var image = ImageMappingColumns.ImageReader(row, row.Schema[InputColumnName], ImageSize, Channels, Why);
+        return index => new ImageRequest(index, image(index), null);
+    }
+
+    byte[][] IImageBatchMapper.MapBatch(IReadOnlyList<ImageRequest> requests)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        int n = requests.Count, per = Channels * ImageSize * ImageSize;
+        var values = new float[n * per];
+        for (int i = 0; i < n; i++) requests[i].Image.CopyTo(values, i * per);
+        using var x = tensor(values, new long[] { n, Channels, ImageSize, ImageSize });
+        using var result = Reconstruct(x);
+        return ImageTensorConverter.ToBgraPixels(result);
+    }
+
+    // ---- ITransformer ----
+
+    /// <summary>Always true: each row is mapped on its own (a PredictionEngine works).</summary>
+    public bool IsRowToRowMapper => true;
+
+    /// <summary>The input schema plus the reconstruction column; throws, naming the column and both sizes, for a wrongly sized input.</summary>
+    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        ((IImageBatchMapper)this).CheckInput(inputSchema);
+        return ImageMapping.OutputSchema(inputSchema, OutputColumnName, ImageSize);
+    }
+
+    /// <summary>Lazily adds the reconstructed images Decode(Encode(image)).</summary>
+    public IDataView Transform(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return new ImageMappingDataView(this, input, GetOutputSchema(input.Schema));
+    }
+
+    /// <summary>A row-to-row mapper for PredictionEngine.</summary>
+    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        return new ImageMappingRowMapper(this, inputSchema, GetOutputSchema(inputSchema));
+    }
+
+    // ---- persistence ----
+
+    void ICanSaveModel.Save(ModelSaveContext ctx)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        AutoencoderFormat.Save(ctx, Config, _network);
+    }
+
+    private static AutoencoderModel Create(IHostEnvironment env, ModelLoadContext ctx)
+    {
+        var (config, network) = AutoencoderFormat.Load(ctx);
+        return new AutoencoderModel(env, config, network, DeviceSelection.Select(env));
+    }
+
+    /// <summary>Frees the network's native memory.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _network.Dispose();
+    }
+}
