@@ -1,6 +1,8 @@
 using System.CommandLine;
 using Microsoft.ML.Diffusion.Samples.Commands;
 
+// bench --onednn-isa must set DNNL_MAX_CPU_ISA before the library (and its TorchRuntime initializer) loads.
+BenchCommand.ApplyOneDnnIsaOption(args);
 // Backend settings before the first tensor op (see TorchRuntime: oneDNN ISA on AMD AVX-512 CPUs).
 Microsoft.ML.Diffusion.TorchRuntime.EnsureInitialized();
 

@@ -44,7 +44,8 @@ public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor t)
     {
         using var scope = NewDisposeScope();
-        var h = linear1.forward(Sinusoidal(t, _dim));
+        // The embedding is computed in float32 and cast to the weights' type (a no-op for a float32 network).
+        var h = linear1.forward(Sinusoidal(t, _dim).to(linear1.weight!.dtype));
         return linear2.forward(nn.functional.silu(h)).MoveToOuterDisposeScope();
     }
 }

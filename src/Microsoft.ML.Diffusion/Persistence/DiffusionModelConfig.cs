@@ -78,6 +78,22 @@ public sealed record DiffusionModelConfig
         if (TrainedSteps < 0) throw Bad(nameof(TrainedSteps), TrainedSteps, "a count >= 0");
         if (string.IsNullOrEmpty(OutputColumnName)) throw Bad(nameof(OutputColumnName), "empty", "a column name");
         if (string.IsNullOrEmpty(SeedColumnName)) throw Bad(nameof(SeedColumnName), "empty", "a column name");
+        if (Network.NumClasses > 0 && string.IsNullOrEmpty(LabelColumnName))
+            throw Bad(nameof(LabelColumnName), LabelColumnName ?? "null", $"a column name for the network's {Network.NumClasses} classes");
+        if (Network.NumClasses == 0 && LabelColumnName is not null)
+            throw Bad(nameof(LabelColumnName), LabelColumnName, "null, since the network has no class embedding (NumClasses = 0)");
+        if (!(ConditionDropProbability >= 0 && ConditionDropProbability <= 1))
+            throw Bad(nameof(ConditionDropProbability), ConditionDropProbability, "a probability in [0, 1]");
+        if (Network.NumClasses == 0 && DefaultSampler is { GuidanceScale: not 1f })
+            throw Bad("DefaultSampler.GuidanceScale", DefaultSampler.GuidanceScale, "1, since the model has no class conditioning");
+        try
+        {
+            Conditioning?.Validate(ImageSize);
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"The model's conditioning is invalid: {e.Message} The file is corrupt or was edited.", e);
+        }
         try
         {
             (DefaultSampler ?? throw Bad(nameof(DefaultSampler), "null", "sampler settings")).ToOptions().Validate(Timesteps);
@@ -124,18 +140,22 @@ public sealed record SamplerSettings
     public bool DynamicThresholding { get; init; }
     /// <summary>See <see cref="SamplerOptions.GuidanceScale"/>; absent (1) in models saved before it existed.</summary>
     public float GuidanceScale { get; init; } = 1f;
+    /// <summary>See <see cref="SamplerOptions.Precision"/>; absent (Fp32) in models saved before it existed, and not written
+    /// when Fp32, so float32 models keep the config they had.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public Precision Precision { get; init; }
 
     /// <summary>Copies the serialisable settings of <paramref name="o"/>.</summary>
     public static SamplerSettings From(SamplerOptions o) => new()
     {
         Sampler = o.Sampler, Steps = o.Steps, Eta = o.Eta, Spacing = o.Spacing, Seed = o.Seed, ClipSample = o.ClipSample, BatchSize = o.BatchSize,
-        DynamicThresholding = o.DynamicThresholding, GuidanceScale = o.GuidanceScale,
+        DynamicThresholding = o.DynamicThresholding, GuidanceScale = o.GuidanceScale, Precision = o.Precision,
     };
 
     /// <summary>New options with these settings.</summary>
     public SamplerOptions ToOptions() => new()
     {
         Sampler = Sampler, Steps = Steps, Eta = Eta, Spacing = Spacing, Seed = Seed, ClipSample = ClipSample, BatchSize = BatchSize,
-        DynamicThresholding = DynamicThresholding, GuidanceScale = GuidanceScale,
+        DynamicThresholding = DynamicThresholding, GuidanceScale = GuidanceScale, Precision = Precision,
     };
 }

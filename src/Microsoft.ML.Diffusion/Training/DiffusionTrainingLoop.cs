@@ -42,6 +42,10 @@ public sealed record TrainingSettings
     /// <summary>Probability with which each label is replaced by the null label (classifier-free guidance, Ho &amp; Salimans
     /// 2022, algorithm 1, p_uncond), so the same network learns the unconditional model.</summary>
     public double ConditionDropProbability { get; init; }
+    /// <summary>The number format of the forward and backward passes: float32 (default) or bfloat16 mixed precision
+    /// (<see cref="Precision.Bf16Mixed"/>: a bfloat16 working copy of the network computes, the float32 weights, AdamW moments,
+    /// gradient clipping, EMA and loss stay float32).</summary>
+    public Precision Precision { get; init; } = Precision.Fp32;
 }
 
 /// <summary>
@@ -58,6 +62,7 @@ public sealed class DiffusionTrainingLoop : IDisposable
     private readonly OptimizerHelper _optimizer;
     private readonly Parameter[] _parameters;
     private readonly double[]? _timestepWeights;                    // null: unweighted MSE
+    private readonly LowPrecisionCopy? _lowPrecision;               // the bfloat16 working copy (Precision.Bf16Mixed)
 
     /// <summary>Creates the loop. The network and its EMA copy must already be on <paramref name="device"/>.</summary>
     public DiffusionTrainingLoop(UNet model, UNet emaModel, DiffusionSchedule schedule, TrainingSettings settings, Device device)
@@ -66,6 +71,8 @@ public sealed class DiffusionTrainingLoop : IDisposable
             throw new ArgumentOutOfRangeException(nameof(settings), settings.Prediction, $"Unknown prediction type {settings.Prediction}.");
         if (!Enum.IsDefined(settings.LossWeighting))
             throw new ArgumentOutOfRangeException(nameof(settings), settings.LossWeighting, $"Unknown loss weighting {settings.LossWeighting}.");
+        if (!Enum.IsDefined(settings.Precision))
+            throw new ArgumentOutOfRangeException(nameof(settings), settings.Precision, $"Unknown precision {settings.Precision}.");
         if (settings.NumClasses != model.Config.NumClasses)
             throw new ArgumentException(
                 $"TrainingSettings.NumClasses is {settings.NumClasses} but the network has {model.Config.NumClasses} classes.", nameof(settings));
@@ -80,6 +87,8 @@ public sealed class DiffusionTrainingLoop : IDisposable
         _parameters = model.parameters().ToArray();
         _optimizer = optim.AdamW(_parameters, lr: settings.LearningRate, weight_decay: settings.WeightDecay);
         Ema = new ExponentialMovingAverage(model, emaModel, settings.EmaDecay);
+        if (settings.Precision == Precision.Bf16Mixed)
+            _lowPrecision = new LowPrecisionCopy(model, bfloat16);
     }
 
     /// <summary>The network being trained.</summary>
@@ -119,6 +128,8 @@ public sealed class DiffusionTrainingLoop : IDisposable
             throw new ArgumentOutOfRangeException(nameof(labels),
                 $"labels must lie in 0..{Settings.NumClasses - 1} (or {Settings.NumClasses}, the null label); got {labels.min().item<long>()}..{labels.max().item<long>()}.");
         Model.train();
+        _lowPrecision?.Network.train();
+        _lowPrecision?.Refresh();                     // round the float32 master weights into the bfloat16 copy
         float lossValue;
         using (var scope = NewDisposeScope())
         {
@@ -155,13 +166,13 @@ public sealed class DiffusionTrainingLoop : IDisposable
                     {
                         using (no_grad())
                         {
-                            var first = Model.forward(ConditionedNetwork.AppendChannels(SelfConditioning.Input(xt, null), lowResolution), t, y);
+                            var first = Forward(ConditionedNetwork.AppendChannels(SelfConditioning.Input(xt, null), lowResolution), t, y);
                             selfCondition = SelfConditioning.EstimateX0(_schedule, Settings.Prediction, first, xt, t);
                         }
                     }
                     input = SelfConditioning.Input(xt, selfCondition);   // zeros when no estimate
                 }
-                var predicted = Model.forward(ConditionedNetwork.AppendChannels(input, lowResolution), t, y);
+                var predicted = Forward(ConditionedNetwork.AppendChannels(input, lowResolution), t, y);   // float32 in both precisions
                 var loss = Settings.LearnedVariance
                     ? VariationalBound.HybridLoss(_schedule, Settings.Prediction, predicted, target, x, xt, t, weights)   // Improved DDPM eq. 16
                     : DiffusionLoss.WeightedMse(predicted, target, weights);   // eq. 14 (L_simple) when unweighted epsilon
@@ -171,6 +182,7 @@ public sealed class DiffusionTrainingLoop : IDisposable
                 if (float.IsFinite(lossValue))
                 {
                     loss.backward();
+                    _lowPrecision?.AccumulateGradientsInto();   // bfloat16 gradients -> float32 master gradients
                     norm = Settings.GradientClipNorm > 0
                         ? nn.utils.clip_grad_norm_(_parameters, Settings.GradientClipNorm)
                         : nn.utils.clip_grad_norm_(_parameters, double.PositiveInfinity);
@@ -196,6 +208,9 @@ public sealed class DiffusionTrainingLoop : IDisposable
         LastFiniteLoss = lossValue;
         return lossValue;
     }
+
+    /// <summary>The network's output in float32: the float32 network, or the bfloat16 working copy in mixed precision.</summary>
+    private Tensor Forward(Tensor x, Tensor t, Tensor? y) => _lowPrecision is { } copy ? copy.Forward(x, t, y) : Model.forward(x, t, y);
 
     /// <summary>Writes the loop's full state (step, generator, weights, EMA, optimizer).</summary>
     public void SaveState(BinaryWriter writer)
@@ -248,6 +263,7 @@ public sealed class DiffusionTrainingLoop : IDisposable
     public void Dispose()
     {
         _generator.Dispose();
+        _lowPrecision?.Dispose();
         (_optimizer as IDisposable)?.Dispose();
     }
 }

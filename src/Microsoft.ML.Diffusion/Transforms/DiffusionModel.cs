@@ -32,6 +32,8 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     private readonly Device _device;
     private readonly bool _ownsNetwork;
     private readonly SamplerOptions _defaultSampler;
+    private readonly object _lowPrecisionLock = new();
+    private LowPrecisionCopy? _bf16;                       // made on first bfloat16 use (SamplerOptions.Precision)
     private bool _disposed;
 
     internal DiffusionModel(IHostEnvironment env, DiffusionModelConfig config, UNet network, Device device, bool ownsNetwork = true,
@@ -100,6 +102,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     {
         ArgumentNullException.ThrowIfNull(sampler);
         sampler.Validate(Timesteps);
+        CheckGuidance(sampler);
         return new DiffusionModel(_host, Config with { DefaultSampler = SamplerSettings.From(sampler) }, _network, _device, ownsNetwork: false, sampler);
     }
 
@@ -256,7 +259,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
                     using var noise = initialNoise?.narrow(0, start, n);
                     using var channels = conditionChannels?.narrow(0, start, n);
                     using var labels = classes is null ? null : tensor(classes.AsSpan(start, n).ToArray(), dtype: int64);
-                    using var network = new ConditionedNetwork(NetworkForward, channels, _device, labels, options.GuidanceScale, NumClasses, Channels);
+                    using var network = new ConditionedNetwork(NetworkIn(options.Precision), channels, _device, labels, options.GuidanceScale, NumClasses, Channels);
                     using var selfConditioned = NewSelfConditionedDenoiser(network.Forward);
                     parts.Add(DiffusionSampler.Sample(selfConditioned is null ? network.Forward : selfConditioned.Denoise, scheduler, chunk, shape, _device,
                         options.Progress, options.CancellationToken, b, batches, noise));
@@ -340,8 +343,21 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         return ImageTensorConverter.ToBgraPixels(images);
     }
 
-    /// <summary>The network call (input, t) -> output. Tests replace it with a counting double; defaults to the U-Net.</summary>
+    /// <summary>The network call (input, t, class labels or null) -> output. Tests replace it with a counting double; defaults to the U-Net.</summary>
     internal Func<Tensor, Tensor, Tensor?, Tensor> NetworkForward { get; set; }
+
+    /// <summary>The network call (x_t, t, labels) in <paramref name="precision"/>: <see cref="NetworkForward"/> for float32, the
+    /// bfloat16 copy of the weights for <see cref="Precision.Bf16Mixed"/>; its output is float32 either way.</summary>
+    private Func<Tensor, Tensor, Tensor?, Tensor> NetworkIn(Precision precision)
+    {
+        if (precision == Precision.Fp32) return NetworkForward;
+        lock (_lowPrecisionLock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            _bf16 ??= new LowPrecisionCopy(_network, bfloat16);
+            return _bf16.Forward;
+        }
+    }
 
     /// <summary>For a self-conditioned model (<see cref="DiffusionModelConfig.SelfConditioning"/>), a new per-batch denoiser that feeds
     /// <paramref name="network"/> the previous step's x_0 estimate (Analog Bits, algorithm 2); null otherwise.</summary>
@@ -444,8 +460,12 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     /// <summary>Frees the network's native memory (models made by <see cref="WithSampler"/> share it and free nothing).</summary>
     public void Dispose()
     {
-        if (_disposed) return;
-        _disposed = true;
+        lock (_lowPrecisionLock)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            _bf16?.Dispose();
+        }
         if (_ownsNetwork) _network.Dispose();
     }
 }

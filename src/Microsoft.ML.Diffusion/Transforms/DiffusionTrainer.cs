@@ -114,6 +114,11 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         /// the unconditional model that classifier-free guidance needs (Ho &amp; Salimans 2022, algorithm 1, p_uncond). Default 0.1;
         /// 0 trains no unconditional branch (guidance then has nothing to contrast with).</summary>
         public float ConditionDropProbability { get; set; } = DiffusionDefaults.ConditionDropProbability;
+        /// <summary>The number format of training's forward and backward passes: <see cref="Precision.Fp32"/> (default) or
+        /// <see cref="Precision.Bf16Mixed"/>, bfloat16 mixed precision (a bfloat16 working copy of the network computes the
+        /// forward and backward passes; the weights, AdamW state, gradient clipping, EMA and loss stay float32, and so does the
+        /// trained model). Not saved with the model: sampling precision is <see cref="SamplerOptions.Precision"/>.</summary>
+        public Precision Precision { get; set; } = Precision.Fp32;
         /// <summary>The sampler the trained model's Transform uses (saved with the model).</summary>
         public SamplerOptions Sampler { get; set; } = new();
         /// <summary>Receives a report after every optimizer step.</summary>
@@ -177,6 +182,9 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         if (!Enum.IsDefined(o.Variance))
             throw new ArgumentOutOfRangeException(nameof(o.Variance), o.Variance,
                 $"Unknown DiffusionTrainer.Options.Variance; expected one of {string.Join(", ", Enum.GetNames<VarianceType>())}.");
+        if (!Enum.IsDefined(o.Precision))
+            throw new ArgumentOutOfRangeException(nameof(o.Precision), o.Precision,
+                $"Unknown DiffusionTrainer.Options.Precision; expected one of {string.Join(", ", Enum.GetNames<Precision>())}.");
         Positive(o.LogInterval, nameof(o.LogInterval));
         if (!(o.LearningRate > 0 && float.IsFinite(o.LearningRate)))
             throw new ArgumentOutOfRangeException(nameof(o.LearningRate), o.LearningRate, "DiffusionTrainer.Options.LearningRate must be a positive number.");
@@ -225,6 +233,9 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         long seed = o.Seed ?? _host.Rand.Next();
 
         using var ch = _host.Start("Diffusion training");
+        if (o.Precision == Precision.Bf16Mixed && device.type == DeviceType.CPU && TorchRuntime.AppliedOneDnnIsaLimit is string isa)
+            ch.Warning($"Precision.Bf16Mixed on the CPU while oneDNN is limited to {isa} (see TorchRuntime): bfloat16 convolutions then run on " +
+                       "slow reference kernels. Set DNNL_MAX_CPU_ISA=ALL in the environment before the process starts to use the AVX-512 BF16 kernels.");
         UNet model, ema;
         lock (TorchGlobalSeed)
         {
@@ -244,6 +255,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             LearnedVariance = o.Variance == VarianceType.Learned, SelfConditioning = o.SelfConditioning,
             LowResolutionFactor = o.Conditioning?.Factor ?? 0,
             NumClasses = numClasses, ConditionDropProbability = labelCol is null ? 0 : o.ConditionDropProbability,
+            Precision = o.Precision,
         };
         var identityFields = new
         {
@@ -267,6 +279,9 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         // And class conditioning (added with it): only when a label column is set.
         if (labelCol is not null)
             identity = JsonSerializer.Serialize(new { Run = identity, NumClasses = numClasses, o.ConditionDropProbability }, DiffusionModelConfig.Json);
+        // And the precision (added after class conditioning): only when not float32.
+        if (o.Precision != Precision.Fp32)
+            identity = JsonSerializer.Serialize(new { Run = identity, o.Precision }, DiffusionModelConfig.Json);
 
         try
         {
@@ -283,7 +298,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         }
     }
 
-    private const int MaxClasses = 100_000;
+    private const int MaxClasses = UNetConfig.MaxClasses;
 
     /// <summary>The label column and the number of classes (0 and null without class conditioning).</summary>
     private (DataViewSchema.Column? Column, int NumClasses) ResolveLabels(DataViewSchema schema)

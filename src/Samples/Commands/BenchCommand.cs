@@ -1,14 +1,9 @@
 using System.CommandLine;
-using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using Microsoft.ML.Diffusion.Models;
-using Microsoft.ML.Diffusion.Schedulers;
-using Microsoft.ML.Diffusion.Schedules;
-using Microsoft.ML.Diffusion.Training;
+using Microsoft.ML.Diffusion.Samples.Bench;
 using Spectre.Console;
 using TorchSharp;
-using static TorchSharp.torch;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;
 
@@ -16,79 +11,198 @@ namespace Microsoft.ML.Diffusion.Samples.Commands;
 using Command = System.CommandLine.Command;
 
 /// <summary>
-/// <c>bench</c>: throughput of the 28x28 U-Net (the Core configuration) at batch 64: a training step
-/// (forward, backward, AdamW, EMA) and one denoising step (forward + DDIM step), median of several runs.
+/// <c>bench</c>: throughput of the 28x28 U-Net (the Core configuration) at batch 64 (training step and one denoising
+/// step, fp32 and bf16 mixed precision), the U-Net's FLOP rate against libtorch's dense limits, and, when
+/// <c>/usr/bin/python3</c> imports torch, the same figures from PyTorch (pytorch_unet_bench.py, same network, batch and
+/// threads) in alternating rounds, reported as ratios TorchSharp / PyTorch of the medians.
 /// </summary>
 public static class BenchCommand
 {
+    private static readonly string[] Throughputs = { "train_img_per_s", "train_bf16_img_per_s", "step_img_per_s", "step_bf16_img_per_s" };
+    private static readonly string[] Limits = { "matmul_gflops_per_s", "conv_gflops_per_s", "matmul_bf16_gflops_per_s" };
+
     public static Command Create()
     {
         var batch = new Option<int>("--batch-size") { Description = "Images per step", DefaultValueFactory = _ => 64 };
-        var iterations = new Option<int>("--iterations") { Description = "Timed steps per run", DefaultValueFactory = _ => 10 };
-        var runs = new Option<int>("--runs") { Description = "Runs (the median is reported)", DefaultValueFactory = _ => 3 };
-        var threads = new Option<int?>("--threads") { Description = "libtorch threads (default: libtorch's choice)" };
+        var iterations = new Option<int>("--iterations") { Description = "Timed calls per figure and round", DefaultValueFactory = _ => 5 };
+        var rounds = new Option<int>("--runs") { Description = "Rounds; TorchSharp and PyTorch alternate, the median is reported", DefaultValueFactory = _ => 3 };
+        var threads = new Option<int>("--threads") { Description = "Threads of libtorch and of PyTorch", DefaultValueFactory = _ => 2 };
+        var python = new Option<string>("--python") { Description = "Python with torch for the reference", DefaultValueFactory = _ => "/usr/bin/python3" };
+        var noPython = new Option<bool>("--no-pytorch") { Description = "Skip the PyTorch reference" };
         var json = new Option<string?>("--json") { Description = "Also write the figures to this JSON file" };
-        var command = new Command("bench", "Measure training and sampling throughput of the 28x28 U-Net") { batch, iterations, runs, threads, json };
-        command.SetAction(parse => Run(parse.GetValue(batch), parse.GetValue(iterations), parse.GetValue(runs), parse.GetValue(threads), parse.GetValue(json)));
+        var isa = new Option<string?>(OneDnnIsaOption)
+        {
+            Description = "Set DNNL_MAX_CPU_ISA for this run (e.g. ALL: oneDNN's AVX-512 and bfloat16 kernels); default: the library's choice (AVX2 on AMD AVX-512 CPUs, see TorchRuntime)",
+        };
+        var verbose = new Option<bool>("--verbose") { Description = "Print each figure of each round to stderr as it is measured" };
+        var command = new Command("bench", "Measure the 28x28 U-Net's training and sampling throughput (fp32, bf16), side by side with PyTorch")
+            { batch, iterations, rounds, threads, python, noPython, json, isa, verbose };
+        command.SetAction(parse => Run(parse.GetValue(batch), parse.GetValue(iterations), parse.GetValue(rounds), parse.GetValue(threads),
+            parse.GetValue(noPython) ? null : parse.GetValue(python), parse.GetValue(json), parse.GetValue(verbose)));
         return command;
     }
 
-    public static int Run(int batchSize, int iterations, int runs, int? threads, string? jsonPath)
-    {
-        if (threads is int t) torch.set_num_threads(t);
-        var config = new UNetConfig(); // 1x28x28, base 32, mults 1,2,2, attention at 7
-        manual_seed(1);
-        using var model = new UNet(config);
-        using var ema = new UNet(config);
-        var schedule = new DiffusionSchedule(NoiseSchedule.Linear, 1000);
-        using var loop = new DiffusionTrainingLoop(model, ema, schedule, new TrainingSettings { Seed = 1 }, CPU);
-        using var x0 = rand(batchSize, 1, 28, 28) * 2 - 1;
-        AnsiConsole.MarkupLine($"U-Net: {model.ParameterCount:N0} parameters, {model.ForwardFlopsPerImage() / 1e9:F3} GFLOP/image forward; " +
-                               $"batch {batchSize}, {torch.get_num_threads()} threads.");
+    private const string OneDnnIsaOption = "--onednn-isa";
 
-        double Measure(Action step)
+    /// <summary>
+    /// Applies <c>bench --onednn-isa X</c> before the library loads: oneDNN reads DNNL_MAX_CPU_ISA once, and TorchRuntime
+    /// leaves a variable that is already set alone (then it limits neither oneDNN, ATen nor MKL). Call it first in Main.
+    /// </summary>
+    public static void ApplyOneDnnIsaOption(string[] args)
+    {
+        if (args.Length == 0 || args[0] != "bench") return;
+        int i = Array.IndexOf(args, OneDnnIsaOption);
+        if (i < 0 || i + 1 >= args.Length) return;
+        if (setenv("DNNL_MAX_CPU_ISA", args[i + 1], 1) == 0) Environment.SetEnvironmentVariable("DNNL_MAX_CPU_ISA", args[i + 1]);
+    }
+
+    // .NET's Environment.SetEnvironmentVariable does not reach the native environment on Unix.
+    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
+    private static extern int setenv(string name, string value, int overwrite);
+
+    public static int Run(int batchSize, int iterations, int rounds, int threads, string? python, string? jsonPath, bool verbose = false)
+    {
+        if (batchSize < 1 || iterations < 1 || rounds < 1 || threads < 1)
         {
-            for (int i = 0; i < 2; i++) step(); // warm-up (oneDNN primitive creation)
-            var rates = new List<double>();
-            for (int r = 0; r < runs; r++)
+            AnsiConsole.MarkupLine($"[red]--batch-size ({batchSize}), --iterations ({iterations}), --runs ({rounds}) and --threads ({threads}) must be >= 1.[/]");
+            return 2;
+        }
+        torch.set_num_threads(threads);
+        // With the AVX2 limit (TorchRuntime, AMD AVX-512 CPUs) oneDNN has no fast bfloat16 kernels: convolutions fall back to
+        // reference code that runs ~100x slower, so the bf16 figures need --onednn-isa ALL.
+        bool bf16 = TorchRuntime.AppliedOneDnnIsaLimit is null;
+        if (!bf16)
+            AnsiConsole.MarkupLine($"[yellow]bf16 figures skipped: the library limits oneDNN to {TorchRuntime.AppliedOneDnnIsaLimit} on this CPU, which has no fast bfloat16 kernels; run bench {OneDnnIsaOption} ALL for them.[/]");
+        using var bench = new TorchSharpBench(batchSize, iterations, bf16);
+        double gflop = bench.ForwardFlopsPerImage / 1e9;
+        AnsiConsole.MarkupLine($"U-Net: {bench.ParameterCount:N0} parameters, {gflop:F3} GFLOP/image forward; batch {batchSize}, " +
+                               $"{torch.get_num_threads()} threads; libtorch ISA limit: {TorchRuntime.AppliedOneDnnIsaLimit ?? "none"}.");
+
+        PyTorchReference? reference = null;
+        if (python is not null)
+        {
+            if (PyTorchReference.IsAvailable(python, out string why))
             {
-                var w = Stopwatch.StartNew();
-                for (int i = 0; i < iterations; i++) step();
-                rates.Add(batchSize * iterations / w.Elapsed.TotalSeconds);
+                reference = PyTorchReference.Start(python, batchSize, threads, iterations);
+                AnsiConsole.MarkupLine($"PyTorch reference: {Markup.Escape(reference.Info.ToJsonString())}");
             }
-            rates.Sort();
-            return rates[rates.Count / 2];
+            else AnsiConsole.MarkupLine($"[yellow]No PyTorch reference: {Markup.Escape(why)}.[/]");
         }
 
-        double train = Measure(() => loop.TrainStep(x0));
-        var scheduler = new DdimScheduler(schedule);
-        scheduler.SetTimesteps(50);
-        ema.eval();
-        double step = Measure(() =>
+        var ours = new List<Dictionary<string, double>>();
+        var theirs = new List<Dictionary<string, double>>();
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        try
         {
-            using var noGrad = no_grad();
-            using var scope = NewDisposeScope();
-            var tt = full(new long[] { batchSize }, 500L, dtype: int64);
-            var eps = ema.forward(x0, tt);
-            scheduler.Step(eps, scheduler.Timesteps[25], x0);
-        });
-        double gflop = model.ForwardFlopsPerImage() / 1e9;
-        AnsiConsole.MarkupLine($"train step:     [bold]{train:F1}[/] img/s");
-        AnsiConsole.MarkupLine($"sampling step:  [bold]{step:F1}[/] img/s ({step * gflop:F1} GFLOP/s in the U-Net forward)");
+            ConsoleProgress.Run(ctx =>
+            {
+                var task = ctx.AddTask("Alternating rounds", maxValue: rounds * (reference is null ? 1 : 2));
+                for (int r = 0; r < rounds; r++)
+                {
+                    ours.Add(bench.Measure(verbose ? (k, v) => Console.Error.WriteLine($"round {r + 1} TorchSharp {k}: {v:F1}") : null));
+                    task.Increment(1);
+                    if (reference is null) continue;
+                    theirs.Add(reference.Measure());
+                    if (verbose)
+                        foreach (var (k, v) in theirs[^1]) Console.Error.WriteLine($"round {r + 1} PyTorch {k}: {v:F1}");
+                    task.Increment(1);
+                }
+                return 0;
+            });
+        }
+        finally
+        {
+            reference?.Dispose();
+        }
+
+        var doc = Report(batchSize, threads, rounds, iterations, gflop, ours, theirs, reference?.Info);
+        doc["wall_seconds"] = Math.Round(watch.Elapsed.TotalSeconds, 1);
+        Print(doc);
         if (jsonPath != null)
         {
-            var doc = new JsonObject
-            {
-                ["batch_size"] = batchSize,
-                ["threads"] = torch.get_num_threads(),
-                ["train_img_per_s"] = new JsonObject { ["torchsharp"] = Math.Round(train, 2) },
-                ["step_img_per_s"] = new JsonObject { ["torchsharp"] = Math.Round(step, 2) },
-                ["unet_gflop_per_img"] = Math.Round(gflop, 4),
-                ["unet_gflops_per_s"] = Math.Round(step * gflop, 2),
-            };
             File.WriteAllText(jsonPath, doc.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
             AnsiConsole.MarkupLine($"wrote {Markup.Escape(jsonPath)}");
         }
         return 0;
+    }
+
+    private static double Median(IEnumerable<double> values)
+    {
+        var v = values.OrderBy(x => x).ToArray();
+        return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
+    }
+
+    /// <summary>The JSON report: medians per side, ratios, the U-Net's FLOP rate and its fraction of the best fp32 limit.</summary>
+    internal static JsonObject Report(int batchSize, int threads, int rounds, int iterations, double gflopPerImage,
+        IReadOnlyList<Dictionary<string, double>> ours, IReadOnlyList<Dictionary<string, double>> theirs, JsonObject? pytorchInfo)
+    {
+        static double R(double x, int digits = 2) => Math.Round(x, digits);
+        var doc = new JsonObject
+        {
+            ["batch_size"] = batchSize,
+            ["threads"] = threads,
+            ["rounds"] = rounds,
+            ["iterations_per_round"] = iterations,
+            ["torchsharp_onednn_max_isa"] = Environment.GetEnvironmentVariable("DNNL_MAX_CPU_ISA") ?? "default",
+            ["torchsharp_isa_limit_applied"] = TorchRuntime.AppliedOneDnnIsaLimit ?? "none",
+        };
+        foreach (var key in Throughputs)
+        {
+            if (!ours[0].ContainsKey(key))
+            {
+                doc[key] = new JsonObject { ["skipped"] = $"oneDNN limited to {TorchRuntime.AppliedOneDnnIsaLimit}: no fast bfloat16 kernels; run with {OneDnnIsaOption} ALL" };
+                continue;
+            }
+            double ts = Median(ours.Select(o => o[key]));
+            var entry = new JsonObject { ["torchsharp"] = R(ts), ["torchsharp_runs"] = new JsonArray(ours.Select(o => (JsonNode)R(o[key])).ToArray()) };
+            if (theirs.Count > 0)
+            {
+                double pt = Median(theirs.Select(o => o[key]));
+                entry["pytorch"] = R(pt);
+                entry["pytorch_runs"] = new JsonArray(theirs.Select(o => (JsonNode)R(o[key])).ToArray());
+                entry["ratio"] = R(ts / pt, 3);
+            }
+            doc[key] = entry;
+        }
+        double step = Median(ours.Select(o => o["step_img_per_s"]));
+        double train = Median(ours.Select(o => o["train_img_per_s"]));
+        doc["unet_gflop_per_img"] = R(gflopPerImage, 4);
+        doc["unet_gflops_per_s"] = R(step * gflopPerImage, 1);                   // forward only (the denoising step)
+        doc["unet_train_gflops_per_s"] = R(train * 3 * gflopPerImage, 1);        // forward + backward ~ 3x forward
+        foreach (var key in Limits)
+            if (ours[0].ContainsKey(key)) doc[key] = R(Median(ours.Select(o => o[key])), 1);
+        double bestFp32 = Math.Max(doc["matmul_gflops_per_s"]!.GetValue<double>(), doc["conv_gflops_per_s"]!.GetValue<double>());
+        doc["unet_fraction_of_fp32_limit"] = R(step * gflopPerImage / bestFp32, 3);
+        if (ours[0].ContainsKey("step_bf16_img_per_s"))
+        {
+            doc["bf16_step_speedup"] = R(Median(ours.Select(o => o["step_bf16_img_per_s"])) / step, 3);
+            doc["bf16_train_speedup"] = R(Median(ours.Select(o => o["train_bf16_img_per_s"])) / train, 3);
+        }
+        if (theirs.Count > 0)
+        {
+            var pt = new JsonObject();
+            foreach (var key in Limits) pt[key] = R(Median(theirs.Select(o => o[key])), 1);
+            pt["unet_gflops_per_s"] = R(Median(theirs.Select(o => o["step_img_per_s"])) * gflopPerImage, 1);
+            if (pytorchInfo is not null)
+                foreach (var kv in pytorchInfo) pt[kv.Key] = kv.Value?.DeepClone();
+            doc["pytorch"] = pt;
+        }
+        return doc;
+    }
+
+    private static void Print(JsonObject doc)
+    {
+        var table = new Table().AddColumns("figure", "TorchSharp", "PyTorch", "ratio");
+        foreach (var key in Throughputs)
+        {
+            var e = doc[key]!.AsObject();
+            table.AddRow(key, e["torchsharp"]?.ToString() ?? "skipped", e["pytorch"]?.ToString() ?? "-", e["ratio"]?.ToString() ?? "-");
+        }
+        var pt = doc["pytorch"]?.AsObject();
+        foreach (var key in Limits.Append("unet_gflops_per_s"))
+            table.AddRow(key, doc[key]?.ToString() ?? "skipped", pt?[key]?.ToString() ?? "-", "");
+        AnsiConsole.Write(table);
+        AnsiConsole.MarkupLine($"U-Net fp32 forward: {doc["unet_gflops_per_s"]} GFLOP/s = {doc["unet_fraction_of_fp32_limit"]} of the best fp32 limit" +
+                               (doc["bf16_step_speedup"] is null ? "." : $"; bf16 speed-up: step {doc["bf16_step_speedup"]}x, training {doc["bf16_train_speedup"]}x."));
     }
 }

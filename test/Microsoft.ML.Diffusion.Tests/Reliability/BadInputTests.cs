@@ -164,7 +164,7 @@ public class BadInputTests
         new("forged network config (BaseChannels 1024) over small weights", f => LoadForged(ReliabilityKit.ChangeEntry(f.Zip, "Model.key", k => ReliabilityKit.ChangeConfigJson(k, j => SetNetwork(j, "BaseChannels", 1024)))),
             typeof(InvalidDataException), "network config needs at least", "parameters but the zip holds", "corrupt or was edited"),
         new("forged class count (NumClasses 50,000,000: a 6 GB class embedding)", f => LoadForged(ReliabilityKit.ChangeEntry(f.Zip, "Model.key", k => ReliabilityKit.ChangeConfigJson(k, j => SetNetwork(j, "NumClasses", 50_000_000)))),
-            typeof(InvalidDataException), "network config needs at least", "parameters but the zip holds 44969 weights"),
+            typeof(InvalidDataException), "NumClasses is 50000000", "expected 0 (unconditional) .. 100000", "corrupt or was edited"),
         new("forged Timesteps = int.MaxValue", f => LoadForged(ReliabilityKit.ChangeEntry(f.Zip, "Model.key", k => ReliabilityKit.ChangeConfigJson(k, j => Set(j, "Timesteps", int.MaxValue)))),
             typeof(InvalidDataException), "Timesteps = 2147483647", "1..100000"),
         new("forged Channels = 2", f => LoadForged(ReliabilityKit.ChangeEntry(f.Zip, "Model.key", k => ReliabilityKit.ChangeConfigJson(k, j => Set(j, "Channels", 2)))),
