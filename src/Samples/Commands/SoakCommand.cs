@@ -26,18 +26,20 @@ public static class SoakCommand
         var samplingSteps = new Option<int>("--sampling-steps") { Description = "Denoising steps in all (DDPM, 1000 per pass)", DefaultValueFactory = _ => 2000 };
         var images = new Option<int>("--images") { Description = "Images denoised together", DefaultValueFactory = _ => 4 };
         var json = new Option<string?>("--json") { Description = "Also write the figures to this JSON file" };
+        var threads = new Option<int?>("--threads") { Description = "libtorch intra-op threads (default: libtorch's choice)" };
         var command = new Command("soak", "Measure resident memory over long training and sampling runs of the 28x28 default model, and cancellation latency")
         {
-            trainSteps, batch, samplingSteps, images, json,
+            trainSteps, batch, samplingSteps, images, json, threads,
         };
-        command.SetAction(parse => Run(parse.GetValue(trainSteps), parse.GetValue(batch), parse.GetValue(samplingSteps), parse.GetValue(images), parse.GetValue(json)));
+        command.SetAction(parse => Run(parse.GetValue(threads), parse.GetValue(trainSteps), parse.GetValue(batch), parse.GetValue(samplingSteps), parse.GetValue(images), parse.GetValue(json)));
         return command;
     }
 
     private sealed record Reading(string Phase, long Step, double RssMiB);
 
-    public static int Run(int trainSteps, int batchSize, int samplingSteps, int images, string? jsonPath)
+    public static int Run(int? threads, int trainSteps, int batchSize, int samplingSteps, int images, string? jsonPath)
     {
+        if (threads is int t) TorchSharp.torch.set_num_threads(t);
         var ml = new MLContext(seed: 1);
         var data = ml.Data.LoadFromEnumerable(Blobs(256).ToList());
         string checkpointDir = Path.Combine(Path.GetTempPath(), "diffusion-soak-" + Guid.NewGuid().ToString("N"));
@@ -111,6 +113,7 @@ public static class SoakCommand
         AnsiConsole.MarkupLine($"Cancellation: training stopped {trainCancel * 1000:F0} ms after Cancel(), sampling {sampleCancel * 1000:F0} ms after; generated {after} image afterwards.");
         if (jsonPath != null)
         {
+            summary["threads"] = TorchSharp.torch.get_num_threads();
             summary["train_steps"] = trainSteps;
             summary["train_batch_size"] = batchSize;
             summary["sampling_steps"] = passes * 1000;
