@@ -18,7 +18,7 @@ public sealed class GenerativeCatalog
 
     /// <summary>A diffusion trainer with the common options; the rest keep their defaults (<see cref="DiffusionDefaults"/>).</summary>
     /// <param name="outputColumnName">Column the trained model writes generated images to.</param>
-    /// <param name="imageColumnName">Column of training images (MLImage).</param>
+    /// <param name="imageColumnName">Column of training images: MLImage, or float pixels as ExtractPixels writes them (planar RGB, 0..255).</param>
     /// <param name="imageSize">Image side in pixels.</param>
     /// <param name="channels">1 (grayscale) or 3 (RGB).</param>
     /// <param name="epochs">Passes over the data.</param>

@@ -34,6 +34,9 @@ public sealed record UNetConfig
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
     public int NumClasses { get; init; }
 
+    /// <summary>The largest <see cref="NumClasses"/> accepted.</summary>
+    public const int MaxClasses = 100_000;
+
     /// <summary>The feature-map sides that occur in the network, from the input down.</summary>
     public int[] Resolutions()
     {
@@ -48,7 +51,7 @@ public sealed record UNetConfig
     /// <summary>
     /// A lower bound on the network's parameter count, computed from the config alone without building the network: the 3x3
     /// convolutions every residual block has (conv2, out x out x 9, in NumResBlocks blocks per level down and NumResBlocks + 1 up;
-    /// both convolutions of the two middle blocks). Model loading compares it with the weights present in the file before
+    /// both convolutions of the two middle blocks) and the class embedding of a class-conditional network. Model loading compares it with the weights present in the file before
     /// allocating the network, so a config edited to describe a huge network cannot make it allocate more than a small multiple
     /// of the file's size. Computed in double precision: never overflows.
     /// </summary>
@@ -61,7 +64,9 @@ public sealed record UNetConfig
             total += 9.0 * width * width * (2.0 * NumResBlocks + 1);
             widest = width;   // the last level's width: the middle blocks'
         }
-        return total + 4 * 9.0 * widest * widest;
+        // The class embedding: (NumClasses + 1) rows of the time-embedding width 4 x BaseChannels.
+        double classEmbedding = NumClasses > 0 ? (NumClasses + 1.0) * 4 * BaseChannels : 0;
+        return total + 4 * 9.0 * widest * widest + classEmbedding;
     }
 
     /// <summary>Throws <see cref="ArgumentException"/> naming the property, its value and what is expected.</summary>
@@ -78,7 +83,7 @@ public sealed record UNetConfig
         if (GroupNormGroups < 1) throw Bad(nameof(GroupNormGroups), GroupNormGroups, "expected >= 1.");
         if (AttentionHeads < 1) throw Bad(nameof(AttentionHeads), AttentionHeads, "expected >= 1.");
         if (!(Dropout >= 0 && Dropout < 1)) throw Bad(nameof(Dropout), Dropout, "expected a value in [0, 1).");
-        if (NumClasses < 0) throw Bad(nameof(NumClasses), NumClasses, "expected >= 0 (0 = unconditional).");
+        if (NumClasses < 0 || NumClasses > MaxClasses) throw Bad(nameof(NumClasses), NumClasses, $"expected 0 (unconditional) .. {MaxClasses}.");
         if (ChannelMultipliers is null || ChannelMultipliers.Length == 0)
             throw Bad(nameof(ChannelMultipliers), "empty", "expected at least one level, e.g. [1, 2, 2].");
         if (ChannelMultipliers.Any(m => m < 1))

@@ -78,13 +78,30 @@ public sealed record DiffusionModelConfig
         if (TrainedSteps < 0) throw Bad(nameof(TrainedSteps), TrainedSteps, "a count >= 0");
         if (string.IsNullOrEmpty(OutputColumnName)) throw Bad(nameof(OutputColumnName), "empty", "a column name");
         if (string.IsNullOrEmpty(SeedColumnName)) throw Bad(nameof(SeedColumnName), "empty", "a column name");
+        if (Network.NumClasses > 0 && string.IsNullOrEmpty(LabelColumnName))
+            throw Bad(nameof(LabelColumnName), LabelColumnName ?? "null", $"a column name for the network's {Network.NumClasses} classes");
+        if (Network.NumClasses == 0 && LabelColumnName is not null)
+            throw Bad(nameof(LabelColumnName), LabelColumnName, "null, since the network has no class embedding (NumClasses = 0)");
+        if (!(ConditionDropProbability >= 0 && ConditionDropProbability <= 1))
+            throw Bad(nameof(ConditionDropProbability), ConditionDropProbability, "a probability in [0, 1]");
+        if (Network.NumClasses == 0 && DefaultSampler is { GuidanceScale: not 1f })
+            throw Bad("DefaultSampler.GuidanceScale", DefaultSampler.GuidanceScale, "1, since the model has no class conditioning");
         try
         {
-            (DefaultSampler ?? throw Bad(nameof(DefaultSampler), "null", "sampler settings")).ToOptions().Validate(Timesteps);
+            Conditioning?.Validate(ImageSize);
         }
         catch (ArgumentException e)
         {
-            throw new InvalidDataException($"The model's default sampler is invalid: {e.Message} The file is corrupt or was edited.", e);
+            throw new InvalidDataException($"The model's conditioning is invalid: {e.Message} The file is corrupt or was edited.", e);
+        }
+        try
+        {
+            (DefaultSampler ?? throw Bad(nameof(DefaultSampler), "null", "sampler settings")).ToOptions().Validate(Timesteps);
+            Conditioning?.Validate(ImageSize);
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"The model's default sampler or conditioning is invalid: {e.Message} The file is corrupt or was edited.", e);
         }
     }
 

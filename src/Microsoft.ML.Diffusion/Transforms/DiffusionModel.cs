@@ -102,6 +102,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     {
         ArgumentNullException.ThrowIfNull(sampler);
         sampler.Validate(Timesteps);
+        CheckGuidance(sampler);
         return new DiffusionModel(_host, Config with { DefaultSampler = SamplerSettings.From(sampler) }, _network, _device, ownsNetwork: false, sampler);
     }
 
@@ -342,7 +343,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         return ImageTensorConverter.ToBgraPixels(images);
     }
 
-    /// <summary>The network call (input, t) -> output. Tests replace it with a counting double; defaults to the U-Net.</summary>
+    /// <summary>The network call (input, t, class labels or null) -> output. Tests replace it with a counting double; defaults to the U-Net.</summary>
     internal Func<Tensor, Tensor, Tensor?, Tensor> NetworkForward { get; set; }
 
     /// <summary>The network call (x_t, t, labels) in <paramref name="precision"/>: <see cref="NetworkForward"/> for float32, the

@@ -298,7 +298,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         }
     }
 
-    private const int MaxClasses = 100_000;
+    private const int MaxClasses = UNetConfig.MaxClasses;
 
     /// <summary>The label column and the number of classes (0 and null without class conditioning).</summary>
     private (DataViewSchema.Column? Column, int NumClasses) ResolveLabels(DataViewSchema schema)

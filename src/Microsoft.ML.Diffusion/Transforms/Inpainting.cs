@@ -38,6 +38,10 @@ public sealed class InpaintingEstimator : IEstimator<InpaintingTransformer>
         _maskColumnName = string.IsNullOrEmpty(maskColumnName) ? null : maskColumnName;
         _options = (options ?? new InpaintOptions()).Clone();
         _options.Validate(model.Timesteps);
+        if (model.Conditioning is { } c)
+            throw new ArgumentException(
+                $"This diffusion model is a conditional super-resolution model (Conditioning {c}); RePaint inpainting needs an unconditional " +
+                "model (trained without DiffusionTrainer.Options.Conditioning).", nameof(model));
     }
 
     /// <summary>Checks the input (image column, and the mask column when named) and returns the transformer.</summary>

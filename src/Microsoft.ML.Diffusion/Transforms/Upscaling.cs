@@ -110,6 +110,10 @@ public sealed class UpscalingTransformer : ITransformer, ICanSaveModel, IDisposa
     /// </summary>
     private Tensor UpscaleBatch(Tensor lowRes, IReadOnlyList<uint> seeds)
     {
+        if (_model.Conditioning is { } conditioning)
+            throw new NotSupportedException(
+                $"This diffusion model is a conditional super-resolution model (Conditioning {conditioning}); the RePaint-style Upscale " +
+                "needs an unconditional model.");
         int f = _options.Factor, size = _model.ImageSize;
         long b = lowRes.shape[0], c = lowRes.shape[1];
         using var scope = NewDisposeScope();

@@ -25,9 +25,15 @@ public static class GenerateCommand
         var seed = new Option<uint>("--seed") { Description = "Seed of the first image (image i uses seed + i)", DefaultValueFactory = _ => 0u };
         var output = new Option<string>("--out") { Description = "Grid PNG to write", DefaultValueFactory = _ => "grid.png" };
         var batch = new Option<int>("--batch-size") { Description = "Images denoised together", DefaultValueFactory = _ => 64 };
+        var label = new Option<int?>("--label") { Description = "Class of every image (class-conditional models, e.g. 7 = Sneaker)" };
+        var guidance = new Option<float>("--guidance") { Description = "Classifier-free guidance weight w: 0 unconditional, 1 conditional, > 1 guided", DefaultValueFactory = _ => 1f };
+        var classGrid = new Option<bool>("--class-grid") { Description = "One row per class, --count images each (class-conditional models)" };
         var precision = new Option<Precision>("--precision") { Description = "Fp32 or Bf16Mixed (bfloat16 network, float32 sampler)", DefaultValueFactory = _ => Precision.Fp32 };
 
-        var command = new Command("generate", "Generate a grid of images with a trained model") { model, count, sampler, steps, spacing, eta, seed, output, batch, precision };
+        var command = new Command("generate", "Generate a grid of images with a trained model")
+        {
+            model, count, sampler, steps, spacing, eta, seed, output, batch, label, guidance, classGrid, precision,
+        };
         command.SetAction(parse =>
         {
             string path = parse.GetValue(model)!;
@@ -43,15 +49,35 @@ public static class GenerateCommand
             {
                 Sampler = ParseSampler(parse.GetValue(sampler)!),
                 Steps = parse.GetValue(steps), Spacing = parse.GetValue(spacing), Eta = parse.GetValue(eta), Seed = parse.GetValue(seed),
-                BatchSize = parse.GetValue(batch), Precision = parse.GetValue(precision), CancellationToken = cts.Token,
+                BatchSize = parse.GetValue(batch), CancellationToken = cts.Token, GuidanceScale = parse.GetValue(guidance),
+                Precision = parse.GetValue(precision),
             };
             string outPath = parse.GetValue(output)!;
             int n = parse.GetValue(count);
+            int? fixedLabel = parse.GetValue(label);
+            bool perClass = parse.GetValue(classGrid);
+            if ((fixedLabel is not null || perClass || options.GuidanceScale != 1f) && diffusion.NumClasses == 0)
+            {
+                AnsiConsole.MarkupLine("[red]--label, --class-grid and --guidance need a class-conditional model (train --conditional).[/]");
+                return 2;
+            }
+            if (fixedLabel is int fl && (fl < 0 || fl >= diffusion.NumClasses))
+            {
+                AnsiConsole.MarkupLine($"[red]--label {fl} is outside the model's classes 0..{diffusion.NumClasses - 1}.[/]");
+                return 2;
+            }
+            // --class-grid: row k holds n images of class k; --label: n images of one class; else no labels.
+            int[]? labels = perClass
+                ? Enumerable.Range(0, diffusion.NumClasses).SelectMany(k => Enumerable.Repeat(k, n)).ToArray()
+                : fixedLabel is int one ? Enumerable.Repeat(one, n).ToArray() : null;
+            int total = labels?.Length ?? n;
             var watch = Stopwatch.StartNew();
             try
             {
-                var images = Generate(diffusion, n, options);
-                using var grid = ImageGrid.Create(images);
+                var images = labels is null
+                    ? Generate(diffusion, n, options)
+                    : WithSamplingProgress(diffusion, total, options, () => diffusion.Generate(labels, options));
+                using var grid = ImageGrid.Create(images, columns: perClass ? n : null);
                 SavePng(grid, outPath);
                 foreach (var img in images) img.Dispose();
             }
@@ -60,7 +86,7 @@ public static class GenerateCommand
                 AnsiConsole.MarkupLine("[yellow]Generation cancelled.[/]");
                 return 130;
             }
-            AnsiConsole.MarkupLine($"Generated {n} images ({options.Sampler}, {options.ResolveSteps(diffusion.Timesteps)} steps) in " +
+            AnsiConsole.MarkupLine($"Generated {total} images ({options.Sampler}, {options.ResolveSteps(diffusion.Timesteps)} steps) in " +
                                    $"{watch.Elapsed.TotalSeconds:F1} s; wrote [bold]{Markup.Escape(outPath)}[/].");
             return 0;
         });

@@ -108,14 +108,23 @@ public static class InpaintCommand
     }
 
     /// <summary>Reads two image columns of the single row of <paramref name="data"/> with one cursor (the pipeline runs once).</summary>
-    public static (MLImage First, MLImage Second) ReadTwo(IDataView data, string first, string second)
+    public static (MLImage First, MLImage Second) ReadTwo(IDataView data, string first, string second) => ReadPairs(data, first, second).Single();
+
+    /// <summary>Reads two image columns of every row of <paramref name="data"/> with one cursor (the pipeline runs once).</summary>
+    public static List<(MLImage First, MLImage Second)> ReadPairs(IDataView data, string first, string second)
     {
+        var result = new List<(MLImage, MLImage)>();
         using var cursor = data.GetRowCursor(new[] { data.Schema[first], data.Schema[second] });
-        if (!cursor.MoveNext()) throw new InvalidOperationException("No row.");
-        MLImage a = null!, b = null!;
-        cursor.GetGetter<MLImage>(data.Schema[first])(ref a);
-        cursor.GetGetter<MLImage>(data.Schema[second])(ref b);
-        return (Copy(a), Copy(b));
+        var getFirst = cursor.GetGetter<MLImage>(data.Schema[first]);
+        var getSecond = cursor.GetGetter<MLImage>(data.Schema[second]);
+        while (cursor.MoveNext())
+        {
+            MLImage a = null!, b = null!;
+            getFirst(ref a);
+            getSecond(ref b);
+            result.Add((Copy(a), Copy(b)));
+        }
+        return result;
     }
 
     /// <summary>A mask PNG resized to <paramref name="size"/>: white (green channel &gt;= 128) keeps.</summary>

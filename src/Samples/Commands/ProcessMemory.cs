@@ -17,12 +17,15 @@ public static class ProcessMemory
         return -1;
     }
 
-    /// <summary>A full blocking collection, so that RSS readings are not moved by managed garbage waiting to be collected.</summary>
+    /// <summary>
+    /// VmRSS after an aggressive full blocking collection (finalizers run, large-object heap compacted, free memory decommitted),
+    /// so that readings show memory still in use, not garbage waiting to be collected or free managed segments kept by the GC.
+    /// </summary>
     public static long ResidentBytesAfterGc()
     {
         GC.Collect();
         GC.WaitForPendingFinalizers();
-        GC.Collect();
+        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
         return ResidentBytes();
     }
 }

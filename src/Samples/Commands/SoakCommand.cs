@@ -43,7 +43,8 @@ public static class SoakCommand
         string checkpointDir = Path.Combine(Path.GetTempPath(), "diffusion-soak-" + Guid.NewGuid().ToString("N"));
         var readings = new List<Reading>();
         double Rss() => ProcessMemory.ResidentBytesAfterGc() / (1024.0 * 1024.0);
-        int every = Math.Max(1, trainSteps / 6);
+        int every = Math.Max(1, trainSteps / 6);          // checkpoint interval
+        int readEvery = Math.Max(1, trainSteps / 30);     // RSS readings
         var watch = Stopwatch.StartNew();
         DiffusionModel model;
         try
@@ -53,7 +54,7 @@ public static class SoakCommand
             options.CheckpointInterval = every;
             options.Progress = new SyncProgress<TrainingProgress>(p =>
             {
-                if (p.Step % every == 0 || p.Step == 1) readings.Add(new Reading("train", p.Step, Rss()));
+                if (p.Step % readEvery == 0 || p.Step == 1) readings.Add(new Reading("train", p.Step, Rss()));
             });
             model = ml.Generative.Diffusion(options).Fit(data);
         }
@@ -97,11 +98,12 @@ public static class SoakCommand
         foreach (var phase in new[] { "train", "sample" })
         {
             var rows = readings.Where(r => r.Phase == phase).ToList();
-            var warm = rows.Count > 2 ? rows[1] : rows[0];   // the first reading after warm-up
+            var warm = rows.FirstOrDefault(r => r.Step >= (phase == "train" ? trainSteps / 6 : samplingSteps / 10)) ?? rows[0];   // the end of the warm-up
             foreach (var r in rows)
                 table.AddRow(r.Phase, r.Step.ToString(), r.RssMiB.ToString("F1"), r.Step < warm.Step ? "(warm-up)" : Percent(100 * (r.RssMiB / warm.RssMiB - 1)));
             double growth = 100 * (rows[^1].RssMiB / warm.RssMiB - 1);
-            summary[phase] = new { warm_up_step = warm.Step, warm_up_rss_mib = Math.Round(warm.RssMiB, 1), last_step = rows[^1].Step, last_rss_mib = Math.Round(rows[^1].RssMiB, 1), growth_percent = Math.Round(growth, 2), max_rss_mib = Math.Round(rows.Max(r => r.RssMiB), 1) };
+            var afterWarmUp = rows.Where(r => r.Step >= warm.Step).ToList();
+            summary[phase] = new { min_after_warm_up_mib = Math.Round(afterWarmUp.Min(r => r.RssMiB), 1), max_after_warm_up_mib = Math.Round(afterWarmUp.Max(r => r.RssMiB), 1), warm_up_step = warm.Step, warm_up_rss_mib = Math.Round(warm.RssMiB, 1), last_step = rows[^1].Step, last_rss_mib = Math.Round(rows[^1].RssMiB, 1), growth_percent = Math.Round(growth, 2), max_rss_mib = Math.Round(rows.Max(r => r.RssMiB), 1) };
         }
         AnsiConsole.Write(table);
         AnsiConsole.MarkupLine($"28x28 default U-Net ({model.ParameterCount:N0} parameters): {trainSteps} training steps of batch {batchSize} in {trainSeconds:F0} s, " +

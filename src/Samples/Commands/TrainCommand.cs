@@ -31,10 +31,15 @@ public static class TrainCommand
         var selfConditioning = new Option<bool>("--self-conditioning") { Description = "Self-conditioning (Chen et al. 2022, Analog Bits): feed the network its previous x_0 estimate" };
         var precision = new Option<Precision>("--precision") { Description = "Fp32 or Bf16Mixed (bfloat16 forward/backward, float32 master weights; needs DNNL_MAX_CPU_ISA=ALL on AMD AVX-512 CPUs)", DefaultValueFactory = _ => Precision.Fp32 };
         var weighting = new Option<LossWeighting>("--loss-weighting") { Description = "None or MinSnr (gamma 5)", DefaultValueFactory = _ => LossWeighting.None };
+        var conditional = new Option<bool>("--conditional") { Description = "Class-conditional model on the Fashion-MNIST labels (classifier-free guidance, Ho & Salimans 2022)" };
+        var conditionDrop = new Option<float>("--condition-drop") { Description = "With --conditional: probability of training on the null label", DefaultValueFactory = _ => DiffusionDefaults.ConditionDropProbability };
+        var superResolution = new Option<int?>("--super-resolution") { Description = "Train an SR3-style super-resolution model for this factor (2 or 4)" };
+        superResolution.AcceptOnlyFromAmong("2", "4");
 
         var command = new Command("train", "Train a diffusion model on Fashion-MNIST")
         {
-            data, limit, epochs, output, batch, baseChannels, timesteps, schedule, lr, ema, seed, maxSteps, checkpoints, prediction, weighting, selfConditioning, precision,
+            data, limit, epochs, output, batch, baseChannels, timesteps, schedule, lr, ema, seed, maxSteps, checkpoints, prediction, weighting, selfConditioning,
+            conditional, conditionDrop, superResolution, precision,
         };
         command.SetAction(parse =>
         {
@@ -64,6 +69,11 @@ public static class TrainCommand
                 Seed = parse.GetValue(seed), MaxSteps = parse.GetValue(maxSteps), CheckpointDirectory = parse.GetValue(checkpoints),
                 Prediction = parse.GetValue(prediction), LossWeighting = parse.GetValue(weighting),
                 SelfConditioning = parse.GetValue(selfConditioning), Precision = parse.GetValue(precision),
+                // The IDX label file gives a UInt32 column of classes 0..9.
+                LabelColumnName = parse.GetValue(conditional) ? "Label" : null,
+                NumClasses = parse.GetValue(conditional) ? FashionMnist.ClassNames.Length : null,
+                ConditionDropProbability = parse.GetValue(conditionDrop),
+                Conditioning = parse.GetValue(superResolution) is int factor ? Conditioning.LowResolution(factor) : null,
                 CancellationToken = cts.Token,
             };
             long steps = (long)Math.Ceiling(total / (double)b) * e;

@@ -163,6 +163,8 @@ public class BadInputTests
             typeof(InvalidDataException), "'TorchWeights.bin'", "expected shape [1099511627776"),
         new("forged network config (BaseChannels 1024) over small weights", f => LoadForged(ReliabilityKit.ChangeEntry(f.Zip, "Model.key", k => ReliabilityKit.ChangeConfigJson(k, j => SetNetwork(j, "BaseChannels", 1024)))),
             typeof(InvalidDataException), "network config needs at least", "parameters but the zip holds", "corrupt or was edited"),
+        new("forged class count (NumClasses 50,000,000: a 6 GB class embedding)", f => LoadForged(ReliabilityKit.ChangeEntry(f.Zip, "Model.key", k => ReliabilityKit.ChangeConfigJson(k, j => SetNetwork(j, "NumClasses", 50_000_000)))),
+            typeof(InvalidDataException), "NumClasses is 50000000", "expected 0 (unconditional) .. 100000", "corrupt or was edited"),
         new("forged Timesteps = int.MaxValue", f => LoadForged(ReliabilityKit.ChangeEntry(f.Zip, "Model.key", k => ReliabilityKit.ChangeConfigJson(k, j => Set(j, "Timesteps", int.MaxValue)))),
             typeof(InvalidDataException), "Timesteps = 2147483647", "1..100000"),
         new("forged Channels = 2", f => LoadForged(ReliabilityKit.ChangeEntry(f.Zip, "Model.key", k => ReliabilityKit.ChangeConfigJson(k, j => Set(j, "Channels", 2)))),
@@ -259,18 +261,28 @@ public class BadInputTests
 
     private static string Set(string json, string field, object value)
     {
-        var node = JsonNode.Parse(json)!;
+        var node = Compact(JsonNode.Parse(json)!);
         node[field] = JsonValue.Create(value);
-        node["OutputColumnName"] = "G";   // room for longer numbers (the JSON keeps its byte length)
         return node.ToJsonString();
     }
 
     private static string SetNetwork(string json, string field, object value)
     {
-        var node = JsonNode.Parse(json)!;
+        var node = Compact(JsonNode.Parse(json)!);
         node["Network"]![field] = JsonValue.Create(value);
-        node["OutputColumnName"] = "G";
         return node.ToJsonString();
+    }
+
+    /// <summary>Room for a longer forged value (the JSON keeps its byte length): a one-letter output column, and no property
+    /// whose value is its default null, false or 0.</summary>
+    private static JsonNode Compact(JsonNode node)
+    {
+        node["OutputColumnName"] = "G";
+        foreach (var obj in new[] { node.AsObject(), node["Network"]!.AsObject(), node["DefaultSampler"]!.AsObject() })
+            foreach (var (name, value) in obj.ToList())
+                if (value is null || value.ToJsonString() is "false" or "0")
+                    obj.Remove(name);
+        return node;
     }
 
     private static byte[] OtherWeights(Fixture f)

@@ -164,12 +164,13 @@ internal static class ReliabilityKit
 
     // ---- memory and processes ----
 
-    /// <summary>VmRSS of this process in bytes, after a full blocking GC (so that collectable garbage does not count).</summary>
+    /// <summary>VmRSS of this process in bytes, after an aggressive full blocking GC (finalizers run, free managed memory
+    /// decommitted), so that collectable garbage and free GC segments do not count.</summary>
     public static long ResidentBytes()
     {
         GC.Collect();
         GC.WaitForPendingFinalizers();
-        GC.Collect();
+        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
         foreach (var line in File.ReadLines("/proc/self/status"))
             if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
                 return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;

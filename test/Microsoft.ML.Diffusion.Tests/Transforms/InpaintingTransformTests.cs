@@ -225,6 +225,17 @@ public class InpaintingTransformTests
         StringAssert.Contains(o.Message, "50");
     }
 
+    [TestMethod]
+    public void ConditionalSuperResolutionModelIsRejected()
+    {
+        var options = TestData.TinyOptions(steps: 1);
+        options.Conditioning = Conditioning.LowResolution(2);
+        using var sr = _ml.Generative.Diffusion(options).Fit(_ml.Data.LoadFromEnumerable(TestData.Squares(8).ToList()));
+        var e = Assert.ThrowsExactly<ArgumentException>(() => _ml.Generative.Inpaint(sr, "Inpainted", "Image", null, Fast()));
+        StringAssert.Contains(e.Message, "LowResolution(2)");
+        StringAssert.Contains(e.Message, "unconditional");
+    }
+
     private sealed class ImageFile
     {
         public string Path { get; set; } = "";
