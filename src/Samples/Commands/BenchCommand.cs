@@ -150,7 +150,9 @@ public static class BenchCommand
         {
             if (!ours[0].ContainsKey(key))
             {
-                doc[key] = new JsonObject { ["skipped"] = $"oneDNN limited to {TorchRuntime.AppliedOneDnnIsaLimit}: no fast bfloat16 kernels; run with {OneDnnIsaOption} ALL" };
+                var skipped = new JsonObject { ["skipped"] = $"oneDNN limited to {TorchRuntime.AppliedOneDnnIsaLimit}: no fast bfloat16 kernels; run with {OneDnnIsaOption} ALL" };
+                if (theirs.Count > 0) skipped["pytorch"] = R(Median(theirs.Select(o => o[key])));
+                doc[key] = skipped;
                 continue;
             }
             double ts = Median(ours.Select(o => o[key]));
