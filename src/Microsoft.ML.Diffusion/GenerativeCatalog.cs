@@ -113,10 +113,12 @@ public sealed class GenerativeCatalog
             new InpaintOptions { Mask = mask, Steps = steps, JumpLength = jumpLength, Resamplings = resamplings, Seed = seed });
 
     /// <summary>
-    /// Super-resolution with <paramref name="model"/> (RePaint-style): each input of size model / <see cref="UpscaleOptions.Factor"/>
-    /// becomes the known pixels of every Factor-th row and column of the model's grid, and the rest is sampled.
+    /// Super-resolution with <paramref name="model"/>. With an unconditional model (RePaint-style), each input of size
+    /// model / <see cref="UpscaleOptions.Factor"/> becomes the known pixels of every Factor-th row and column of the model's
+    /// grid, and the rest is sampled. With a super-resolution model (trained with <c>Conditioning.LowResolution(Factor)</c>,
+    /// SR3), the network is conditioned on the bicubic upsampling of the input and samples with its default sampler.
     /// </summary>
-    /// <param name="model">An unconditional diffusion model of the output size and the images' channels.</param>
+    /// <param name="model">A diffusion model of the output size and the images' channels: unconditional, or a super-resolution model for this factor.</param>
     /// <param name="outputColumnName">The column of upscaled images (model size).</param>
     /// <param name="imageColumnName">The column of low-resolution images (model size / Factor).</param>
     /// <param name="options">Factor (2 or 4) and RePaint settings; null uses the defaults (factor 2).</param>
@@ -124,7 +126,7 @@ public sealed class GenerativeCatalog
         new(Context, model, outputColumnName, imageColumnName, options);
 
     /// <summary>Super-resolution with the common settings (see the <see cref="UpscaleOptions"/> overload).</summary>
-    /// <param name="model">An unconditional diffusion model of the output size.</param>
+    /// <param name="model">A diffusion model of the output size: unconditional, or a super-resolution model for this factor.</param>
     /// <param name="outputColumnName">The column of upscaled images.</param>
     /// <param name="imageColumnName">The column of low-resolution images.</param>
     /// <param name="factor">2 or 4.</param>

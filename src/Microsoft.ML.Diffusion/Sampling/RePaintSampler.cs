@@ -71,8 +71,15 @@ public static class RePaintSampler
         try
         {
             using var noGrad = no_grad();
-            using var x0Known = known.detach().to_type(float32).to(device);
-            using var keep = (mask.detach().to(device) >= 0.5).expand_as(x0Known).contiguous();
+            Tensor x0Known, keep;
+            using (var setup = NewDisposeScope())
+            {
+                x0Known = known.detach().to_type(float32).to(device).clone().MoveToOuterDisposeScope();
+                keep = (mask.detach().to(device) >= 0.5).expand_as(x0Known).contiguous().MoveToOuterDisposeScope();
+            }
+
+            using var _x0 = x0Known;
+            using var _keep = keep;
 
             // x_T ~ N(0, I) (RePaint algorithm 1, line 1), one stream per image.
             x = NextNoise(generators, imageShape, device);

@@ -124,9 +124,15 @@ public sealed class DiffusionTrainingLoop : IDisposable
             throw new ArgumentException("This network is unconditional (TrainingSettings.NumClasses = 0); it takes no labels.", nameof(labels));
         if (labels is not null && (labels.dim() != 1 || labels.shape[0] != x0.shape[0]))
             throw new ArgumentException($"labels must have shape [{x0.shape[0]}] (one per image); got [{string.Join(", ", labels.shape)}].", nameof(labels));
-        if (labels is not null && (labels.min().item<long>() < 0 || labels.max().item<long>() > Settings.NumClasses))
-            throw new ArgumentOutOfRangeException(nameof(labels),
-                $"labels must lie in 0..{Settings.NumClasses - 1} (or {Settings.NumClasses}, the null label); got {labels.min().item<long>()}..{labels.max().item<long>()}.");
+        if (labels is not null)
+        {
+            long lo, hi;
+            using (var lowest = labels.min()) lo = lowest.item<long>();
+            using (var highest = labels.max()) hi = highest.item<long>();
+            if (lo < 0 || hi > Settings.NumClasses)
+                throw new ArgumentOutOfRangeException(nameof(labels),
+                    $"labels must lie in 0..{Settings.NumClasses - 1} (or {Settings.NumClasses}, the null label); got {lo}..{hi}.");
+        }
         Model.train();
         _lowPrecision?.Network.train();
         _lowPrecision?.Refresh();                     // round the float32 master weights into the bfloat16 copy

@@ -34,6 +34,7 @@ public sealed class UpscalingEstimator : IEstimator<UpscalingTransformer>
         _imageColumnName = imageColumnName;
         _options = (options ?? new UpscaleOptions()).Clone();
         _options.Validate(model.Timesteps, model.ImageSize);
+        UpscalingTransformer.CheckConditioning(model, _options.Factor);
     }
 
     /// <summary>Checks the input image column (model size / Factor) and returns the transformer.</summary>
@@ -55,10 +56,12 @@ public sealed class UpscalingEstimator : IEstimator<UpscalingTransformer>
 }
 
 /// <summary>
-/// Upscales each row's image by <see cref="UpscaleOptions.Factor"/> (2 or 4) to the diffusion model's size. RePaint-style
-/// (Lugmayr et al. 2022, "Super-Resolve"): the input pixel (i, j) is the known pixel (Factor i, Factor j) of the model's grid
-/// and the other pixels are sampled, so the input pixels appear unchanged in the output. Row i draws its noise from seed
-/// Seed + i. Saved and loaded with mlContext.Model, the diffusion model's weights included.
+/// Upscales each row's image by <see cref="UpscaleOptions.Factor"/> (2 or 4) to the diffusion model's size. With an
+/// unconditional model, RePaint-style (Lugmayr et al. 2022, "Super-Resolve"): the input pixel (i, j) is the known pixel
+/// (Factor i, Factor j) of the model's grid and the other pixels are sampled, so the input pixels appear unchanged in the
+/// output. With a super-resolution model (<c>DiffusionTrainer.Options.Conditioning = Conditioning.LowResolution(Factor)</c>,
+/// SR3), the network sees the bicubic upsampling of the input as extra channels and its default sampler samples the image.
+/// Row i draws its noise from seed Seed + i. Saved and loaded with mlContext.Model, the diffusion model's weights included.
 /// </summary>
 public sealed class UpscalingTransformer : ITransformer, ICanSaveModel, IDisposable, IImageBatchMapper
 {
@@ -79,6 +82,7 @@ public sealed class UpscalingTransformer : ITransformer, ICanSaveModel, IDisposa
         ImageColumnName = imageColumnName;
         _options = options.Clone();
         _options.Validate(model.Timesteps, model.ImageSize);
+        CheckConditioning(model, _options.Factor);
         _ownsModel = ownsModel;
     }
 
@@ -103,17 +107,37 @@ public sealed class UpscalingTransformer : ITransformer, ICanSaveModel, IDisposa
     internal static string Why(DiffusionModel model, int factor) =>
         $"the model's {model.ImageSize}x{model.ImageSize} divided by the factor {factor}";
 
+    /// <summary>A super-resolution model (SR3) upscales by its own factor only: throws when <paramref name="factor"/> differs.</summary>
+    internal static void CheckConditioning(DiffusionModel model, int factor)
+    {
+        if (model.Conditioning is { Kind: ConditioningKind.LowResolution } c && c.Factor != factor)
+            throw new ArgumentOutOfRangeException(nameof(factor), factor,
+                $"UpscaleOptions.Factor is {factor} but the diffusion model is a super-resolution model trained for factor {c.Factor} " +
+                $"(Conditioning {c}); set Factor = {c.Factor}.");
+    }
+
     /// <summary>
     /// The one mapping from a low-resolution batch [B, C, size/Factor, size/Factor] (CPU, [-1, 1]) to the high-resolution
-    /// result [B, C, size, size] (CPU): RePaint with the low-resolution pixels as the known pixels of every Factor-th row and
-    /// column of the model's grid.
+    /// result [B, C, size, size] (CPU).
+    /// <list type="bullet">
+    /// <item>A super-resolution model (trained with <c>Conditioning.LowResolution(Factor)</c>; SR3, Saharia et al. 2021) samples
+    /// p(x | upsample(low-res)) with its <see cref="DiffusionModel.DefaultSampler"/> (set it with <see cref="DiffusionModel.WithSampler"/>);
+    /// the RePaint settings are not used, and the low-resolution pixels are conditions, not kept pixels.</item>
+    /// <item>An unconditional model runs RePaint with the low-resolution pixels as the known pixels of every Factor-th row and
+    /// column of the model's grid (Lugmayr et al. 2022).</item>
+    /// </list>
     /// </summary>
     private Tensor UpscaleBatch(Tensor lowRes, IReadOnlyList<uint> seeds)
     {
-        if (_model.Conditioning is { } conditioning)
-            throw new NotSupportedException(
-                $"This diffusion model is a conditional super-resolution model (Conditioning {conditioning}); the RePaint-style Upscale " +
-                "needs an unconditional model.");
+        if (_model.Conditioning is { Kind: ConditioningKind.LowResolution })
+        {
+            var sampler = _model.DefaultSampler;
+            sampler.BatchSize = _options.BatchSize;
+            sampler.Progress = _options.Progress;
+            sampler.CancellationToken = _options.CancellationToken;
+            return _model.SampleSuperResolution(lowRes, seeds, sampler);
+        }
+
         int f = _options.Factor, size = _model.ImageSize;
         long b = lowRes.shape[0], c = lowRes.shape[1];
         using var scope = NewDisposeScope();

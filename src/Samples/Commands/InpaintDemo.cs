@@ -4,25 +4,30 @@ using Microsoft.ML.Diffusion.Imaging;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;
 
-/// <summary>The demo's inpainting and upscaling part: five of the bundled test images, filled (wide mask) and upscaled x2.</summary>
+/// <summary>The demo's inpainting and upscaling part: five of the bundled test images, each filled with another of RePaint's
+/// masks (thin, wide, half, outer, alternating lines), and upscaled x2.</summary>
 public static class InpaintDemo
 {
     private static readonly string[] Names = { "coat", "sneaker", "bag", "dress", "trouser" };
+
+    /// <summary>The mask of each image in <see cref="Names"/>.</summary>
+    private static readonly InpaintMaskKind[] Masks =
+        { InpaintMaskKind.Thin, InpaintMaskKind.Wide, InpaintMaskKind.Half, InpaintMaskKind.Outer, InpaintMaskKind.AlternatingLines };
 
     /// <summary>RePaint settings small enough for the demo: 50 steps, jump 5, 2 resamplings (95 network calls).</summary>
     private static T Settings<T>(DiffusionModel model) where T : RePaintOptions, new() =>
         new() { Steps = Math.Min(50, model.Timesteps), JumpLength = 5, Resamplings = 2, Seed = 0, BatchSize = Names.Length };
 
-    /// <summary>Fills a wide mask in each image; writes rows of input | masked | result to <paramref name="path"/>.</summary>
+    /// <summary>Fills one mask of <see cref="Masks"/> in each image; writes rows of input | masked | result to <paramref name="path"/>.</summary>
     public static void Inpaint(MLContext ml, DiffusionModel model, string path)
     {
         int size = model.ImageSize;
-        var masks = Names.Select((_, i) => InpaintMasks.Create(InpaintMaskKind.Wide, size, i)).ToArray();
+        var masks = Names.Select((_, i) => InpaintMasks.Create(Masks[i], size, i)).ToArray();
         var definition = SchemaDefinition.Create(typeof(Row));
         definition[nameof(Row.Mask)].ColumnType = new VectorDataViewType(BooleanDataViewType.Instance, size * size);
         var data = ml.Data.LoadFromEnumerable(Names.Select((n, i) => new Row { Path = n + ".png", Mask = masks[i] }).ToList(), definition);
         var options = Settings<InpaintOptions>(model);
-        var pairs = RePaintCliOptions.WithProgress(model, options, Names.Length, "Inpainting (wide mask)",
+        var pairs = RePaintCliOptions.WithProgress(model, options, Names.Length, "Inpainting (thin, wide, half, outer, lines)",
             () => InpaintCommand.ReadPairs(InpaintCommand.ImagePipeline(ml, InpaintCommand.ImagesDirectory, size, model.Channels)
                 .Append(ml.Generative.Inpaint(model, "Inpainted", "Image", "Mask", options)).Fit(data).Transform(data), "Image", "Inpainted"));
         var tiles = new List<MLImage>();

@@ -275,6 +275,28 @@ public class ClassConditionalModelTests
     }
 
     [TestMethod]
+    public void InconsistentClassConfigsAreRejected()
+    {
+        _model.Config.Validate();
+        var noColumn = Assert.ThrowsExactly<InvalidDataException>(() => (_model.Config with { LabelColumnName = null }).Validate());
+        StringAssert.Contains(noColumn.Message, "LabelColumnName");
+        var plainNetwork = _model.Config.Network with { NumClasses = 0 };
+        var orphan = Assert.ThrowsExactly<InvalidDataException>(() => (_model.Config with { Network = plainNetwork }).Validate());
+        StringAssert.Contains(orphan.Message, "LabelColumnName");
+        var guided = _model.Config with { Network = plainNetwork, LabelColumnName = null, DefaultSampler = new SamplerSettings { GuidanceScale = 2f } };
+        var e = Assert.ThrowsExactly<InvalidDataException>(() => guided.Validate());
+        StringAssert.Contains(e.Message, "GuidanceScale");
+        var drop = Assert.ThrowsExactly<InvalidDataException>(() => (_model.Config with { ConditionDropProbability = 2f }).Validate());
+        StringAssert.Contains(drop.Message, "ConditionDropProbability");
+        var huge = _model.Config.Network with { NumClasses = UNetConfigMax + 1 };
+        Assert.ThrowsExactly<InvalidDataException>(() => (_model.Config with { Network = huge }).Validate());
+        Assert.AreEqual(_model.Config.Network.MinimumParameterCount() - 26.0 * 32,
+            (_model.Config.Network with { NumClasses = 0 }).MinimumParameterCount(), 1e-6, "the class embedding counts in the parameter lower bound");
+    }
+
+    private const int UNetConfigMax = Microsoft.ML.Diffusion.Models.UNetConfig.MaxClasses;
+
+    [TestMethod]
     public void OldConfigsReadAsUnconditionalAndUnconditionalConfigsDoNotChange()
     {
         string json = _model.Config.ToJson();

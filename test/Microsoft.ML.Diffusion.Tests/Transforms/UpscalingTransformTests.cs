@@ -116,4 +116,48 @@ public class UpscalingTransformTests
         Assert.AreEqual(3, transformer.Transform(data).GetColumn<MLImage>("Upscaled").Count());
         Assert.AreEqual(2 * RePaintSchedule.NetworkCalls(6, 2, 2), calls);   // 3 rows in batches of 2
     }
+
+    [TestMethod]
+    public void SuperResolutionModelIsSampledWithItsCondition()
+    {
+        var options = TestData.TinyOptions(steps: 2);
+        options.Conditioning = Conditioning.LowResolution(2);
+        using var sr = _ml.Generative.Diffusion(options).Fit(_ml.Data.LoadFromEnumerable(TestData.Squares(16).ToList()));
+        var rows = Rows(3);
+        var data = _ml.Data.LoadFromEnumerable(rows);
+        var upscaleOptions = new UpscaleOptions { Factor = 2, Seed = 8, BatchSize = 2 };
+        var transformer = _ml.Generative.Upscale(sr, "Upscaled", "Small", upscaleOptions).Fit(data);
+        var images = transformer.Transform(data).GetColumn<MLImage>("Upscaled").Select(TestData.Pixels).ToList();
+
+        // The same images straight from the model: its default sampler, the rows' seeds 8, 9, 10, the 4x4 inputs as [3, 1, 4, 4].
+        var pixels = new float[3 * 16];
+        for (int i = 0; i < 3; i++) Microsoft.ML.Diffusion.Imaging.ImageTensorConverter.ToChw(rows[i].Small, 1, pixels.AsSpan(16 * i, 16));
+        using var lowRes = tensor(pixels, new long[] { 3, 1, 4, 4 });
+        using var expected = sr.SampleSuperResolution(lowRes, new uint[] { 8, 9, 10 }, sr.DefaultSampler);
+        var expectedPixels = Microsoft.ML.Diffusion.Imaging.ImageTensorConverter.ToBgraPixels(expected);
+        for (int i = 0; i < 3; i++) CollectionAssert.AreEqual(expectedPixels[i], images[i], $"row {i}");
+
+        // The network call count is the sampler's, not RePaint's: the override hook is for RePaint only and stays unused.
+        int calls = 0;
+        transformer.NetworkOverride = (x, t) => { calls++; return zeros_like(x); };
+        CollectionAssert.AreEqual(images[0], transformer.Transform(data).GetColumn<MLImage>("Upscaled").Select(TestData.Pixels).First());
+        Assert.AreEqual(0, calls);
+
+        string path = Path.Combine(Path.GetTempPath(), "diffusion-upscale-sr-" + Guid.NewGuid().ToString("N") + ".zip");
+        try
+        {
+            _ml.Model.Save(transformer, data.Schema, path);
+            using var loaded = (UpscalingTransformer)new MLContext().Model.Load(path, out _);
+            var after = loaded.Transform(data).GetColumn<MLImage>("Upscaled").Select(TestData.Pixels).ToList();
+            for (int i = 0; i < 3; i++) CollectionAssert.AreEqual(images[i], after[i], $"row {i} after save/load");
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+
+        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => _ml.Generative.Upscale(sr, "Upscaled", "Small", new UpscaleOptions { Factor = 4 }));
+        StringAssert.Contains(e.Message, "Factor is 4");
+        StringAssert.Contains(e.Message, "factor 2");
+    }
 }
