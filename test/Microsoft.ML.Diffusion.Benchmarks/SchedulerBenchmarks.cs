@@ -19,7 +19,9 @@ public class SchedulerBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        torch.set_num_threads(2);
+        // One thread: these element-wise ops on 50k values are split over threads otherwise, and on a busy 2-core machine the
+        // OpenMP fork/join then dominates (tens of ms per op); one thread measures the scheduler's own work.
+        torch.set_num_threads(1);
         manual_seed(0);
         _schedule = new DiffusionSchedule(NoiseSchedule.Linear, 1000);
         _ddpm = new DdpmScheduler(_schedule);

@@ -494,7 +494,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         return new DiffusionModel(env, config, network, DeviceSelection.Select(env), autoencoder: autoencoder, ownsAutoencoder: true);
     }
 
-    /// <summary>Frees the network's native memory (models made by <see cref="WithSampler"/> share it and free nothing).</summary>
+    /// <summary>Frees the network's native memory and its bfloat16 copy, if one was made (models made by <see cref="WithSampler"/> share the network and free only their own copy).</summary>
     public void Dispose()
     {
         lock (_lowPrecisionLock)

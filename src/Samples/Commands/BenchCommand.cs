@@ -69,7 +69,7 @@ public static class BenchCommand
         }
         torch.set_num_threads(threads);
         // With the AVX2 limit (TorchRuntime, AMD AVX-512 CPUs) oneDNN has no fast bfloat16 kernels: convolutions fall back to
-        // reference code that runs ~100x slower, so the bf16 figures need --onednn-isa ALL.
+        // generic code that runs more than 10x slower than fp32, so the bf16 figures need --onednn-isa ALL.
         bool bf16 = TorchRuntime.AppliedOneDnnIsaLimit is null;
         if (!bf16)
             AnsiConsole.MarkupLine($"[yellow]bf16 figures skipped: the library limits oneDNN to {TorchRuntime.AppliedOneDnnIsaLimit} on this CPU, which has no fast bfloat16 kernels; run bench {OneDnnIsaOption} ALL for them.[/]");
@@ -150,7 +150,9 @@ public static class BenchCommand
         {
             if (!ours[0].ContainsKey(key))
             {
-                doc[key] = new JsonObject { ["skipped"] = $"oneDNN limited to {TorchRuntime.AppliedOneDnnIsaLimit}: no fast bfloat16 kernels; run with {OneDnnIsaOption} ALL" };
+                var skipped = new JsonObject { ["skipped"] = $"oneDNN limited to {TorchRuntime.AppliedOneDnnIsaLimit}: no fast bfloat16 kernels; run with {OneDnnIsaOption} ALL" };
+                if (theirs.Count > 0) skipped["pytorch"] = R(Median(theirs.Select(o => o[key])));
+                doc[key] = skipped;
                 continue;
             }
             double ts = Median(ours.Select(o => o[key]));

@@ -40,7 +40,7 @@ public class MixedPrecisionTests
         var schedule = new DiffusionSchedule(NoiseSchedule.Linear, 50);
         using var loop = new DiffusionTrainingLoop(model, ema, schedule,
             new TrainingSettings { Seed = 3, LearningRate = 2e-3, Precision = precision }, CPU);
-        using var x0 = Squares(16);
+        using var x0 = Squares(8);
         var losses = Enumerable.Range(0, steps).Select(_ => loop.TrainStep(x0)).ToArray();
         after?.Invoke(loop);
         return losses;
@@ -63,7 +63,7 @@ public class MixedPrecisionTests
         Assert.AreEqual(fp32[0], bf16[0], "step 1: the output layer starts at zero in both");
         Assert.AreEqual(fp32[1], bf16[1], 0.05 * fp32[1], "step-2 loss");
         Assert.IsTrue(fp32.Zip(bf16).Skip(1).Any(p => p.First != p.Second), "the bfloat16 copy is used (losses are not bit-identical to float32)");
-        // Same seeds, same draws: the losses fall (about 1.03 -> 0.81 over these 12 steps in float32) and bf16 follows fp32 step by step.
+        // Same seeds, same draws: the losses fall (over these 12 steps in float32) and bf16 follows fp32 step by step.
         Assert.IsTrue(last32 < 0.9 * first32, $"fp32 learns: {first32:G4} -> {last32:G4}");
         Assert.IsTrue(last16 < 0.9 * first16, $"bf16 learns: {first16:G4} -> {last16:G4}");
         for (int i = 0; i < steps; i++)
@@ -96,7 +96,7 @@ public class MixedPrecisionTests
     public void Bf16SamplingIsCloseToFp32()
     {
         var ml = new MLContext(seed: 1);
-        var options = TestData.TinyOptions(steps: 30);
+        var options = TestData.TinyOptions(steps: 20);
         using var model = ml.Generative.Diffusion(options).Fit(ml.Data.LoadFromEnumerable(TestData.Squares(32).ToList()));
         var seeds = new uint[] { 1, 2, 3, 4 };
         var sampler = new SamplerOptions { Sampler = SamplerKind.Ddim, Steps = 5 };
