@@ -29,13 +29,33 @@ public static class TorchRuntime
     internal static void OnLoad() => EnsureInitialized();
 #pragma warning restore CA2255
 
-    /// <summary>Applies the settings once; call it before any TorchSharp use if TorchSharp runs before this library loads.</summary>
+    /// <summary>Whether this library raised glibc's mmap and trim thresholds (see <see cref="EnsureInitialized"/>).</summary>
+    public static bool AllocatorTuned { get; private set; }
+
+    /// <summary>
+    /// Applies the settings once; call it before any TorchSharp use if TorchSharp runs before this library loads.
+    /// </summary>
+    /// <remarks>
+    /// Besides the oneDNN ISA limit (see the type's remarks), on Linux with glibc this raises malloc's mmap threshold to
+    /// its largest value (32 MiB) and its trim threshold to 2 GiB, unless <c>GLIBC_TUNABLES</c>,
+    /// <c>MALLOC_MMAP_THRESHOLD_</c> or <c>MALLOC_TRIM_THRESHOLD_</c> is set, or <c>MLNET_DIFFUSION_MALLOC=default</c>.
+    /// libtorch allocates every activation afresh; with glibc's defaults each one of a few MB is a new mmap, and its
+    /// pages fault in again on every layer of every step. Kept on the heap, the same memory is reused: the 28x28 U-Net's
+    /// denoising step runs about 1.4x faster on 2 cores (see README, Benchmarks). The cost is that the process keeps its
+    /// peak heap instead of returning it to the system between steps.
+    /// </remarks>
     public static void EnsureInitialized()
     {
         if (Interlocked.Exchange(ref _initialized, 1) == 1) return;
+        if (!OperatingSystem.IsLinux()) return;
+        TryKeepFreedMemory();
+        if (RuntimeInformation.ProcessArchitecture == Architecture.X64) TryLimitOneDnnIsa();
+    }
+
+    private static void TryLimitOneDnnIsa()
+    {
         try
         {
-            if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64) return;
             if (Environment.GetEnvironmentVariable("DNNL_MAX_CPU_ISA") is not null ||
                 Environment.GetEnvironmentVariable("ONEDNN_MAX_CPU_ISA") is not null) return;
             if (!IsAmdWithAvx512()) return;
@@ -53,6 +73,24 @@ public static class TorchRuntime
         }
     }
 
+    private static void TryKeepFreedMemory()
+    {
+        const int M_TRIM_THRESHOLD = -1, M_MMAP_THRESHOLD = -3;
+        if (string.Equals(Environment.GetEnvironmentVariable("MLNET_DIFFUSION_MALLOC"), "default", StringComparison.OrdinalIgnoreCase) ||
+            Environment.GetEnvironmentVariable("GLIBC_TUNABLES") is not null ||
+            Environment.GetEnvironmentVariable("MALLOC_MMAP_THRESHOLD_") is not null ||
+            Environment.GetEnvironmentVariable("MALLOC_TRIM_THRESHOLD_") is not null) return;
+        try
+        {
+            // mallopt returns 1 on success; 32 MiB is glibc's largest mmap threshold on 64-bit (HEAP_MAX_SIZE / 2).
+            AllocatorTuned = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 & mallopt(M_TRIM_THRESHOLD, int.MaxValue) == 1;
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            // Not glibc (e.g. musl has no mallopt): keep the allocator as it is.
+        }
+    }
+
     private static bool IsAmdWithAvx512()
     {
         const string cpuinfo = "/proc/cpuinfo";
@@ -67,6 +105,9 @@ public static class TorchRuntime
         }
         return amd && avx512;
     }
+
+    [DllImport("libc")]
+    private static extern int mallopt(int param, int value);
 
     [DllImport("libc", SetLastError = true)]
     private static extern int setenv(string name, string value, int overwrite);
