@@ -5,7 +5,7 @@ namespace Microsoft.ML.Diffusion;
 /// <summary>
 /// Generative models in ML.NET: <c>mlContext.Generative.Diffusion(...)</c> trains a diffusion model,
 /// <c>mlContext.Generative.CreateRequests(...)</c> makes the rows it generates images for, <c>Autoencoder</c> trains the
-/// first stage of latent diffusion, <c>Inpaint</c> and <c>Upscale</c>
+/// first stage of latent diffusion, <c>NoisyClassifier</c> trains the classifier of classifier guidance, <c>Inpaint</c> and <c>Upscale</c>
 /// fill and upscale images with a trained model, <c>CreateMask</c> makes the built-in inpainting masks.
 /// </summary>
 public sealed class GenerativeCatalog
@@ -66,6 +66,33 @@ public sealed class GenerativeCatalog
         {
             OutputColumnName = outputColumnName, ImageColumnName = imageColumnName, ImageSize = imageSize, Channels = channels,
             DownsamplingFactor = downsamplingFactor, LatentChannels = latentChannels, Epochs = epochs, BatchSize = batchSize,
+        });
+
+    /// <summary>A noisy-classifier trainer for classifier guidance (Dhariwal &amp; Nichol 2021) with all options.</summary>
+    public NoisyClassifierTrainer NoisyClassifier(NoisyClassifierTrainer.Options options) => new(Context, options);
+
+    /// <summary>
+    /// A trainer of the time-conditioned classifier p(y | x_t, t) that guides <paramref name="diffusionModel"/> towards a class
+    /// (classifier guidance, Dhariwal &amp; Nichol 2021): set the trained model as <see cref="SamplerOptions.Classifier"/>.
+    /// The rest of the options keep their defaults (see <see cref="NoisyClassifierTrainer.Options"/>).
+    /// </summary>
+    /// <param name="diffusionModel">The pixel-space diffusion model to guide (its schedule, T, image size and channels are used).</param>
+    /// <param name="labelColumnName">Class labels: a key column, or integer numbers with <paramref name="numClasses"/> set.</param>
+    /// <param name="imageColumnName">Training images (MLImage, or float pixels as ExtractPixels writes them).</param>
+    /// <param name="numClasses">Classes of a number label column (labels 0..numClasses - 1); null for a key column.</param>
+    /// <param name="epochs">Passes over the data.</param>
+    /// <param name="batchSize">Images per optimizer step.</param>
+    public NoisyClassifierTrainer NoisyClassifier(
+        DiffusionModel diffusionModel,
+        string labelColumnName = NoisyClassifierTrainer.DefaultLabelColumnName,
+        string imageColumnName = DiffusionDefaults.ImageColumnName,
+        int? numClasses = null,
+        int epochs = 1,
+        int batchSize = 64) =>
+        new(Context, new NoisyClassifierTrainer.Options
+        {
+            DiffusionModel = diffusionModel, LabelColumnName = labelColumnName, ImageColumnName = imageColumnName,
+            NumClasses = numClasses, Epochs = epochs, BatchSize = batchSize,
         });
 
     /// <summary>

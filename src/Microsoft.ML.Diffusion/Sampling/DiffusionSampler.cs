@@ -27,6 +27,7 @@ public static class DiffusionSampler
     /// <param name="batchCount">Reported in <see cref="SamplingProgress.BatchCount"/>.</param>
     /// <param name="initialNoise">When set, x_T itself ([B, C, H, W] with B = seeds.Count, any device; copied, not modified)
     /// instead of the per-seed draw; the seeds then only feed the per-step noise of samplers that need it.</param>
+    /// <param name="guidance">Classifier guidance (Dhariwal &amp; Nichol 2021) applied to every step; null: none.</param>
     public static Tensor Sample(
         Func<Tensor, Tensor, Tensor> denoiser,
         IDiffusionScheduler scheduler,
@@ -37,7 +38,8 @@ public static class DiffusionSampler
         CancellationToken cancellationToken = default,
         int batchIndex = 0,
         int batchCount = 0,
-        Tensor? initialNoise = null)
+        Tensor? initialNoise = null,
+        ClassifierGuidance? guidance = null)
     {
         ArgumentNullException.ThrowIfNull(denoiser);
         ArgumentNullException.ThrowIfNull(scheduler);
@@ -69,7 +71,8 @@ public static class DiffusionSampler
                     var tt = full(new long[] { seeds.Count }, t, dtype: int64, device: device);
                     var eps = denoiser(x, tt);
                     var z = scheduler.NeedsNoise ? NextNoise(generators, imageShape, device) : null;
-                    next = scheduler.Step(eps, t, x, z).MoveToOuterDisposeScope();
+                    // Classifier guidance computes its gradient with autograd enabled inside this no_grad loop.
+                    next = (guidance is null ? scheduler.Step(eps, t, x, z) : guidance.Step(scheduler, eps, t, tt, x, z)).MoveToOuterDisposeScope();
                 }
                 x.Dispose();
                 x = next;

@@ -117,6 +117,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         ArgumentNullException.ThrowIfNull(sampler);
         sampler.Validate(Timesteps);
         CheckGuidance(sampler);
+        sampler.Classifier?.CheckCompatible(this);
         return new DiffusionModel(_host, Config with { DefaultSampler = SamplerSettings.From(sampler) }, _network, _device, ownsNetwork: false, sampler,
             autoencoder: Autoencoder, ownsAutoencoder: false);
     }
@@ -136,39 +137,46 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
 
     /// <summary>
     /// Generates one image of each class in <paramref name="labels"/> (class indices 0..<see cref="NumClasses"/> - 1) with a
-    /// class-conditional model; image i uses seed <c>options.Seed + i</c> and <see cref="SamplerOptions.GuidanceScale"/>
+    /// class-conditional model, or with any model when <see cref="SamplerOptions.Classifier"/> is set (classifier guidance; labels
+    /// 0..the classifier's classes - 1); image i uses seed <c>options.Seed + i</c> and <see cref="SamplerOptions.GuidanceScale"/>
     /// (classifier-free guidance), so the result equals <c>Transform(mlContext.Generative.CreateRequests(labels.Count,
-    /// options.Seed, labels))</c>.
+    /// options.Seed, labels))</c> on a model made by <see cref="WithSampler"/> with the same options.
     /// </summary>
-    /// <exception cref="InvalidOperationException">The model has no class conditioning.</exception>
-    /// <exception cref="ArgumentOutOfRangeException">A label is outside 0..NumClasses - 1.</exception>
+    /// <exception cref="InvalidOperationException">The model has no class conditioning and no classifier is set.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A label is outside the model's (or the classifier's) classes.</exception>
     public IReadOnlyList<MLImage> Generate(IReadOnlyList<int> labels, SamplerOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(labels);
         if (labels.Count < 1) throw new ArgumentOutOfRangeException(nameof(labels), labels.Count, "At least one label is needed.");
         options ??= DefaultSampler;
-        var classes = ClassIndices(labels);
+        var classes = ClassIndices(labels, options);
         var seeds = Enumerable.Range(0, labels.Count).Select(i => SeedOfRow(options, i)).ToArray();
         return GeneratePixels(seeds, classes, options)
             .Select(p => MLImage.CreateFromPixels(ImageSize, ImageSize, MLPixelFormat.Bgra32, p)).ToArray();
     }
 
-    /// <summary>Checks labels against the model's classes and returns them as class indices.</summary>
-    private long[] ClassIndices(IReadOnlyList<int> labels)
+    /// <summary>Checks labels against the model's classes (and the classifier's, with classifier guidance) and returns them as class indices.</summary>
+    private long[] ClassIndices(IReadOnlyList<int> labels, SamplerOptions options)
     {
-        if (NumClasses == 0)
+        if (NumClasses == 0 && options.Classifier is null)
             throw new InvalidOperationException(
-                "This diffusion model has no class conditioning (it was trained without DiffusionTrainer.Options.LabelColumnName); it takes no labels.");
+                "This diffusion model has no class conditioning (it was trained without DiffusionTrainer.Options.LabelColumnName); it takes no labels " +
+                "unless SamplerOptions.Classifier is set (classifier guidance).");
+        int classCount = RequestClassCount(options);
         var classes = new long[labels.Count];
         for (int i = 0; i < labels.Count; i++)
         {
-            if (labels[i] < 0 || labels[i] >= NumClasses)
+            if (labels[i] < 0 || labels[i] >= classCount)
                 throw new ArgumentOutOfRangeException(nameof(labels), labels[i],
-                    $"Label {labels[i]} (index {i}) is outside the model's classes; expected 0..{NumClasses - 1}.");
+                    $"Label {labels[i]} (index {i}) is outside the {(NumClasses > 0 ? "model's" : "classifier's")} classes; expected 0..{classCount - 1}.");
             classes[i] = labels[i];
         }
         return classes;
     }
+
+    /// <summary>The number of classes generation requests may ask for: the model's when class-conditional, else the classifier's
+    /// (<see cref="SamplerOptions.Classifier"/>); 0 when neither.</summary>
+    internal int RequestClassCount(SamplerOptions options) => NumClasses > 0 ? NumClasses : options.Classifier?.NumClasses ?? 0;
 
     /// <summary>The seed of row <paramref name="row"/> when no seed column gives one: <c>options.Seed + row</c> (wrapping).</summary>
     internal static uint SeedOfRow(SamplerOptions options, long row) => unchecked(options.Seed + (uint)row);
@@ -188,7 +196,8 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         ArgumentNullException.ThrowIfNull(labels);
         if (labels.Count != seeds.Count)
             throw new ArgumentException($"There are {labels.Count} labels for {seeds.Count} seeds; expected one label per seed.", nameof(labels));
-        return SampleInBatches(seeds, options ?? DefaultSampler, initialNoise: null, classes: ClassIndices(labels));
+        options ??= DefaultSampler;
+        return SampleInBatches(seeds, options, initialNoise: null, classes: ClassIndices(labels, options));
     }
 
     /// <summary>
@@ -235,6 +244,29 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         return copy;
     }
 
+    /// <summary>
+    /// Throws when classifier guidance (<see cref="SamplerOptions.Classifier"/>) cannot run: the classifier does not fit this model
+    /// (schedule, T, size, channels, latent model), no labels were given, or a label is outside the classifier's classes (a missing
+    /// key included).
+    /// </summary>
+    private void CheckClassifier(SamplerOptions options, long[]? classes)
+    {
+        if (options.Classifier is not { } classifier) return;
+        classifier.CheckCompatible(this);
+        if (classes is null)
+            throw new ArgumentException(
+                "SamplerOptions.Classifier is set, but no class labels were given; classifier guidance steers towards a label: use " +
+                "Generate(labels, options), GenerateTensor(seeds, labels, options), or requests with a label column (CreateRequests(count, seed, labels)).",
+                nameof(options));
+        for (int i = 0; i < classes.Length; i++)
+        {
+            if (classes[i] < 0 || classes[i] >= classifier.NumClasses)
+                throw new ArgumentOutOfRangeException(nameof(options), classes[i],
+                    $"Label {(classes[i] == NumClasses && NumClasses > 0 ? "'none' (a missing key)" : classes[i].ToString())} of image {i} is outside " +
+                    $"SamplerOptions.Classifier's classes; expected 0..{classifier.NumClasses - 1}.");
+        }
+    }
+
     /// <summary>Throws when guidance is asked of a model without class conditioning.</summary>
     private void CheckGuidance(SamplerOptions options)
     {
@@ -273,6 +305,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         CheckGuidance(options);
         if (classes is not null && classes.Length != seeds.Count)
             throw new ArgumentException($"There are {classes.Length} labels for {seeds.Count} seeds; expected one label per seed.", nameof(classes));
+        CheckClassifier(options, classes);
         options = ForSampling(options);
         var shape = SampleShape;
         int batches = (seeds.Count + options.BatchSize - 1) / options.BatchSize;
@@ -289,10 +322,16 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
                     using var noise = initialNoise?.narrow(0, start, n);
                     using var channels = conditionChannels?.narrow(0, start, n);
                     using var labels = classes is null ? null : tensor(classes.AsSpan(start, n).ToArray(), dtype: int64);
-                    using var network = new ConditionedNetwork(NetworkIn(options.Precision), channels, _device, labels, options.GuidanceScale, NumClasses, Channels);
+                    // The network sees the labels only when class-conditional; an unconditional model takes them for the classifier alone.
+                    using var network = new ConditionedNetwork(NetworkIn(options.Precision), channels, _device, NumClasses > 0 ? labels : null,
+                        options.GuidanceScale, NumClasses, Channels);
                     using var selfConditioned = NewSelfConditionedDenoiser(network.Forward);
+                    using var classifierLabels = options.Classifier is null ? null : labels!.to(_device);
+                    var guidance = options.Classifier is { } classifier
+                        ? new ClassifierGuidance((x, t) => classifier.LogProbabilityGradient(x, t, classifierLabels!), options.ClassifierScale, Config.Prediction)
+                        : null;
                     var x0 = DiffusionSampler.Sample(selfConditioned is null ? network.Forward : selfConditioned.Denoise, scheduler, chunk, shape, _device,
-                        options.Progress, options.CancellationToken, b, batches, noise);
+                        options.Progress, options.CancellationToken, b, batches, noise, guidance);
                     parts.Add(x0);
                     if (Latent is { } latent)
                     {
@@ -449,13 +488,21 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     /// </summary>
     internal DataViewSchema.Column? CheckLabelColumn(DataViewSchema schema)
     {
+        bool classifier = _defaultSampler.Classifier is not null;
         foreach (var c in schema)
         {
             if (c.IsHidden || c.Annotations.Schema.GetColumnOrNull(LabelColumn.RequestAnnotation) is null) continue;
+            if (NumClasses == 0 && classifier)
+            {
+                // Classifier guidance on an unconditional model: the request labels are the classifier's.
+                LabelColumn.CheckType(c.Name, c.Type);
+                return c;
+            }
             if (NumClasses == 0)
                 throw new ArgumentOutOfRangeException(nameof(schema),
                     $"Column '{c.Name}' holds class labels for generation, but this diffusion model has no class conditioning " +
-                    "(trained without DiffusionTrainer.Options.LabelColumnName); make the requests without labels.");
+                    "(trained without DiffusionTrainer.Options.LabelColumnName); make the requests without labels, or set SamplerOptions.Classifier " +
+                    "(classifier guidance) with WithSampler.");
             if (c.Name != LabelColumnName)
                 throw new ArgumentOutOfRangeException(nameof(schema),
                     $"Column '{c.Name}' holds class labels for generation, but this model reads them from column '{LabelColumnName}'; " +

@@ -64,7 +64,7 @@ internal sealed class GeneratedImageDataView : IDataView
                 var needed = new[] { seedCol, labelCol }.Where(c => c is not null).Select(c => c!.Value).ToArray();
                 _lookahead = parent._source.GetRowCursor(needed);
                 if (seedCol is { } sc2) _seedGetter = _lookahead.GetGetter<uint>(sc2);
-                if (labelCol is { } lc) _labelReader = LabelColumn.Reader(_lookahead, lc, parent._model.NumClasses, () => _lookaheadRow);
+                if (labelCol is { } lc) _labelReader = LabelColumn.Reader(_lookahead, lc, parent._model.RequestClassCount(_sampler), () => _lookaheadRow);
             }
         }
 

@@ -66,7 +66,7 @@ internal sealed class GeneratedImageRowMapper : IRowToRowMapper
             if (parent._seedColumn is { } s && _active[parent.OutputSchema.Count - 1])
                 _seedGetter = input.GetGetter<uint>(s);
             if (parent._labelColumn is { } l && _active[parent.OutputSchema.Count - 1])
-                _labelReader = LabelColumn.Reader(input, l, parent._model.NumClasses, () => input.Position);
+                _labelReader = LabelColumn.Reader(input, l, parent._model.RequestClassCount(parent._model.DefaultSampler), () => input.Position);
         }
 
         public override DataViewSchema Schema => _parent.OutputSchema;
