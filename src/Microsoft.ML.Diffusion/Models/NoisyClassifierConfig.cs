@@ -64,7 +64,8 @@ public sealed record NoisyClassifierConfig
         }
         catch (ArgumentException e)
         {
-            throw new ArgumentException($"NoisyClassifierConfig: {e.Message.Replace("UNetConfig.", string.Empty)}", e.ParamName, e);
+            string inner = e.Message.Replace($" (Parameter '{e.ParamName}')", string.Empty).Replace("UNetConfig.", "NoisyClassifierConfig.");
+            throw new ArgumentException(inner, e.ParamName, e);
         }
     }
 
