@@ -15,7 +15,7 @@ internal static class SamplesApp
         // Backend settings before the first tensor op (see TorchRuntime: oneDNN ISA on AMD AVX-512 CPUs).
         Microsoft.ML.Diffusion.TorchRuntime.EnsureInitialized();
 
-        var root = new RootCommand("Microsoft.ML.Diffusion samples: train, generate, inpaint, upscale, bench, evaluate, train-classifier, evaluate-inpaint, evaluate-guidance, train-latent, soak (and the demo when run without a command).");
+        var root = new RootCommand("Microsoft.ML.Diffusion samples: train, generate, inpaint, upscale, bench, evaluate, train-classifier, evaluate-inpaint, evaluate-guidance, train-latent, train-noisy-classifier, soak (and the demo when run without a command).");
         root.Subcommands.Add(TrainCommand.Create());
         root.Subcommands.Add(GenerateCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());
@@ -29,6 +29,7 @@ internal static class SamplesApp
         root.Subcommands.Add(EvaluateGuidanceCommand.Create());
         root.Subcommands.Add(SyntheticTrainCommand.Create());
         root.Subcommands.Add(TrainLatentCommand.Create());
+        root.Subcommands.Add(TrainNoisyClassifierCommand.Create());
         root.SetAction(parse => DemoCommand.Run(DemoCommand.DefaultModelPath, "out"));
         return root.Parse(args).Invoke();
     }

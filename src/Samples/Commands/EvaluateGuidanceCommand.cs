@@ -20,13 +20,15 @@ using Command = System.CommandLine.Command;
 /// <c>evaluate-guidance</c>: for a class-conditional model, generates N images of every class at each classifier-free
 /// guidance scale w (Ho &amp; Salimans 2022) and reports the accuracy of the Fashion-MNIST <see cref="FeatureClassifier"/> on
 /// them, per class: conditioning shows as accuracy far above chance (10%), and guidance should raise it.
-/// Optionally writes a class grid (one row per class) at one guidance scale.
+/// Optionally writes a class grid (one row per class) at one guidance scale. With <c>--noisy-classifier</c> the scales are
+/// classifier guidance scales s (Dhariwal &amp; Nichol 2021) instead, and the model may be unconditional (the bundled one by default).
 /// </summary>
 public static class EvaluateGuidanceCommand
 {
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "Class-conditional model zip (train --conditional)", Required = true };
+        var model = new Option<string?>("--model") { Description = "Class-conditional model zip (train --conditional); with --noisy-classifier any model (default: the bundled unconditional one)" };
+        var noisy = new Option<string?>("--noisy-classifier") { Description = "Noisy classifier zip (train-noisy-classifier): evaluate classifier guidance; the scales are then s" };
         var perClass = new Option<int>("--per-class") { Description = "Images generated per class and guidance scale", DefaultValueFactory = _ => 50 };
         var guidance = new Option<string>("--guidance") { Description = "Comma-separated guidance scales w", DefaultValueFactory = _ => "0,1,3,5" };
         var sampler = new Option<string>("--sampler") { Description = "ddpm, ddim or dpm-solver++", DefaultValueFactory = _ => "dpm-solver++" };
@@ -39,17 +41,24 @@ public static class EvaluateGuidanceCommand
         var grid = new Option<string?>("--grid") { Description = "Also write a class grid PNG (one row per class, --grid-columns images) at --grid-guidance" };
         var gridColumns = new Option<int>("--grid-columns") { Description = "Images per class in the grid", DefaultValueFactory = _ => 10 };
         var gridGuidance = new Option<float>("--grid-guidance") { Description = "Guidance scale of the grid", DefaultValueFactory = _ => 3f };
-        var command = new Command("evaluate-guidance", "Classifier accuracy on generated images per class at several classifier-free guidance scales")
-            { model, perClass, guidance, sampler, steps, seed, classifier, json, markdown, grid, gridColumns, gridGuidance };
-        command.SetAction(parse => Run(parse.GetValue(model)!, parse.GetValue(perClass), parse.GetValue(guidance)!, parse.GetValue(sampler)!,
+        var command = new Command("evaluate-guidance", "Classifier accuracy on generated images per class at several classifier-free (or, with --noisy-classifier, classifier) guidance scales")
+            { model, noisy, perClass, guidance, sampler, steps, seed, classifier, json, markdown, grid, gridColumns, gridGuidance };
+        command.SetAction(parse => Run(parse.GetValue(model), parse.GetValue(noisy), parse.GetValue(perClass), parse.GetValue(guidance)!, parse.GetValue(sampler)!,
             parse.GetValue(steps), parse.GetValue(seed), parse.GetValue(classifier)!, parse.GetValue(json), parse.GetValue(markdown),
             parse.GetValue(grid), parse.GetValue(gridColumns), parse.GetValue(gridGuidance)));
         return command;
     }
 
-    public static int Run(string modelPath, int perClass, string guidanceList, string samplerName, int? steps, uint seed, string classifierPath,
+    public static int Run(string? modelArgument, string? noisyPath, int perClass, string guidanceList, string samplerName, int? steps, uint seed, string classifierPath,
         string? jsonPath, string? markdownPath, string? gridPath, int gridColumns, float gridGuidance)
     {
+        if (modelArgument is null && noisyPath is null)
+        {
+            AnsiConsole.MarkupLine("[red]Give --model (a class-conditional model) or --noisy-classifier (classifier guidance).[/]");
+            return 2;
+        }
+        string modelPath = modelArgument ?? DemoCommand.DefaultModelPath;
+        string what = noisyPath is null ? "w" : "s";
         float[] scales;
         try
         {
@@ -66,21 +75,24 @@ public static class EvaluateGuidanceCommand
             AnsiConsole.MarkupLine("[red]--per-class must be >= 1 and --guidance a non-empty list of scales >= 0.[/]");
             return 2;
         }
-        foreach (var (path, what) in new[] { (modelPath, "Model"), (classifierPath, "Classifier weights") })
+        foreach (var (path, file) in new[] { (modelPath, "Model"), (classifierPath, "Classifier weights"), (noisyPath, "Noisy classifier") })
         {
-            if (!File.Exists(path))
+            if (path is not null && !File.Exists(path))
             {
-                AnsiConsole.MarkupLine($"[red]{what} '{Markup.Escape(path)}' was not found.[/]");
+                AnsiConsole.MarkupLine($"[red]{file} '{Markup.Escape(path)}' was not found.[/]");
                 return 2;
             }
         }
 
         var ml = new MLContext();
         using var diffusion = (DiffusionModel)ml.Model.Load(modelPath, out _);
-        int classes = diffusion.NumClasses;
+        using var noisy = noisyPath is null ? null : (NoisyClassifierModel)ml.Model.Load(noisyPath, out _);
+        int classes = noisy?.NumClasses ?? diffusion.NumClasses;
         if (classes != FeatureClassifier.ClassCount)
         {
-            AnsiConsole.MarkupLine($"[red]The model has {classes} classes; this command needs a Fashion-MNIST class-conditional model (10 classes, train --conditional).[/]");
+            AnsiConsole.MarkupLine(noisy is null
+                ? $"[red]The model has {classes} classes; this command needs a Fashion-MNIST class-conditional model (10 classes, train --conditional).[/]"
+                : $"[red]The noisy classifier has {classes} classes; this command needs one trained on Fashion-MNIST (10 classes, train-noisy-classifier).[/]");
             return 2;
         }
         using var net = new FeatureClassifier();
@@ -97,11 +109,9 @@ public static class EvaluateGuidanceCommand
         {
             for (int g = 0; g < scales.Length; g++)
             {
-                var options = new SamplerOptions
-                {
-                    Sampler = GenerateCommand.ParseSampler(samplerName), Steps = steps, GuidanceScale = scales[g], BatchSize = 100,
-                    CancellationToken = cts.Token,
-                };
+                var options = Options(samplerName, steps, scales[g], noisy);
+                options.BatchSize = 100;
+                options.CancellationToken = cts.Token;
                 var watch = Stopwatch.StartNew();
                 using var images = GenerateCommand.WithSamplingProgress(diffusion, seeds.Length, options,
                     () => diffusion.GenerateTensor(seeds, labels, options));
@@ -114,13 +124,14 @@ public static class EvaluateGuidanceCommand
 
             if (gridPath != null)
             {
-                var options = new SamplerOptions { Sampler = GenerateCommand.ParseSampler(samplerName), Steps = steps, GuidanceScale = gridGuidance, Seed = seed };
+                var options = Options(samplerName, steps, gridGuidance, noisy);
+                options.Seed = seed;
                 var gridLabels = Enumerable.Range(0, classes * gridColumns).Select(i => i / gridColumns).ToArray();
                 var tiles = GenerateCommand.WithSamplingProgress(diffusion, gridLabels.Length, options, () => diffusion.Generate(gridLabels, options));
                 using var picture = ImageGrid.Create(tiles, columns: gridColumns);
                 GenerateCommand.SavePng(picture, gridPath);
                 foreach (var t in tiles) t.Dispose();
-                AnsiConsole.MarkupLine($"wrote {Markup.Escape(gridPath)} (one row per class, w = {gridGuidance})");
+                AnsiConsole.MarkupLine($"wrote {Markup.Escape(gridPath)} (one row per class, {what} = {gridGuidance})");
             }
         }
         catch (OperationCanceledException)
@@ -128,12 +139,17 @@ public static class EvaluateGuidanceCommand
             AnsiConsole.MarkupLine("[yellow]Evaluation cancelled.[/]");
             return 130;
         }
+        catch (ArgumentException bad)
+        {
+            AnsiConsole.MarkupLine($"[red]{Markup.Escape(bad.Message)}[/]");
+            return 2;
+        }
 
-        var table = new Table().AddColumn("w");
+        var table = new Table().AddColumn(what);
         foreach (var name in FashionMnist.ClassNames) table.AddColumn(new TableColumn(name).RightAligned());
         table.AddColumn(new TableColumn("mean").RightAligned()).AddColumn(new TableColumn("time").RightAligned());
         var md = new StringBuilder();
-        md.AppendLine($"| w | {string.Join(" | ", FashionMnist.ClassNames)} | mean | sampling time |");
+        md.AppendLine($"| {what} | {string.Join(" | ", FashionMnist.ClassNames)} | mean | sampling time |");
         md.AppendLine($"|---|{string.Concat(Enumerable.Repeat("---:|", classes))}---:|---:|");
         var rows = new JsonArray();
         for (int g = 0; g < scales.Length; g++)
@@ -145,14 +161,15 @@ public static class EvaluateGuidanceCommand
             md.AppendLine($"| {scales[g].ToString(CultureInfo.InvariantCulture)} | {string.Join(" | ", cells)} | {mean:P1} | {seconds[g]:F0} s |");
             rows.Add(new JsonObject
             {
-                ["guidance"] = scales[g],
+                [noisy is null ? "guidance" : "classifier_scale"] = scales[g],
                 ["accuracy_per_class"] = new JsonArray(perClassAcc.Select(a => (JsonNode)JsonValue.Create(Math.Round(a, 4))!).ToArray()),
                 ["accuracy_mean"] = Math.Round(mean, 4),
                 ["wall_seconds_sampling"] = Math.Round(seconds[g], 1),
             });
         }
         AnsiConsole.Write(table);
-        string settings = $"{samplerName}, {steps?.ToString(CultureInfo.InvariantCulture) ?? "default"} steps, {perClass} images per class, seeds {seed}..{seed + perClass - 1}";
+        string settings = $"{samplerName}, {steps?.ToString(CultureInfo.InvariantCulture) ?? "default"} steps, {perClass} images per class, seeds {seed}..{seed + perClass - 1}" +
+            (noisy is null ? ", classifier-free guidance w" : $", classifier guidance s with {Path.GetFileName(noisyPath)} on {Path.GetFileName(modelPath)}");
         AnsiConsole.MarkupLine($"[grey]{Markup.Escape(settings)}; classifier: the evaluate command's Fashion-MNIST CNN. Chance is 10%.[/]");
 
         if (markdownPath != null)
@@ -164,7 +181,7 @@ public static class EvaluateGuidanceCommand
         {
             var doc = new JsonObject
             {
-                ["model"] = Path.GetFileName(modelPath), ["sampler"] = samplerName, ["steps"] = steps, ["per_class"] = perClass,
+                ["model"] = Path.GetFileName(modelPath), ["noisy_classifier"] = noisyPath is null ? null : Path.GetFileName(noisyPath), ["sampler"] = samplerName, ["steps"] = steps, ["per_class"] = perClass,
                 ["classes"] = new JsonArray(FashionMnist.ClassNames.Select(n => (JsonNode)JsonValue.Create(n)!).ToArray()), ["rows"] = rows,
             };
             WriteFile(jsonPath, doc.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
@@ -172,6 +189,12 @@ public static class EvaluateGuidanceCommand
         }
         return 0;
     }
+
+    /// <summary>The sampler at one scale: classifier-free guidance w without a noisy classifier, else classifier guidance s
+    /// (the class-free weight left at 1, the plain conditional model of a class-conditional one).</summary>
+    private static SamplerOptions Options(string samplerName, int? steps, float scale, NoisyClassifierModel? noisy) => noisy is null
+        ? new SamplerOptions { Sampler = GenerateCommand.ParseSampler(samplerName), Steps = steps, GuidanceScale = scale }
+        : new SamplerOptions { Sampler = GenerateCommand.ParseSampler(samplerName), Steps = steps, Classifier = noisy, ClassifierScale = scale };
 
     /// <summary>The classifier's predicted class of each image [N, 1, 28, 28] in [-1, 1] (clamped first).</summary>
     private static Tensor Predict(FeatureClassifier net, Tensor images)

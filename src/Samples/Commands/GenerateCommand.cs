@@ -29,10 +29,12 @@ public static class GenerateCommand
         var guidance = new Option<float>("--guidance") { Description = "Classifier-free guidance weight w: 0 unconditional, 1 conditional, > 1 guided", DefaultValueFactory = _ => 1f };
         var classGrid = new Option<bool>("--class-grid") { Description = "One row per class, --count images each (class-conditional models)" };
         var precision = new Option<Precision>("--precision") { Description = "Fp32 or Bf16Mixed (bfloat16 network, float32 sampler)", DefaultValueFactory = _ => Precision.Fp32 };
+        var classifier = new Option<string?>("--classifier") { Description = "Noisy classifier zip (train-noisy-classifier) for classifier guidance (Dhariwal & Nichol 2021); needs --label or --class-grid" };
+        var classifierScale = new Option<float>("--classifier-scale") { Description = "Classifier guidance scale s (0 = none; 1-10 typical)", DefaultValueFactory = _ => 1f };
 
         var command = new Command("generate", "Generate a grid of images with a trained model")
         {
-            model, count, sampler, steps, spacing, eta, seed, output, batch, label, guidance, classGrid, precision,
+            model, count, sampler, steps, spacing, eta, seed, output, batch, label, guidance, classGrid, precision, classifier, classifierScale,
         };
         command.SetAction(parse =>
         {
@@ -44,31 +46,53 @@ public static class GenerateCommand
             }
             var ml = new MLContext();
             var diffusion = (DiffusionModel)ml.Model.Load(path, out _);
+            NoisyClassifierModel? noisyClassifier = null;
+            if (parse.GetValue(classifier) is string classifierPath)
+            {
+                if (!File.Exists(classifierPath))
+                {
+                    AnsiConsole.MarkupLine($"[red]Noisy classifier '{Markup.Escape(classifierPath)}' was not found; train one with train-noisy-classifier.[/]");
+                    return 2;
+                }
+                noisyClassifier = (NoisyClassifierModel)ml.Model.Load(classifierPath, out _);
+            }
             using var cts = ConsoleProgress.CancelOnCtrlC();
             var options = new SamplerOptions
             {
                 Sampler = ParseSampler(parse.GetValue(sampler)!),
                 Steps = parse.GetValue(steps), Spacing = parse.GetValue(spacing), Eta = parse.GetValue(eta), Seed = parse.GetValue(seed),
                 BatchSize = parse.GetValue(batch), CancellationToken = cts.Token, GuidanceScale = parse.GetValue(guidance),
-                Precision = parse.GetValue(precision),
+                Precision = parse.GetValue(precision), Classifier = noisyClassifier, ClassifierScale = parse.GetValue(classifierScale),
             };
             string outPath = parse.GetValue(output)!;
             int n = parse.GetValue(count);
             int? fixedLabel = parse.GetValue(label);
             bool perClass = parse.GetValue(classGrid);
-            if ((fixedLabel is not null || perClass || options.GuidanceScale != 1f) && diffusion.NumClasses == 0)
+            // With --classifier, an unconditional model takes the classifier's labels.
+            int classes = diffusion.NumClasses > 0 ? diffusion.NumClasses : noisyClassifier?.NumClasses ?? 0;
+            if (options.GuidanceScale != 1f && diffusion.NumClasses == 0)
             {
-                AnsiConsole.MarkupLine("[red]--label, --class-grid and --guidance need a class-conditional model (train --conditional).[/]");
+                AnsiConsole.MarkupLine("[red]--guidance needs a class-conditional model (train --conditional); use --classifier for classifier guidance.[/]");
                 return 2;
             }
-            if (fixedLabel is int fl && (fl < 0 || fl >= diffusion.NumClasses))
+            if ((fixedLabel is not null || perClass) && classes == 0)
             {
-                AnsiConsole.MarkupLine($"[red]--label {fl} is outside the model's classes 0..{diffusion.NumClasses - 1}.[/]");
+                AnsiConsole.MarkupLine("[red]--label and --class-grid need a class-conditional model (train --conditional) or --classifier.[/]");
+                return 2;
+            }
+            if (noisyClassifier is not null && fixedLabel is null && !perClass)
+            {
+                AnsiConsole.MarkupLine("[red]--classifier steers towards a class: give --label or --class-grid.[/]");
+                return 2;
+            }
+            if (fixedLabel is int fl && (fl < 0 || fl >= classes))
+            {
+                AnsiConsole.MarkupLine($"[red]--label {fl} is outside the classes 0..{classes - 1}.[/]");
                 return 2;
             }
             // --class-grid: row k holds n images of class k; --label: n images of one class; else no labels.
             int[]? labels = perClass
-                ? Enumerable.Range(0, diffusion.NumClasses).SelectMany(k => Enumerable.Repeat(k, n)).ToArray()
+                ? Enumerable.Range(0, classes).SelectMany(k => Enumerable.Repeat(k, n)).ToArray()
                 : fixedLabel is int one ? Enumerable.Repeat(one, n).ToArray() : null;
             int total = labels?.Length ?? n;
             var watch = Stopwatch.StartNew();
@@ -85,6 +109,15 @@ public static class GenerateCommand
             {
                 AnsiConsole.MarkupLine("[yellow]Generation cancelled.[/]");
                 return 130;
+            }
+            catch (ArgumentException bad)
+            {
+                AnsiConsole.MarkupLine($"[red]{Markup.Escape(bad.Message)}[/]");
+                return 2;
+            }
+            finally
+            {
+                noisyClassifier?.Dispose();
             }
             AnsiConsole.MarkupLine($"Generated {total} images ({options.Sampler}, {options.ResolveSteps(diffusion.Timesteps)} steps) in " +
                                    $"{watch.Elapsed.TotalSeconds:F1} s; wrote [bold]{Markup.Escape(outPath)}[/].");
