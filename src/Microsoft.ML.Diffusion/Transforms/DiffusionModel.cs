@@ -326,7 +326,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
                     using var network = new ConditionedNetwork(NetworkIn(options.Precision), channels, _device, NumClasses > 0 ? labels : null,
                         options.GuidanceScale, NumClasses, Channels);
                     using var selfConditioned = NewSelfConditionedDenoiser(network.Forward);
-                    using var classifierLabels = options.Classifier is null ? null : labels!.to(_device);
+                    using var classifierLabels = options.Classifier is null ? null : labels!.to(_device, copy: true);
                     var guidance = options.Classifier is { } classifier
                         ? new ClassifierGuidance((x, t) => classifier.LogProbabilityGradient(x, t, classifierLabels!), options.ClassifierScale, Config.Prediction)
                         : null;
@@ -484,7 +484,8 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     /// The class-label column of a class-conditional model when the input has it (else null: the null label for every row);
     /// throws when its type is not a key or integer, or when requests made with labels
     /// (<see cref="GenerativeCatalog.CreateRequests(int, uint, IReadOnlyList{int}, string, string)"/>) reach a model without
-    /// class conditioning or carry the labels in another column.
+    /// class conditioning or carry the labels in another column. With classifier guidance (<see cref="SamplerOptions.Classifier"/>
+    /// in the default sampler) an unconditional model reads the requests' label column (or a column named "Label") for the classifier.
     /// </summary>
     internal DataViewSchema.Column? CheckLabelColumn(DataViewSchema schema)
     {
@@ -507,6 +508,13 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
                 throw new ArgumentOutOfRangeException(nameof(schema),
                     $"Column '{c.Name}' holds class labels for generation, but this model reads them from column '{LabelColumnName}'; " +
                     $"pass labelColumnName: \"{LabelColumnName}\" to CreateRequests.");
+        }
+        if (NumClasses == 0 && classifier)
+        {
+            // No annotated request column: a plain column named like the trainer's default label column carries the labels.
+            var plain = schema.GetColumnOrNull(DiffusionDefaults.LabelColumnName);
+            if (plain is { } p) LabelColumn.CheckType(p.Name, p.Type);
+            return plain;
         }
         if (NumClasses == 0 || LabelColumnName is null) return null;
         var col = schema.GetColumnOrNull(LabelColumnName);

@@ -179,6 +179,9 @@ public class NoisyClassifierTests
         var viaTransform = m.Transform(requests).GetColumn<MLImage>(m.OutputColumnName).Select(TestData.Pixels).ToList();
         var viaGenerate = _model.Generate(labels, options).Select(TestData.Pixels).ToList();
         for (int i = 0; i < 3; i++) CollectionAssert.AreEqual(viaGenerate[i], viaTransform[i], $"image {i}");
+        var engine = _ml.Model.CreatePredictionEngine<ClassConditionalModelTests.LabeledRequest, ClassConditionalModelTests.GeneratedRow>(m);
+        using (var one = engine.Predict(new ClassConditionalModelTests.LabeledRequest { Seed = 4, Label = 0 }))
+            CollectionAssert.AreEqual(viaGenerate[1], TestData.Pixels(one.GeneratedImage), "PredictionEngine reads a plain Label column");
         var bad = _ml.Generative.CreateRequests(2, 0, new[] { 1, 2 });
         var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => m.Transform(bad).GetColumn<MLImage>(m.OutputColumnName).ToList());
         StringAssert.Contains(e.Message, "row 1: label 2");
