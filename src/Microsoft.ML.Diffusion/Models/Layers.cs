@@ -22,6 +22,10 @@ internal static class Layers
         return norm;
     }
 
+    /// <summary>SiLU(x) = x sigmoid(x) (Elfwing et al. 2018); in place on <paramref name="x"/> when <paramref name="inPlace"/>
+    /// (only for a fresh tensor that autograd does not need, e.g. a GroupNorm output while sampling).</summary>
+    public static Tensor Silu(Tensor x, bool inPlace) => inPlace ? x.silu_() : nn.functional.silu(x);
+
     /// <summary>A 3x3 convolution with padding 1.</summary>
     public static nn.Module<Tensor, Tensor> Conv3x3(int inChannels, int outChannels, int stride = 1) => Conv(inChannels, outChannels, 3, stride);
 

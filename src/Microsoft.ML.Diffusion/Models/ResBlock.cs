@@ -44,9 +44,13 @@ public sealed class ResBlock : UNetBlock
     public override Tensor forward(Tensor x, Tensor temb)
     {
         using var scope = NewDisposeScope();
-        var h = conv1.forward(nn.functional.silu(norm1.forward(x)));
-        h = h + time_proj.forward(nn.functional.silu(temb)).unsqueeze(-1).unsqueeze(-1);
-        h = conv2.forward(dropout.forward(nn.functional.silu(norm2.forward(h))));
-        return (skip.forward(x) + h).MoveToOuterDisposeScope();
+        // Without autograd (sampling) the activations are updated in place: fewer fresh buffers per block. With autograd,
+        // SiLU's backward needs its input, so the out-of-place forms are kept.
+        bool inPlace = !is_grad_enabled();
+        var h = conv1.forward(Layers.Silu(norm1.forward(x), inPlace));
+        var t = time_proj.forward(nn.functional.silu(temb)).unsqueeze(-1).unsqueeze(-1);
+        h = inPlace ? h.add_(t) : h + t;
+        h = conv2.forward(dropout.forward(Layers.Silu(norm2.forward(h), inPlace)));
+        return (inPlace ? h.add_(skip.forward(x)) : skip.forward(x) + h).MoveToOuterDisposeScope();
     }
 }

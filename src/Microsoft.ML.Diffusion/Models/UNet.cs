@@ -155,7 +155,7 @@ public sealed class UNet : nn.Module<Tensor, Tensor, Tensor>
                 h = cat(new[] { h, skips.Pop() }, 1);
             h = block.forward(h, temb);
         }
-        h = output_conv.forward(nn.functional.silu(output_norm.forward(h)));
+        h = output_conv.forward(Layers.Silu(output_norm.forward(h), inPlace: !is_grad_enabled()));
         return h.MoveToOuterDisposeScope();
     }
 

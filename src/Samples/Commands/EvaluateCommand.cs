@@ -35,15 +35,16 @@ public static class EvaluateCommand
         var json = new Option<string?>("--json") { Description = "Also write the figures to this JSON file" };
         var classifier = new Option<string>("--classifier") { Description = "Feature classifier weights (train-classifier)", DefaultValueFactory = _ => DefaultClassifierPath };
         var batch = new Option<int>("--batch-size") { Description = "Images denoised together", DefaultValueFactory = _ => 64 };
+        var precision = new Option<Precision>("--precision") { Description = "Number format of the network while sampling: Fp32 or Bf16Mixed", DefaultValueFactory = _ => Precision.Fp32 };
         var command = new Command("evaluate", "FID-like Frechet distance and KID of generated images against the test split")
-            { model, data, count, sampler, steps, seed, json, classifier, batch };
+            { model, data, count, sampler, steps, seed, json, classifier, batch, precision };
         command.SetAction(parse => Run(parse.GetValue(model)!, parse.GetValue(data)!, parse.GetValue(count), parse.GetValue(sampler)!,
-            parse.GetValue(steps), parse.GetValue(seed), parse.GetValue(json), parse.GetValue(classifier)!, parse.GetValue(batch)));
+            parse.GetValue(steps), parse.GetValue(seed), parse.GetValue(json), parse.GetValue(classifier)!, parse.GetValue(batch), parse.GetValue(precision)));
         return command;
     }
 
     public static int Run(string modelPath, string dataDir, int count, string samplerName, int? steps, uint seed, string? jsonPath,
-        string classifierPath, int batchSize)
+        string classifierPath, int batchSize, Precision precision = Precision.Fp32)
     {
         if (count < 2)
         {
@@ -81,6 +82,7 @@ public static class EvaluateCommand
         var options = new SamplerOptions
         {
             Sampler = GenerateCommand.ParseSampler(samplerName), Steps = steps, Seed = seed, BatchSize = batchSize, CancellationToken = cts.Token,
+            Precision = precision,
         };
         int resolvedSteps = options.ResolveSteps(diffusion.Timesteps);
         var seeds = Enumerable.Range(0, count).Select(i => seed + (uint)i).ToArray();
@@ -106,7 +108,7 @@ public static class EvaluateCommand
         double kid = FeatureStatistics.KernelInceptionDistance(realFeatures, fakeFeatures);
 
         var table = new Table().AddColumn("Metric").AddColumn(new TableColumn("Value").RightAligned());
-        table.AddRow("sampler", $"{samplerName}, {resolvedSteps} steps");
+        table.AddRow("sampler", $"{samplerName}, {resolvedSteps} steps, {precision}");
         table.AddRow("images", $"{count} generated vs {count} test");
         table.AddRow("Frechet distance (FID-like)", $"{fd:F3}");
         table.AddRow("KID (unbiased MMD^2)", $"{kid:F4}");
@@ -121,6 +123,8 @@ public static class EvaluateCommand
             {
                 ["sampler"] = samplerName,
                 ["steps"] = resolvedSteps,
+                ["precision"] = precision.ToString(),
+                ["model"] = Path.GetFileName(modelPath),
                 ["count"] = count,
                 ["frechet_distance"] = fd,
                 ["kid"] = kid,
