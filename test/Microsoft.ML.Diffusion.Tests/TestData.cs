@@ -64,6 +64,14 @@ internal static class TestData
 
     public static byte[] Pixels(MLImage image) => image.Pixels.ToArray();
 
+    /// <summary>A new empty directory under the system's temporary folder, named <paramref name="prefix"/>-GUID.</summary>
+    public static string TempDirectory(string prefix)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), prefix + "-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        return dir;
+    }
+
     /// <summary>SchemaShape.Create is internal in ML.NET 5; estimator tests need a shape of a schema.</summary>
     public static SchemaShape ShapeOf(DataViewSchema schema) =>
         (SchemaShape)typeof(SchemaShape).GetMethod("Create", System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Public,
