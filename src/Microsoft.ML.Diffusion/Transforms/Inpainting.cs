@@ -12,29 +12,18 @@ namespace Microsoft.ML.Diffusion;
 
 /// <summary>
 /// Inpainting with RePaint (Lugmayr et al. 2022): an estimator over an unconditional <see cref="DiffusionModel"/> whose
-/// <see cref="Fit"/> checks the input schema and returns an <see cref="InpaintingTransformer"/> (nothing is trained).
+/// <see cref="ImageToImageEstimator{TTransformer}.Fit"/> checks the input schema and returns an <see cref="InpaintingTransformer"/> (nothing is trained).
 /// Created by <c>mlContext.Generative.Inpaint(...)</c>.
 /// </summary>
-public sealed class InpaintingEstimator : IEstimator<InpaintingTransformer>
+public sealed class InpaintingEstimator : ImageToImageEstimator<InpaintingTransformer>
 {
-    private readonly IHostEnvironment _env;
-    private readonly DiffusionModel _model;
-    private readonly string _outputColumnName;
-    private readonly string _imageColumnName;
     private readonly string? _maskColumnName;
     private readonly InpaintOptions _options;
 
     internal InpaintingEstimator(IHostEnvironment env, DiffusionModel model, string outputColumnName, string imageColumnName,
         string? maskColumnName, InpaintOptions? options)
+        : base(env, model, outputColumnName, imageColumnName)
     {
-        ArgumentNullException.ThrowIfNull(env);
-        ArgumentNullException.ThrowIfNull(model);
-        ArgumentException.ThrowIfNullOrEmpty(outputColumnName);
-        ArgumentException.ThrowIfNullOrEmpty(imageColumnName);
-        _env = env;
-        _model = model;
-        _outputColumnName = outputColumnName;
-        _imageColumnName = imageColumnName;
         _maskColumnName = string.IsNullOrEmpty(maskColumnName) ? null : maskColumnName;
         _options = (options ?? new InpaintOptions()).Clone();
         _options.Validate(model.Timesteps);
@@ -44,23 +33,15 @@ public sealed class InpaintingEstimator : IEstimator<InpaintingTransformer>
                 "model (trained without DiffusionTrainer.Options.Conditioning).", nameof(model));
     }
 
-    /// <summary>Checks the input (image column, and the mask column when named) and returns the transformer.</summary>
-    public InpaintingTransformer Fit(IDataView input)
-    {
-        ArgumentNullException.ThrowIfNull(input);
-        var transformer = new InpaintingTransformer(_env, _model, _outputColumnName, _imageColumnName, _maskColumnName, _options, ownsModel: false);
-        transformer.GetOutputSchema(input.Schema);
-        return transformer;
-    }
+    private protected override InpaintingTransformer CreateTransformer() =>
+        new(Env, Model, OutputColumnName, ImageColumnName, _maskColumnName, _options, ownsModel: false);
 
-    /// <summary>The input columns plus the output image column (model size).</summary>
-    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    /// <summary>The image column (model size), and the mask column when named.</summary>
+    private protected override void CheckInput(SchemaShape inputSchema)
     {
-        ArgumentNullException.ThrowIfNull(inputSchema);
-        int size = _model.ImageSize;
-        ImageMappingColumns.CheckImage(inputSchema, _imageColumnName, size, "the diffusion model's image size");
+        int size = Model.ImageSize;
+        ImageMappingColumns.CheckImage(inputSchema, ImageColumnName, size, "the diffusion model's image size");
         if (_maskColumnName is not null) ImageMappingColumns.CheckMask(inputSchema, _maskColumnName, size);
-        return ImageMapping.OutputSchema(inputSchema, _outputColumnName, size);
     }
 }
 

@@ -11,49 +11,28 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Diffusion;
 
 /// <summary>
-/// Super-resolution with a diffusion model: an estimator whose <see cref="Fit"/> checks the input schema and returns an
+/// Super-resolution with a diffusion model: an estimator whose <see cref="ImageToImageEstimator{TTransformer}.Fit"/> checks the input schema and returns an
 /// <see cref="UpscalingTransformer"/> (nothing is trained). Created by <c>mlContext.Generative.Upscale(...)</c>.
 /// </summary>
-public sealed class UpscalingEstimator : IEstimator<UpscalingTransformer>
+public sealed class UpscalingEstimator : ImageToImageEstimator<UpscalingTransformer>
 {
-    private readonly IHostEnvironment _env;
-    private readonly DiffusionModel _model;
-    private readonly string _outputColumnName;
-    private readonly string _imageColumnName;
     private readonly UpscaleOptions _options;
 
     internal UpscalingEstimator(IHostEnvironment env, DiffusionModel model, string outputColumnName, string imageColumnName, UpscaleOptions? options)
+        : base(env, model, outputColumnName, imageColumnName)
     {
-        ArgumentNullException.ThrowIfNull(env);
-        ArgumentNullException.ThrowIfNull(model);
-        ArgumentException.ThrowIfNullOrEmpty(outputColumnName);
-        ArgumentException.ThrowIfNullOrEmpty(imageColumnName);
-        _env = env;
-        _model = model;
-        _outputColumnName = outputColumnName;
-        _imageColumnName = imageColumnName;
         _options = (options ?? new UpscaleOptions()).Clone();
         _options.Validate(model.Timesteps, model.ImageSize);
         UpscalingTransformer.CheckLatent(model, _options.Factor);
         UpscalingTransformer.CheckConditioning(model, _options.Factor);
     }
 
-    /// <summary>Checks the input image column (model size / Factor) and returns the transformer.</summary>
-    public UpscalingTransformer Fit(IDataView input)
-    {
-        ArgumentNullException.ThrowIfNull(input);
-        var transformer = new UpscalingTransformer(_env, _model, _outputColumnName, _imageColumnName, _options, ownsModel: false);
-        transformer.GetOutputSchema(input.Schema);
-        return transformer;
-    }
+    private protected override UpscalingTransformer CreateTransformer() =>
+        new(Env, Model, OutputColumnName, ImageColumnName, _options, ownsModel: false);
 
-    /// <summary>The input columns plus the output image column (model size).</summary>
-    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
-    {
-        ArgumentNullException.ThrowIfNull(inputSchema);
-        ImageMappingColumns.CheckImage(inputSchema, _imageColumnName, _model.ImageSize / _options.Factor, UpscalingTransformer.Why(_model, _options.Factor));
-        return ImageMapping.OutputSchema(inputSchema, _outputColumnName, _model.ImageSize);
-    }
+    /// <summary>The image column: model size / Factor.</summary>
+    private protected override void CheckInput(SchemaShape inputSchema) =>
+        ImageMappingColumns.CheckImage(inputSchema, ImageColumnName, Model.ImageSize / _options.Factor, UpscalingTransformer.Why(Model, _options.Factor));
 }
 
 /// <summary>
