@@ -9,21 +9,21 @@ namespace Microsoft.ML.Diffusion.Tests.Persistence;
 [TestClass]
 public class ModelPersistenceTests
 {
-    private static TestModel F = null!;
-    private static MLContext _ml => F.Ml;
-    private static IDataView _data => F.Data;
-    private static DiffusionModel _model => F.Model;
-    private static string _dir => F.Directory;
+    private static TestModel _fixture = null!;
+    private static MLContext _ml => _fixture.Ml;
+    private static IDataView _data => _fixture.Data;
+    private static DiffusionModel _model => _fixture.Model;
+    private static string _dir => _fixture.Directory;
 
     [ClassInitialize]
-    public static void Fit(TestContext _) => F = TestModel.Train("diffusion-persistence", steps: 3, o =>
+    public static void Fit(TestContext _) => _fixture = TestModel.Train("diffusion-persistence", steps: 3, o =>
     {
         o.Schedule = NoiseSchedule.Cosine;
         o.Channels = 3;
     });
 
     [ClassCleanup]
-    public static void Cleanup() => F.Dispose();
+    public static void Cleanup() => _fixture.Dispose();
 
     private static string SaveModel()
     {

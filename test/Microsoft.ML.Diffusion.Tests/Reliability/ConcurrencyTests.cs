@@ -12,16 +12,16 @@ namespace Microsoft.ML.Diffusion.Tests.Reliability;
 [TestClass]
 public class ConcurrencyTests
 {
-    private static TestModel F = null!;
-    private static MLContext _ml => F.Ml;
+    private static TestModel _fixture = null!;
+    private static MLContext _ml => _fixture.Ml;
     private static DiffusionModel _model = null!;
 
     [ClassInitialize]
     public static void Setup(TestContext _)
     {
-        F = TestModel.Train("diffusion-concurrency", steps: 3);
-        string path = Path.Combine(F.Directory, "model.zip");
-        _ml.Model.Save(F.Model.WithSampler(new SamplerOptions { Sampler = SamplerKind.Ddpm, Steps = 10 }), F.Data.Schema, path);
+        _fixture = TestModel.Train("diffusion-concurrency", steps: 3);
+        string path = Path.Combine(_fixture.Directory, "model.zip");
+        _ml.Model.Save(_fixture.Model.WithSampler(new SamplerOptions { Sampler = SamplerKind.Ddpm, Steps = 10 }), _fixture.Data.Schema, path);
         _model = new MLContext().Generative.LoadDiffusionModel(path);   // a loaded model, as a web service has
     }
 
@@ -29,7 +29,7 @@ public class ConcurrencyTests
     public static void Cleanup()
     {
         _model.Dispose();
-        F.Dispose();
+        _fixture.Dispose();
     }
 
     [TestMethod]

@@ -11,21 +11,21 @@ namespace Microsoft.ML.Diffusion.Tests.Transforms;
 public class ClassConditionalModelTests
 {
     private const int Classes = 25;        // TestData.Squares labels: the square's position, 0..24
-    private static TestModel F = null!;
-    private static MLContext _ml => F.Ml;
-    private static IDataView _data => F.Data;
-    private static DiffusionModel _model => F.Model;
-    private static string _dir => F.Directory;
+    private static TestModel _fixture = null!;
+    private static MLContext _ml => _fixture.Ml;
+    private static IDataView _data => _fixture.Data;
+    private static DiffusionModel _model => _fixture.Model;
+    private static string _dir => _fixture.Directory;
 
     [ClassInitialize]
-    public static void Fit(TestContext _) => F = TestModel.Train("diffusion-cfg", steps: 6, o =>
+    public static void Fit(TestContext _) => _fixture = TestModel.Train("diffusion-cfg", steps: 6, o =>
     {
         o.LabelColumnName = "Label";
         o.NumClasses = Classes;
     });
 
     [ClassCleanup]
-    public static void Cleanup() => F.Dispose();
+    public static void Cleanup() => _fixture.Dispose();
 
     private static List<byte[]> Pixels(IEnumerable<MLImage> images) => images.Select(TestData.Pixels).ToList();
 

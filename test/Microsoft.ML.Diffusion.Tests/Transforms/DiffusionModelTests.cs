@@ -7,16 +7,16 @@ namespace Microsoft.ML.Diffusion.Tests.Transforms;
 [TestClass]
 public class DiffusionModelTests
 {
-    private static TestModel F = null!;
-    private static MLContext _ml => F.Ml;
-    private static IDataView _data => F.Data;
-    private static DiffusionModel _model => F.Model;
+    private static TestModel _fixture = null!;
+    private static MLContext _ml => _fixture.Ml;
+    private static IDataView _data => _fixture.Data;
+    private static DiffusionModel _model => _fixture.Model;
 
     [ClassInitialize]
-    public static void Fit(TestContext _) => F = TestModel.Train("diffusion-model", steps: 8, count: 32);
+    public static void Fit(TestContext _) => _fixture = TestModel.Train("diffusion-model", steps: 8, count: 32);
 
     [ClassCleanup]
-    public static void Cleanup() => F.Dispose();
+    public static void Cleanup() => _fixture.Dispose();
 
     [TestMethod]
     public void FitRecordsConfigAndSteps()

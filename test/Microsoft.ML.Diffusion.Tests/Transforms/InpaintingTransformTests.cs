@@ -10,10 +10,10 @@ namespace Microsoft.ML.Diffusion.Tests.Inpainting;
 [TestClass]
 public class InpaintingTransformTests
 {
-    private static TestModel F = null!;
-    private static MLContext _ml => F.Ml;
-    private static DiffusionModel _model => F.Model;
-    private static string _dir => F.Directory;
+    private static TestModel _fixture = null!;
+    private static MLContext _ml => _fixture.Ml;
+    private static DiffusionModel _model => _fixture.Model;
+    private static string _dir => _fixture.Directory;
 
     public sealed class MaskedRow
     {
@@ -60,10 +60,10 @@ public class InpaintingTransformTests
     }
 
     [ClassInitialize]
-    public static void Fit(TestContext _) => F = TestModel.Shared("diffusion-inpaint");
+    public static void Fit(TestContext _) => _fixture = TestModel.Shared("diffusion-inpaint");
 
     [ClassCleanup]
-    public static void Cleanup() => F.Dispose();
+    public static void Cleanup() => _fixture.Dispose();
 
     private static InpaintOptions Fast(int resamplings = 2) => new() { Steps = 6, JumpLength = 2, Resamplings = resamplings, Seed = 4, BatchSize = 2 };
 

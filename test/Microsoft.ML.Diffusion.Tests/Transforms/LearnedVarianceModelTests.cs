@@ -8,17 +8,17 @@ namespace Microsoft.ML.Diffusion.Tests.Transforms;
 [TestClass]
 public class LearnedVarianceModelTests
 {
-    private static TestModel F = null!;
-    private static MLContext _ml => F.Ml;
-    private static IDataView _data => F.Data;
-    private static DiffusionModel _model => F.Model;
+    private static TestModel _fixture = null!;
+    private static MLContext _ml => _fixture.Ml;
+    private static IDataView _data => _fixture.Data;
+    private static DiffusionModel _model => _fixture.Model;
     private static DiffusionModel _fixedModel = null!;
-    private static string _dir => F.Directory;
+    private static string _dir => _fixture.Directory;
 
     [ClassInitialize]
     public static void Fit(TestContext _)
     {
-        F = TestModel.Train("diffusion-learned-variance", steps: 6, o => o.Variance = VarianceType.Learned);
+        _fixture = TestModel.Train("diffusion-learned-variance", steps: 6, o => o.Variance = VarianceType.Learned);
         _fixedModel = _ml.Generative.Diffusion(TestData.TinyOptions(steps: 1)).Fit(_data);
     }
 
@@ -26,7 +26,7 @@ public class LearnedVarianceModelTests
     public static void Cleanup()
     {
         _fixedModel?.Dispose();
-        F?.Dispose();
+        _fixture?.Dispose();
     }
 
     private static List<byte[]> Pixels(IEnumerable<MLImage> images) => images.Select(TestData.Pixels).ToList();

@@ -8,16 +8,16 @@ namespace Microsoft.ML.Diffusion.Tests.Transforms;
 [TestClass]
 public class PredictionAndInterpolationTests
 {
-    private static TestModel F = null!;
-    private static MLContext _ml => F.Ml;
-    private static IDataView _data => F.Data;
-    private static DiffusionModel _model => F.Model;
-    private static string _dir => F.Directory;
+    private static TestModel _fixture = null!;
+    private static MLContext _ml => _fixture.Ml;
+    private static IDataView _data => _fixture.Data;
+    private static DiffusionModel _model => _fixture.Model;
+    private static string _dir => _fixture.Directory;
 
     private static readonly SamplerOptions Deterministic = new() { Sampler = SamplerKind.Ddim, Steps = 5, Eta = 0f };
 
     [ClassInitialize]
-    public static void Fit(TestContext _) => F = TestModel.Train("diffusion-prediction", steps: 6, o =>
+    public static void Fit(TestContext _) => _fixture = TestModel.Train("diffusion-prediction", steps: 6, o =>
     {
         o.Prediction = PredictionType.VPrediction;
         o.LossWeighting = LossWeighting.MinSnr;
@@ -25,7 +25,7 @@ public class PredictionAndInterpolationTests
     });
 
     [ClassCleanup]
-    public static void Cleanup() => F.Dispose();
+    public static void Cleanup() => _fixture.Dispose();
 
     private static List<byte[]> Pixels(IEnumerable<MLImage> images) => images.Select(TestData.Pixels).ToList();
 

@@ -6,17 +6,17 @@ namespace Microsoft.ML.Diffusion.Tests.Transforms;
 [TestClass]
 public class SelfConditioningModelTests
 {
-    private static TestModel F = null!;
-    private static MLContext _ml => F.Ml;
-    private static IDataView _data => F.Data;
-    private static DiffusionModel _model => F.Model;
-    private static string _dir => F.Directory;
+    private static TestModel _fixture = null!;
+    private static MLContext _ml => _fixture.Ml;
+    private static IDataView _data => _fixture.Data;
+    private static DiffusionModel _model => _fixture.Model;
+    private static string _dir => _fixture.Directory;
 
     [ClassInitialize]
-    public static void Fit(TestContext _) => F = TestModel.Train("diffusion-selfcond", steps: 6, o => o.SelfConditioning = true);
+    public static void Fit(TestContext _) => _fixture = TestModel.Train("diffusion-selfcond", steps: 6, o => o.SelfConditioning = true);
 
     [ClassCleanup]
-    public static void Cleanup() => F.Dispose();
+    public static void Cleanup() => _fixture.Dispose();
 
     private static List<byte[]> Pixels(IEnumerable<MLImage> images) => images.Select(TestData.Pixels).ToList();
 

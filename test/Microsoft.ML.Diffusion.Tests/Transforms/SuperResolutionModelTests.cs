@@ -9,17 +9,17 @@ namespace Microsoft.ML.Diffusion.Tests.Transforms;
 [TestClass]
 public class SuperResolutionModelTests
 {
-    private static TestModel F = null!;
-    private static MLContext _ml => F.Ml;
-    private static IDataView _data => F.Data;
-    private static DiffusionModel _model => F.Model;
-    private static string _dir => F.Directory;
+    private static TestModel _fixture = null!;
+    private static MLContext _ml => _fixture.Ml;
+    private static IDataView _data => _fixture.Data;
+    private static DiffusionModel _model => _fixture.Model;
+    private static string _dir => _fixture.Directory;
 
     [ClassInitialize]
-    public static void Fit(TestContext _) => F = TestModel.Train("diffusion-sr", steps: 4, o => o.Conditioning = Conditioning.LowResolution(2));
+    public static void Fit(TestContext _) => _fixture = TestModel.Train("diffusion-sr", steps: 4, o => o.Conditioning = Conditioning.LowResolution(2));
 
     [ClassCleanup]
-    public static void Cleanup() => F.Dispose();
+    public static void Cleanup() => _fixture.Dispose();
 
     /// <summary>[n, 1, 4, 4] low-resolution images: the Squares images average-pooled by 2.</summary>
     private static Tensor LowResolution(int n, int seed)

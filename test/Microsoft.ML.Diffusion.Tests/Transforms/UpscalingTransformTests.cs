@@ -9,9 +9,9 @@ namespace Microsoft.ML.Diffusion.Tests.Inpainting;
 [TestClass]
 public class UpscalingTransformTests
 {
-    private static TestModel F = null!;
-    private static MLContext _ml => F.Ml;
-    private static DiffusionModel _model => F.Model;
+    private static TestModel _fixture = null!;
+    private static MLContext _ml => _fixture.Ml;
+    private static DiffusionModel _model => _fixture.Model;
 
     public sealed class SmallRow
     {
@@ -30,10 +30,10 @@ public class UpscalingTransformTests
     }
 
     [ClassInitialize]
-    public static void Fit(TestContext _) => F = TestModel.Shared("diffusion-upscale");
+    public static void Fit(TestContext _) => _fixture = TestModel.Shared("diffusion-upscale");
 
     [ClassCleanup]
-    public static void Cleanup() => F.Dispose();
+    public static void Cleanup() => _fixture.Dispose();
 
     private static UpscaleOptions Fast(int factor = 2, int resamplings = 2) =>
         new() { Factor = factor, Steps = 6, JumpLength = 2, Resamplings = resamplings, Seed = 8, BatchSize = 2 };
