@@ -9,4 +9,8 @@ public static class AssemblySetup
     /// <summary>Backend settings must be in place before the first tensor op of the process (see TorchRuntime).</summary>
     [AssemblyInitialize]
     public static void Initialize(TestContext _) => TorchRuntime.EnsureInitialized();
+
+    /// <summary>Frees the model that several test classes share (<see cref="TestModel.Shared"/>).</summary>
+    [AssemblyCleanup]
+    public static void Cleanup() => TestModel.DisposeShared();
 }

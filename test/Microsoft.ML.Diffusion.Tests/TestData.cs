@@ -53,6 +53,21 @@ internal static class TestData
         }
     }
 
+    /// <summary>A fixed batch [n, 1, 8, 8] of bright squares (0.8) on a dark background (-0.85), in [-1, 1], for the network and loss tests.</summary>
+    public static TorchSharp.torch.Tensor SquaresTensor(int n)
+    {
+        var data = new float[n * 64];
+        var rng = new Random(0);
+        for (int i = 0; i < n; i++)
+        {
+            int ox = rng.Next(0, 5), oy = rng.Next(0, 5);
+            for (int y = 0; y < 8; y++)
+                for (int x = 0; x < 8; x++)
+                    data[i * 64 + y * 8 + x] = x >= ox && x < ox + 3 && y >= oy && y < oy + 3 ? 0.8f : -0.85f;
+        }
+        return TorchSharp.torch.tensor(data, new long[] { n, 1, 8, 8 });
+    }
+
     /// <summary>Options of a tiny 8x8 model that trains in a fraction of a second per step.</summary>
     public static DiffusionTrainer.Options TinyOptions(int steps = 4) => new()
     {
@@ -63,6 +78,14 @@ internal static class TestData
     };
 
     public static byte[] Pixels(MLImage image) => image.Pixels.ToArray();
+
+    /// <summary>A new empty directory under the system's temporary folder, named <paramref name="prefix"/>-GUID.</summary>
+    public static string TempDirectory(string prefix)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), prefix + "-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        return dir;
+    }
 
     /// <summary>SchemaShape.Create is internal in ML.NET 5; estimator tests need a shape of a schema.</summary>
     public static SchemaShape ShapeOf(DataViewSchema schema) =>

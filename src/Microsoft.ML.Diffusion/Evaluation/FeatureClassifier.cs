@@ -52,6 +52,7 @@ public sealed class FeatureClassifier : nn.Module<Tensor, Tensor>
         return fc2.forward(features);
     }
 
+    /// <summary>Frees the layers' native memory.</summary>
     protected override void Dispose(bool disposing)
     {
         if (disposing)

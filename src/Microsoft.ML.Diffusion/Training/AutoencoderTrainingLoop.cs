@@ -76,10 +76,7 @@ public sealed class AutoencoderTrainingLoop : IDisposable
                 if (attempt == MaxAttempts)
                 {
                     _optimizer.zero_grad();
-                    if (!float.IsFinite(lossValue))
-                        throw new NonFiniteLossException(Step + 1, lossValue, LastFiniteLoss);
-                    throw new NonFiniteLossException(Step + 1, float.NaN, LastFiniteLoss,
-                        $"the gradients are not finite ({MaxAttempts} attempts) although the loss is {lossValue:G6}");
+                    throw NonFiniteLossException.AfterRetries(Step + 1, lossValue, LastFiniteLoss, MaxAttempts);
                 }
             }
             _optimizer.step();

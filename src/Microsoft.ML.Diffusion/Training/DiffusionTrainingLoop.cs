@@ -200,10 +200,7 @@ public sealed class DiffusionTrainingLoop : IDisposable
                 if (attempt == MaxAttempts)
                 {
                     _optimizer.zero_grad();
-                    if (!float.IsFinite(lossValue))
-                        throw new NonFiniteLossException(Step + 1, lossValue, LastFiniteLoss);
-                    throw new NonFiniteLossException(Step + 1, float.NaN, LastFiniteLoss,
-                        $"the gradients are not finite ({MaxAttempts} attempts) although the loss is {lossValue:G6}");
+                    throw NonFiniteLossException.AfterRetries(Step + 1, lossValue, LastFiniteLoss, MaxAttempts);
                 }
                 Retries++;
             }
@@ -285,6 +282,14 @@ public sealed class NonFiniteLossException : InvalidOperationException
                ". Lower the learning rate, check the input for NaN pixels, or resume from the last checkpoint.", null)
     {
     }
+
+    /// <summary>The exception for step <paramref name="step"/> after <paramref name="attempts"/> tries gave a non-finite loss
+    /// <paramref name="lossValue"/>, or a finite loss with non-finite gradients.</summary>
+    internal static NonFiniteLossException AfterRetries(long step, float lossValue, float lastFiniteLoss, int attempts) =>
+        float.IsFinite(lossValue)
+            ? new NonFiniteLossException(step, float.NaN, lastFiniteLoss,
+                $"the gradients are not finite ({attempts} attempts) although the loss is {lossValue:G6}")
+            : new NonFiniteLossException(step, lossValue, lastFiniteLoss);
 
     private NonFiniteLossException(long step, float loss, float lastFiniteLoss, string message, string? checkpointPath)
         : base(message)

@@ -18,7 +18,7 @@ namespace Microsoft.ML.Diffusion;
 /// of their latents, <see cref="Decode(Tensor)"/> maps latents back to images, and <see cref="Transform"/> adds a column of
 /// reconstructed images (Decode(Encode(x))). Saved and loaded with mlContext.Model, weights included.
 /// </summary>
-public sealed class AutoencoderModel : ITransformer, ICanSaveModel, IDisposable, IImageBatchMapper
+public sealed class AutoencoderModel : ITransformer, ICanSaveModel, IDisposable, IImageBatchMapper<ImageRequest>
 {
     internal const string LoaderSignature = "DiffusionAutoencoder";
     private const int InternalBatch = 64;
@@ -160,28 +160,22 @@ public sealed class AutoencoderModel : ITransformer, ICanSaveModel, IDisposable,
 
     // ---- IImageBatchMapper ----
 
-    int IImageBatchMapper.OutputSize => ImageSize;
+    int IImageBatchMapper<ImageRequest>.OutputSize => ImageSize;
 
-    int IImageBatchMapper.BatchSize => 16;
+    int IImageBatchMapper<ImageRequest>.BatchSize => 16;
 
     private string Why => $"the autoencoder's image size (ImageSize {ImageSize}, factor {DownsamplingFactor})";
 
-    IReadOnlyList<DataViewSchema.Column> IImageBatchMapper.CheckInput(DataViewSchema inputSchema) =>
+    IReadOnlyList<DataViewSchema.Column> IImageBatchMapper<ImageRequest>.CheckInput(DataViewSchema inputSchema) =>
         new[] { ImageMappingColumns.CheckImage(inputSchema, InputColumnName, ImageSize, Why) };
 
-    Func<long, ImageRequest> IImageBatchMapper.CreateReader(DataViewRow row)
-    {
-        var image = ImageMappingColumns.ImageReader(row, row.Schema[InputColumnName], ImageSize, Channels, Why);
-        return index => new ImageRequest(index, image(index), null);
-    }
+    Func<long, ImageRequest> IImageBatchMapper<ImageRequest>.CreateReader(DataViewRow row)
+        => ImageMappingColumns.RequestReader(row, row.Schema[InputColumnName], ImageSize, Channels, Why);
 
-    byte[][] IImageBatchMapper.MapBatch(IReadOnlyList<ImageRequest> requests)
+    byte[][] IImageBatchMapper<ImageRequest>.MapBatch(IReadOnlyList<ImageRequest> requests)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        int n = requests.Count, per = Channels * ImageSize * ImageSize;
-        var values = new float[n * per];
-        for (int i = 0; i < n; i++) requests[i].Image.CopyTo(values, i * per);
-        using var x = tensor(values, new long[] { n, Channels, ImageSize, ImageSize });
+        using var x = ImageRequest.Images(requests, Channels, ImageSize);
         using var result = Reconstruct(x);
         return ImageTensorConverter.ToBgraPixels(result);
     }
@@ -195,7 +189,7 @@ public sealed class AutoencoderModel : ITransformer, ICanSaveModel, IDisposable,
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        ((IImageBatchMapper)this).CheckInput(inputSchema);
+        ((IImageBatchMapper<ImageRequest>)this).CheckInput(inputSchema);
         return ImageMapping.OutputSchema(inputSchema, OutputColumnName, ImageSize);
     }
 
@@ -204,14 +198,14 @@ public sealed class AutoencoderModel : ITransformer, ICanSaveModel, IDisposable,
     {
         ArgumentNullException.ThrowIfNull(input);
         ObjectDisposedException.ThrowIf(_disposed, this);
-        return new ImageMappingDataView(this, input, GetOutputSchema(input.Schema));
+        return new ImageMappingDataView<ImageRequest>(this, input, GetOutputSchema(input.Schema));
     }
 
     /// <summary>A row-to-row mapper for PredictionEngine.</summary>
     public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        return new ImageMappingRowMapper(this, inputSchema, GetOutputSchema(inputSchema));
+        return new ImageMappingRowMapper<ImageRequest>(this, inputSchema, GetOutputSchema(inputSchema));
     }
 
     // ---- persistence ----

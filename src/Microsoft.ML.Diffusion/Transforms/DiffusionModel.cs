@@ -464,10 +464,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         ArgumentNullException.ThrowIfNull(inputSchema);
         CheckSeedColumn(inputSchema);
         CheckLabelColumn(inputSchema);
-        var builder = new DataViewSchema.Builder();
-        builder.AddColumns(inputSchema.Where(c => !c.IsHidden && c.Name != OutputColumnName));
-        builder.AddColumn(OutputColumnName, new ImageDataViewType(ImageSize, ImageSize));
-        return builder.ToSchema();
+        return ImageMapping.OutputSchema(inputSchema, OutputColumnName, ImageSize);
     }
 
     /// <summary>The seed column when present (UInt32); throws when it has another type.</summary>
@@ -528,7 +525,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         ArgumentNullException.ThrowIfNull(input);
         ObjectDisposedException.ThrowIf(_disposed, this);
         CheckGenerates();
-        return new GeneratedImageDataView(this, input, GetOutputSchema(input.Schema));
+        return new ImageMappingDataView<GenerationRequest>(new GenerationMapper(this), input, GetOutputSchema(input.Schema));
     }
 
     /// <summary>A row-to-row mapper (one image per row, batch of one) for PredictionEngine.</summary>
@@ -536,7 +533,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
         CheckGenerates();
-        return new GeneratedImageRowMapper(this, inputSchema, GetOutputSchema(inputSchema));
+        return new ImageMappingRowMapper<GenerationRequest>(new GenerationMapper(this), inputSchema, GetOutputSchema(inputSchema));
     }
 
     // ---- persistence ----

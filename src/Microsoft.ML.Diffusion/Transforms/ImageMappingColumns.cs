@@ -87,6 +87,13 @@ internal static class ImageMappingColumns
         };
     }
 
+    /// <summary>Reads the current row as an <see cref="ImageRequest"/> of its image alone (no mask).</summary>
+    public static Func<long, ImageRequest> RequestReader(DataViewRow row, DataViewSchema.Column column, int size, int channels, string why)
+    {
+        var image = ImageReader(row, column, size, channels, why);
+        return index => new ImageRequest(index, image(index), null);
+    }
+
     /// <summary>Reads the mask of the current row as size x size floats, 1 keeping and 0 filling the pixel.</summary>
     public static Func<long, float[]> MaskReader(DataViewRow row, DataViewSchema.Column column, int size)
     {

@@ -3,16 +3,17 @@ using Microsoft.ML.Data;
 namespace Microsoft.ML.Diffusion;
 
 /// <summary>
-/// The lazy output of an image-to-image transformer (<see cref="IImageBatchMapper"/>): the input's columns plus one output
-/// image per row. A second cursor reads the input rows ahead so that they are mapped in batches while every other column
-/// passes through from the input cursor.
+/// The lazy output of a transformer that adds one image per row (<see cref="IImageBatchMapper{TRequest}"/>: generation,
+/// inpainting, upscaling, autoencoding): the input's columns plus the output image. A second cursor reads the rows the
+/// output depends on ahead, so that they are mapped in batches while every other column passes through from the input cursor.
 /// </summary>
-internal sealed class ImageMappingDataView : IDataView
+/// <typeparam name="TRequest">What the mapper reads of one row.</typeparam>
+internal sealed class ImageMappingDataView<TRequest> : IDataView
 {
-    private readonly IImageBatchMapper _mapper;
+    private readonly IImageBatchMapper<TRequest> _mapper;
     private readonly IDataView _source;
 
-    public ImageMappingDataView(IImageBatchMapper mapper, IDataView source, DataViewSchema schema)
+    public ImageMappingDataView(IImageBatchMapper<TRequest> mapper, IDataView source, DataViewSchema schema)
     {
         _mapper = mapper;
         _source = source;
@@ -33,18 +34,18 @@ internal sealed class ImageMappingDataView : IDataView
 
     private sealed class Cursor : DataViewRowCursor
     {
-        private readonly ImageMappingDataView _parent;
+        private readonly ImageMappingDataView<TRequest> _parent;
         private readonly DataViewRowCursor _input;
         private readonly bool[] _active;
         private readonly int _outputIndex;
         private readonly DataViewRowCursor? _lookahead;
-        private readonly Func<long, ImageRequest>? _reader;
+        private readonly Func<long, TRequest>? _reader;
         private readonly Queue<byte[]> _ready = new();
         private byte[]? _current;
         private long _position = -1;
         private long _lookaheadRow;
 
-        public Cursor(ImageMappingDataView parent, IEnumerable<DataViewSchema.Column> columnsNeeded)
+        public Cursor(ImageMappingDataView<TRequest> parent, IEnumerable<DataViewSchema.Column> columnsNeeded)
         {
             _parent = parent;
             var schema = parent.Schema;
@@ -84,7 +85,7 @@ internal sealed class ImageMappingDataView : IDataView
 
         private void MapNextBatch()
         {
-            var requests = new List<ImageRequest>(_parent._mapper.BatchSize);
+            var requests = new List<TRequest>(_parent._mapper.BatchSize);
             while (requests.Count < _parent._mapper.BatchSize && _lookahead!.MoveNext())
             {
                 requests.Add(_reader!(_lookaheadRow));

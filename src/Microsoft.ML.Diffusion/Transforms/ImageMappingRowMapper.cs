@@ -3,15 +3,16 @@ using Microsoft.ML.Data;
 namespace Microsoft.ML.Diffusion;
 
 /// <summary>
-/// Row-by-row mapping of an image-to-image transformer (PredictionEngine): each row is mapped on its own (a batch of one),
-/// so its image equals the one the batched Transform makes for it.
+/// Row-by-row mapping of a transformer that adds one image per row (PredictionEngine): each row is mapped on its own
+/// (a batch of one), so its image equals the one the batched Transform (<see cref="ImageMappingDataView{TRequest}"/>) makes for it.
 /// </summary>
-internal sealed class ImageMappingRowMapper : IRowToRowMapper
+/// <typeparam name="TRequest">What the mapper reads of one row.</typeparam>
+internal sealed class ImageMappingRowMapper<TRequest> : IRowToRowMapper
 {
-    private readonly IImageBatchMapper _mapper;
+    private readonly IImageBatchMapper<TRequest> _mapper;
     private readonly IReadOnlyList<DataViewSchema.Column> _dependencies;
 
-    public ImageMappingRowMapper(IImageBatchMapper mapper, DataViewSchema inputSchema, DataViewSchema outputSchema)
+    public ImageMappingRowMapper(IImageBatchMapper<TRequest> mapper, DataViewSchema inputSchema, DataViewSchema outputSchema)
     {
         _mapper = mapper;
         InputSchema = inputSchema;
@@ -40,12 +41,12 @@ internal sealed class ImageMappingRowMapper : IRowToRowMapper
 
     private sealed class Row : DataViewRow
     {
-        private readonly ImageMappingRowMapper _parent;
+        private readonly ImageMappingRowMapper<TRequest> _parent;
         private readonly DataViewRow _input;
         private readonly bool[] _active;
-        private readonly Func<long, ImageRequest>? _reader;
+        private readonly Func<long, TRequest>? _reader;
 
-        public Row(ImageMappingRowMapper parent, DataViewRow input, IEnumerable<DataViewSchema.Column> activeColumns)
+        public Row(ImageMappingRowMapper<TRequest> parent, DataViewRow input, IEnumerable<DataViewSchema.Column> activeColumns)
         {
             _parent = parent;
             _input = input;

@@ -11,49 +11,28 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Diffusion;
 
 /// <summary>
-/// Super-resolution with a diffusion model: an estimator whose <see cref="Fit"/> checks the input schema and returns an
+/// Super-resolution with a diffusion model: an estimator whose <see cref="ImageToImageEstimator{TTransformer}.Fit"/> checks the input schema and returns an
 /// <see cref="UpscalingTransformer"/> (nothing is trained). Created by <c>mlContext.Generative.Upscale(...)</c>.
 /// </summary>
-public sealed class UpscalingEstimator : IEstimator<UpscalingTransformer>
+public sealed class UpscalingEstimator : ImageToImageEstimator<UpscalingTransformer>
 {
-    private readonly IHostEnvironment _env;
-    private readonly DiffusionModel _model;
-    private readonly string _outputColumnName;
-    private readonly string _imageColumnName;
     private readonly UpscaleOptions _options;
 
     internal UpscalingEstimator(IHostEnvironment env, DiffusionModel model, string outputColumnName, string imageColumnName, UpscaleOptions? options)
+        : base(env, model, outputColumnName, imageColumnName)
     {
-        ArgumentNullException.ThrowIfNull(env);
-        ArgumentNullException.ThrowIfNull(model);
-        ArgumentException.ThrowIfNullOrEmpty(outputColumnName);
-        ArgumentException.ThrowIfNullOrEmpty(imageColumnName);
-        _env = env;
-        _model = model;
-        _outputColumnName = outputColumnName;
-        _imageColumnName = imageColumnName;
         _options = (options ?? new UpscaleOptions()).Clone();
         _options.Validate(model.Timesteps, model.ImageSize);
         UpscalingTransformer.CheckLatent(model, _options.Factor);
         UpscalingTransformer.CheckConditioning(model, _options.Factor);
     }
 
-    /// <summary>Checks the input image column (model size / Factor) and returns the transformer.</summary>
-    public UpscalingTransformer Fit(IDataView input)
-    {
-        ArgumentNullException.ThrowIfNull(input);
-        var transformer = new UpscalingTransformer(_env, _model, _outputColumnName, _imageColumnName, _options, ownsModel: false);
-        transformer.GetOutputSchema(input.Schema);
-        return transformer;
-    }
+    private protected override UpscalingTransformer CreateTransformer() =>
+        new(Env, Model, OutputColumnName, ImageColumnName, _options, ownsModel: false);
 
-    /// <summary>The input columns plus the output image column (model size).</summary>
-    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
-    {
-        ArgumentNullException.ThrowIfNull(inputSchema);
-        ImageMappingColumns.CheckImage(inputSchema, _imageColumnName, _model.ImageSize / _options.Factor, UpscalingTransformer.Why(_model, _options.Factor));
-        return ImageMapping.OutputSchema(inputSchema, _outputColumnName, _model.ImageSize);
-    }
+    /// <summary>The image column: model size / Factor.</summary>
+    private protected override void CheckInput(SchemaShape inputSchema) =>
+        ImageMappingColumns.CheckImage(inputSchema, ImageColumnName, Model.ImageSize / _options.Factor, UpscalingTransformer.Why(Model, _options.Factor));
 }
 
 /// <summary>
@@ -64,47 +43,26 @@ public sealed class UpscalingEstimator : IEstimator<UpscalingTransformer>
 /// SR3), the network sees the bicubic upsampling of the input as extra channels and its default sampler samples the image.
 /// Row i draws its noise from seed Seed + i. Saved and loaded with mlContext.Model, the diffusion model's weights included.
 /// </summary>
-public sealed class UpscalingTransformer : ITransformer, ICanSaveModel, IDisposable, IImageBatchMapper
+public sealed class UpscalingTransformer : ImageToImageTransformer
 {
     internal const string LoaderSignature = "UpscalingTransformer";
-    private const string ModelEntryName = "DiffusionModel";
-    private readonly IHost _host;
-    private readonly DiffusionModel _model;
     private readonly UpscaleOptions _options;
-    private readonly bool _ownsModel;
-    private bool _disposed;
 
     internal UpscalingTransformer(IHostEnvironment env, DiffusionModel model, string outputColumnName, string imageColumnName,
         UpscaleOptions options, bool ownsModel)
+        : base(env, nameof(UpscalingTransformer), model, outputColumnName, imageColumnName, ownsModel)
     {
-        _host = env.Register(nameof(UpscalingTransformer));
-        _model = model;
-        OutputColumnName = outputColumnName;
-        ImageColumnName = imageColumnName;
         _options = options.Clone();
         _options.Validate(model.Timesteps, model.ImageSize);
         CheckLatent(model, _options.Factor);
         CheckConditioning(model, _options.Factor);
-        _ownsModel = ownsModel;
     }
-
-    /// <summary>The diffusion model that samples the missing pixels.</summary>
-    public DiffusionModel Model => _model;
-
-    /// <summary>The column of upscaled images (model size).</summary>
-    public string OutputColumnName { get; }
-
-    /// <summary>The column of low-resolution images (model size / Factor).</summary>
-    public string ImageColumnName { get; }
 
     /// <summary>The factor and RePaint settings (a copy).</summary>
     public UpscaleOptions Options => _options.Clone();
 
     /// <summary>Side of the input images: model size / Factor.</summary>
-    public int InputSize => _model.ImageSize / _options.Factor;
-
-    /// <summary>Replaces the model's network when set: tests count network calls through it.</summary>
-    internal Func<Tensor, Tensor, Tensor>? NetworkOverride { get; set; }
+    public int InputSize => Model.ImageSize / _options.Factor;
 
     /// <summary>A latent model upscales only by a factor larger than its autoencoder's: otherwise every latent cell holds a known
     /// low-resolution pixel and RePaint in latent space has nothing to sample.</summary>
@@ -142,16 +100,16 @@ public sealed class UpscalingTransformer : ITransformer, ICanSaveModel, IDisposa
     /// </summary>
     private Tensor UpscaleBatch(Tensor lowRes, IReadOnlyList<uint> seeds)
     {
-        if (_model.Conditioning is { Kind: ConditioningKind.LowResolution })
+        if (Model.Conditioning is { Kind: ConditioningKind.LowResolution })
         {
-            var sampler = _model.DefaultSampler;
+            var sampler = Model.DefaultSampler;
             sampler.BatchSize = _options.BatchSize;
             sampler.Progress = _options.Progress;
             sampler.CancellationToken = _options.CancellationToken;
-            return _model.SampleSuperResolution(lowRes, seeds, sampler);
+            return Model.SampleSuperResolution(lowRes, seeds, sampler);
         }
 
-        int f = _options.Factor, size = _model.ImageSize;
+        int f = _options.Factor, size = Model.ImageSize;
         long b = lowRes.shape[0], c = lowRes.shape[1];
         using var scope = NewDisposeScope();
         var grid = TensorIndex.Slice(0, null, f);
@@ -159,67 +117,28 @@ public sealed class UpscalingTransformer : ITransformer, ICanSaveModel, IDisposa
         known.index_put_(lowRes, TensorIndex.Colon, TensorIndex.Colon, grid, grid);
         var mask = zeros(b, 1, size, size);
         mask.index_put_(ones(b, 1, size / f, size / f), TensorIndex.Colon, TensorIndex.Colon, grid, grid);
-        if (_model.Latent is null)
-            return RePaintRunner.Run(_model, _options, known, mask, seeds, NetworkOverride).MoveToOuterDisposeScope();
+        if (Model.Latent is null)
+            return RePaintRunner.Run(Model, _options, known, mask, seeds, NetworkOverride).MoveToOuterDisposeScope();
         // Latent model: the encoder sees the clamped bicubic upsampling of the input, and a latent cell is known when it holds a
         // known (grid) pixel; the grid pixels are re-imposed after decoding.
         var upsampled = Conditions.LowResolutionCondition.Upsample(lowRes.to_type(float32), size);
-        return RePaintRunner.Run(_model, _options, known, mask, seeds, NetworkOverride, upsampled, cellKnownIfAnyPixel: true).MoveToOuterDisposeScope();
+        return RePaintRunner.Run(Model, _options, known, mask, seeds, NetworkOverride, upsampled, cellKnownIfAnyPixel: true).MoveToOuterDisposeScope();
     }
 
-    // ---- IImageBatchMapper ----
+    private protected override int BatchSize => _options.BatchSize;
 
-    int IImageBatchMapper.OutputSize => _model.ImageSize;
+    private protected override IReadOnlyList<DataViewSchema.Column> CheckInput(DataViewSchema inputSchema) =>
+        new[] { ImageMappingColumns.CheckImage(inputSchema, ImageColumnName, InputSize, Why(Model, _options.Factor)) };
 
-    int IImageBatchMapper.BatchSize => _options.BatchSize;
+    private protected override Func<long, ImageRequest> CreateReader(DataViewRow row) =>
+        ImageMappingColumns.RequestReader(row, row.Schema[ImageColumnName], InputSize, Model.Channels, Why(Model, _options.Factor));
 
-    IReadOnlyList<DataViewSchema.Column> IImageBatchMapper.CheckInput(DataViewSchema inputSchema) =>
-        new[] { ImageMappingColumns.CheckImage(inputSchema, ImageColumnName, InputSize, Why(_model, _options.Factor)) };
-
-    Func<long, ImageRequest> IImageBatchMapper.CreateReader(DataViewRow row)
+    private protected override byte[][] MapBatch(IReadOnlyList<ImageRequest> requests)
     {
-        var image = ImageMappingColumns.ImageReader(row, row.Schema[ImageColumnName], InputSize, _model.Channels, Why(_model, _options.Factor));
-        return index => new ImageRequest(index, image(index), null);
-    }
-
-    byte[][] IImageBatchMapper.MapBatch(IReadOnlyList<ImageRequest> requests)
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        int n = requests.Count, c = _model.Channels, s = InputSize;
-        var values = new float[n * c * s * s];
-        for (int i = 0; i < n; i++) requests[i].Image.CopyTo(values, i * c * s * s);
-        using var lowRes = tensor(values, new long[] { n, c, s, s });
+        using var lowRes = ImageRequest.Images(requests, Model.Channels, InputSize);
         var seeds = requests.Select(r => _options.SeedOfRow(r.Row)).ToArray();
         using var result = UpscaleBatch(lowRes, seeds);
         return ImageTensorConverter.ToBgraPixels(result);
-    }
-
-    // ---- ITransformer ----
-
-    /// <summary>Always true: each row is mapped on its own (a PredictionEngine works).</summary>
-    public bool IsRowToRowMapper => true;
-
-    /// <summary>The input schema plus the output image column; throws, naming the column and both sizes, for a wrongly sized input.</summary>
-    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
-    {
-        ArgumentNullException.ThrowIfNull(inputSchema);
-        ((IImageBatchMapper)this).CheckInput(inputSchema);
-        return ImageMapping.OutputSchema(inputSchema, OutputColumnName, _model.ImageSize);
-    }
-
-    /// <summary>Lazily adds the upscaled images; rows are upscaled in batches of <see cref="RePaintOptions.BatchSize"/>.</summary>
-    public IDataView Transform(IDataView input)
-    {
-        ArgumentNullException.ThrowIfNull(input);
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        return new ImageMappingDataView(this, input, GetOutputSchema(input.Schema));
-    }
-
-    /// <summary>A row-to-row mapper (one row at a time) for PredictionEngine.</summary>
-    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
-    {
-        ArgumentNullException.ThrowIfNull(inputSchema);
-        return new ImageMappingRowMapper(this, inputSchema, GetOutputSchema(inputSchema));
     }
 
     // ---- persistence ----
@@ -232,38 +151,22 @@ public sealed class UpscalingTransformer : ITransformer, ICanSaveModel, IDisposa
         loaderSignature: LoaderSignature,
         loaderAssemblyName: typeof(UpscalingTransformer).Assembly.FullName);
 
-    void ICanSaveModel.Save(ModelSaveContext ctx)
+    private protected override VersionInfo VersionInfo => GetVersionInfo();
+
+    private protected override void SaveSettings(BinaryWriter writer)
     {
-        ArgumentNullException.ThrowIfNull(ctx);
-        ctx.CheckAtModel();
-        ctx.SetVersionInfo(GetVersionInfo());
-        // string: output column; string: image column
-        ctx.Writer.Write(OutputColumnName);
-        ctx.Writer.Write(ImageColumnName);
         // RePaint settings (RePaintOptions.WriteSettings); int: factor
-        _options.WriteSettings(ctx.Writer);
-        ctx.Writer.Write(_options.Factor);
-        // sub-model "DiffusionModel": the network and its config
-        ctx.SaveModel(_model, ModelEntryName);
+        _options.WriteSettings(writer);
+        writer.Write(_options.Factor);
     }
 
     private static UpscalingTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
     {
-        ctx.CheckAtModel(GetVersionInfo());
-        string output = ctx.Reader.ReadString();
-        string image = ctx.Reader.ReadString();
+        var (output, image) = LoadColumns(ctx, GetVersionInfo());
         var options = new UpscaleOptions();
         options.ReadSettings(ctx.Reader);
         options.Factor = ctx.Reader.ReadInt32();
-        ctx.LoadModel<DiffusionModel, SignatureLoadModel>(env, out var model, ModelEntryName);
+        var model = LoadModel(env, ctx);
         return new UpscalingTransformer(env, model, output, image, options, ownsModel: true);
-    }
-
-    /// <summary>Frees the diffusion model when this transformer was loaded from a file (a model passed to the estimator stays the caller's).</summary>
-    public void Dispose()
-    {
-        if (_disposed) return;
-        _disposed = true;
-        if (_ownsModel) _model.Dispose();
     }
 }

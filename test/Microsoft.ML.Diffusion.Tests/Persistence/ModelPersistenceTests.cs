@@ -9,30 +9,21 @@ namespace Microsoft.ML.Diffusion.Tests.Persistence;
 [TestClass]
 public class ModelPersistenceTests
 {
-    private static MLContext _ml = null!;
-    private static DiffusionModel _model = null!;
-    private static IDataView _data = null!;
-    private static string _dir = null!;
+    private static TestModel _fixture = null!;
+    private static MLContext _ml => _fixture.Ml;
+    private static IDataView _data => _fixture.Data;
+    private static DiffusionModel _model => _fixture.Model;
+    private static string _dir => _fixture.Directory;
 
     [ClassInitialize]
-    public static void Fit(TestContext _)
+    public static void Fit(TestContext _) => _fixture = TestModel.Train("diffusion-persistence", steps: 3, o =>
     {
-        _ml = new MLContext(seed: 1);
-        _data = _ml.Data.LoadFromEnumerable(TestData.Squares(16).ToList());
-        var options = TestData.TinyOptions(steps: 3);
-        options.Schedule = NoiseSchedule.Cosine;
-        options.Channels = 3;
-        _model = _ml.Generative.Diffusion(options).Fit(_data);
-        _dir = Path.Combine(Path.GetTempPath(), "diffusion-persistence-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(_dir);
-    }
+        o.Schedule = NoiseSchedule.Cosine;
+        o.Channels = 3;
+    });
 
     [ClassCleanup]
-    public static void Cleanup()
-    {
-        _model.Dispose();
-        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { }
-    }
+    public static void Cleanup() => _fixture.Dispose();
 
     private static string SaveModel()
     {

@@ -27,19 +27,19 @@ public class BadInputTests
         public required IDataView Data { get; init; }
     }
 
+    private static TestModel _shared = null!;
     private static Fixture _fixture = null!;
 
     [ClassInitialize]
     public static void Setup(TestContext _)
     {
-        var ml = new MLContext(seed: 1);
-        var data = ml.Data.LoadFromEnumerable(TestData.Squares(16).ToList());
-        var model = ml.Generative.Diffusion(TestData.TinyOptions(steps: 2)).Fit(data);
+        _shared = TestModel.Shared("diffusion-bad-input");
+        var (ml, model, data) = (_shared.Ml, _shared.Model, _shared.Data);
         _fixture = new Fixture { Ml = ml, Model = model, Zip = ReliabilityKit.SaveToBytes(ml, model, data.Schema), Data = data };
     }
 
     [ClassCleanup]
-    public static void Cleanup() => _fixture.Model.Dispose();
+    public static void Cleanup() => _shared.Dispose();
 
     public static IEnumerable<object[]> CaseNames => Cases.Select(c => new object[] { c.Name });
 
@@ -240,7 +240,7 @@ public class BadInputTests
         }
         Assert.IsNotNull(raw, "mlContext.Model.Load accepted the forged model");
         while (raw is System.Reflection.TargetInvocationException { InnerException: { } inner }) raw = inner;
-        string dir = ReliabilityKit.TempDirectory("diffusion-forged");
+        string dir = TestData.TempDirectory("diffusion-forged");
         string path = Path.Combine(dir, "forged-model.zip");
         File.WriteAllBytes(path, zip);
         try
@@ -296,7 +296,7 @@ public class BadInputTests
     /// <summary>Trains 2 steps with checkpoints, damages the checkpoint with <paramref name="damage"/>, and resumes.</summary>
     private static void ResumeFrom(Fixture f, Func<byte[], byte[]> damage)
     {
-        string dir = ReliabilityKit.TempDirectory("diffusion-bad-ckpt");
+        string dir = TestData.TempDirectory("diffusion-bad-ckpt");
         try
         {
             var first = With(o => o.CheckpointDirectory = dir);

@@ -12,19 +12,16 @@ namespace Microsoft.ML.Diffusion.Tests.Reliability;
 [TestClass]
 public class ConcurrencyTests
 {
-    private static MLContext _ml = null!;
+    private static TestModel _fixture = null!;
+    private static MLContext _ml => _fixture.Ml;
     private static DiffusionModel _model = null!;
-    private static string _dir = null!;
 
     [ClassInitialize]
     public static void Setup(TestContext _)
     {
-        _ml = new MLContext(seed: 1);
-        var data = _ml.Data.LoadFromEnumerable(TestData.Squares(16).ToList());
-        using var trained = _ml.Generative.Diffusion(TestData.TinyOptions(steps: 3)).Fit(data);
-        _dir = ReliabilityKit.TempDirectory("diffusion-concurrency");
-        string path = Path.Combine(_dir, "model.zip");
-        _ml.Model.Save(trained.WithSampler(new SamplerOptions { Sampler = SamplerKind.Ddpm, Steps = 10 }), data.Schema, path);
+        _fixture = TestModel.Train("diffusion-concurrency", steps: 3);
+        string path = Path.Combine(_fixture.Directory, "model.zip");
+        _ml.Model.Save(_fixture.Model.WithSampler(new SamplerOptions { Sampler = SamplerKind.Ddpm, Steps = 10 }), _fixture.Data.Schema, path);
         _model = new MLContext().Generative.LoadDiffusionModel(path);   // a loaded model, as a web service has
     }
 
@@ -32,7 +29,7 @@ public class ConcurrencyTests
     public static void Cleanup()
     {
         _model.Dispose();
-        Directory.Delete(_dir, true);
+        _fixture.Dispose();
     }
 
     [TestMethod]

@@ -29,7 +29,7 @@ public class DeterminismTests
     public void AnotherProcessTrainsTheSameWeights()
     {
         using var threads = ReliabilityKit.OneTorchThread();
-        string dir = ReliabilityKit.TempDirectory("diffusion-determinism");
+        string dir = TestData.TempDirectory("diffusion-determinism");
         try
         {
             string path = Path.Combine(dir, "child.zip");

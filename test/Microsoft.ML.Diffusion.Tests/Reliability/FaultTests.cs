@@ -31,7 +31,7 @@ public class FaultTests
     {
         int seed = Environment.TickCount;
         var rng = new Random(seed);
-        string dir = ReliabilityKit.TempDirectory("diffusion-kill");
+        string dir = TestData.TempDirectory("diffusion-kill");
         using var threads = ReliabilityKit.OneTorchThread();   // the children run on one thread too: the same kernels
         try
         {
@@ -99,7 +99,7 @@ public class FaultTests
     public void AHalfWrittenTemporaryCheckpointIsIgnored()
     {
         // A crash during Write leaves checkpoint.bin.tmp half-written next to the last complete checkpoint.bin.
-        string dir = ReliabilityKit.TempDirectory("diffusion-tmp");
+        string dir = TestData.TempDirectory("diffusion-tmp");
         using var threads = ReliabilityKit.OneTorchThread();
         try
         {
@@ -123,7 +123,7 @@ public class FaultTests
     [TestMethod]
     public void DivergingTrainingStopsWithStepAndLastLossAndKeepsTheLastGoodCheckpoint()
     {
-        string dir = ReliabilityKit.TempDirectory("diffusion-nan");
+        string dir = TestData.TempDirectory("diffusion-nan");
         using var threads = ReliabilityKit.OneTorchThread();
         try
         {
@@ -161,7 +161,7 @@ public class FaultTests
     [TestMethod]
     public void CancellingTrainingReturnsWithinTwoSecondsAndTrainingResumes()
     {
-        string dir = ReliabilityKit.TempDirectory("diffusion-cancel");
+        string dir = TestData.TempDirectory("diffusion-cancel");
         using var threads = ReliabilityKit.OneTorchThread();
         try
         {

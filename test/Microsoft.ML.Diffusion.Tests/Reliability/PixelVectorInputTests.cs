@@ -18,7 +18,7 @@ public class PixelVectorInputTests
     public static void WriteImages(TestContext _)
     {
         // 16 coloured 8x8 PNGs: a square of one colour at a random place on a background of another.
-        _dir = ReliabilityKit.TempDirectory("diffusion-pixels");
+        _dir = TestData.TempDirectory("diffusion-pixels");
         _files = new List<ImageFile>();
         var rng = new Random(4);
         for (int i = 0; i < 16; i++)

@@ -186,11 +186,4 @@ internal static class ReliabilityKit
         };
         return Process.Start(psi)!;
     }
-
-    public static string TempDirectory(string prefix)
-    {
-        string dir = Path.Combine(Path.GetTempPath(), prefix + "-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(dir);
-        return dir;
-    }
 }

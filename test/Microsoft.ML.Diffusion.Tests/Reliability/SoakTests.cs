@@ -21,7 +21,7 @@ public class SoakTests
         using var threads = ReliabilityKit.OneTorchThread();
         var ml = new MLContext(seed: 1);
         var data = ml.Data.LoadFromEnumerable(TestData.Squares(64).ToList());
-        string dir = ReliabilityKit.TempDirectory("diffusion-soak");
+        string dir = TestData.TempDirectory("diffusion-soak");
         var readings = new List<(long Step, long Rss)>();
         long liveAtWarmUp = 0, liveAtEnd = 0;
         try

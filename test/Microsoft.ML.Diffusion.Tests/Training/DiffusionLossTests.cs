@@ -78,22 +78,6 @@ public class DiffusionLossTests
         Assert.AreEqual(0.5, plain.item<float>(), 1e-6);
     }
 
-    /// <summary>A fixed batch of 8x8 bright squares on a dark background, in [-1, 1].</summary>
-    private static Tensor Squares(int n)
-    {
-        var data = new float[n * 64];
-        var rng = new Random(0);
-        for (int i = 0; i < n; i++)
-        {
-            int ox = rng.Next(0, 5), oy = rng.Next(0, 5);
-            for (int y = 0; y < 8; y++)
-                for (int x = 0; x < 8; x++)
-                    data[i * 64 + y * 8 + x] = x >= ox && x < ox + 3 && y >= oy && y < oy + 3 ? 0.8f : -0.85f;
-        }
-
-        return tensor(data, new long[] { n, 1, 8, 8 });
-    }
-
     /// <summary>The loss on fixed timesteps and noise (the same before and after training).</summary>
     private static double EvalLoss(UNet model, DiffusionSchedule schedule, PredictionType p, Tensor x0)
     {
@@ -122,7 +106,7 @@ public class DiffusionLossTests
             ImageSize = 8, BaseChannels = 8, ChannelMultipliers = new[] { 1, 2 }, AttentionResolutions = new[] { 4 }, NumResBlocks = 1, GroupNormGroups = 4,
         };
         var schedule = new DiffusionSchedule(NoiseSchedule.Linear, 50);
-        using var x0 = Squares(8);
+        using var x0 = TestData.SquaresTensor(8);
         foreach (var p in All)
         {
             manual_seed(7);
@@ -144,7 +128,7 @@ public class DiffusionLossTests
     {
         var config = new UNetConfig { ImageSize = 8, BaseChannels = 8, ChannelMultipliers = new[] { 1 }, AttentionResolutions = Array.Empty<int>(), NumResBlocks = 1, GroupNormGroups = 4 };
         var schedule = new DiffusionSchedule(NoiseSchedule.Linear, 50);
-        using var x0 = Squares(4);
+        using var x0 = TestData.SquaresTensor(4);
         using var model = new UNet(config);
         using var ema = new UNet(config);
         using var loop = new DiffusionTrainingLoop(model, ema, schedule,

@@ -17,20 +17,6 @@ public class MixedPrecisionTests
         NumResBlocks = 1, GroupNormGroups = 4,
     };
 
-    private static Tensor Squares(int n)
-    {
-        var data = new float[n * 64];
-        var rng = new Random(0);
-        for (int i = 0; i < n; i++)
-        {
-            int ox = rng.Next(0, 5), oy = rng.Next(0, 5);
-            for (int y = 0; y < 8; y++)
-                for (int x = 0; x < 8; x++)
-                    data[i * 64 + y * 8 + x] = x >= ox && x < ox + 3 && y >= oy && y < oy + 3 ? 0.8f : -0.85f;
-        }
-        return tensor(data, new long[] { n, 1, 8, 8 });
-    }
-
     /// <summary>Losses of <paramref name="steps"/> steps on the Squares batch; the same seeds draw the same t and eps in both precisions.</summary>
     private static float[] Losses(Precision precision, int steps, Action<DiffusionTrainingLoop>? after = null)
     {
@@ -40,7 +26,7 @@ public class MixedPrecisionTests
         var schedule = new DiffusionSchedule(NoiseSchedule.Linear, 50);
         using var loop = new DiffusionTrainingLoop(model, ema, schedule,
             new TrainingSettings { Seed = 3, LearningRate = 2e-3, Precision = precision }, CPU);
-        using var x0 = Squares(8);
+        using var x0 = TestData.SquaresTensor(8);
         var losses = Enumerable.Range(0, steps).Select(_ => loop.TrainStep(x0)).ToArray();
         after?.Invoke(loop);
         return losses;

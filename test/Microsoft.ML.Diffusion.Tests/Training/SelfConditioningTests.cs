@@ -18,21 +18,6 @@ public class SelfConditioningTests
         NumResBlocks = 1, GroupNormGroups = 4,
     };
 
-    private static Tensor Squares(int n)
-    {
-        var data = new float[n * 64];
-        var rng = new Random(0);
-        for (int i = 0; i < n; i++)
-        {
-            int ox = rng.Next(0, 5), oy = rng.Next(0, 5);
-            for (int y = 0; y < 8; y++)
-                for (int x = 0; x < 8; x++)
-                    data[i * 64 + y * 8 + x] = x >= ox && x < ox + 3 && y >= oy && y < oy + 3 ? 0.8f : -0.85f;
-        }
-
-        return tensor(data, new long[] { n, 1, 8, 8 });
-    }
-
     [TestMethod]
     public void ToNetworkConfigDoublesTheInputChannels()
     {
@@ -99,7 +84,7 @@ public class SelfConditioningTests
     public void TrainingLoopWithSelfConditioningLowersTheLossAndIsDeterministic()
     {
         var schedule = new DiffusionSchedule(NoiseSchedule.Linear, 50);
-        using var x0 = Squares(8);
+        using var x0 = TestData.SquaresTensor(8);
         var a = Train(schedule, x0, m => EvalLoss(m, schedule, x0), out double before, out double after);
         Assert.IsTrue(a.All(float.IsFinite), "finite losses");
         Assert.IsLessThan(0.8 * before, after, $"loss on fixed (t, eps) from {before:G4} to {after:G4}; training losses {string.Join(", ", a.Select(l => l.ToString("G3")))}");

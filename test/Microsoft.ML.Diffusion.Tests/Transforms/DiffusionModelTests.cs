@@ -7,20 +7,16 @@ namespace Microsoft.ML.Diffusion.Tests.Transforms;
 [TestClass]
 public class DiffusionModelTests
 {
-    private static MLContext _ml = null!;
-    private static DiffusionModel _model = null!;
-    private static IDataView _data = null!;
+    private static TestModel _fixture = null!;
+    private static MLContext _ml => _fixture.Ml;
+    private static IDataView _data => _fixture.Data;
+    private static DiffusionModel _model => _fixture.Model;
 
     [ClassInitialize]
-    public static void Fit(TestContext _)
-    {
-        _ml = new MLContext(seed: 1);
-        _data = _ml.Data.LoadFromEnumerable(TestData.Squares(32).ToList());
-        _model = _ml.Generative.Diffusion(TestData.TinyOptions(steps: 8)).Fit(_data);
-    }
+    public static void Fit(TestContext _) => _fixture = TestModel.Train("diffusion-model", steps: 8, count: 32);
 
     [ClassCleanup]
-    public static void Cleanup() => _model.Dispose();
+    public static void Cleanup() => _fixture.Dispose();
 
     [TestMethod]
     public void FitRecordsConfigAndSteps()

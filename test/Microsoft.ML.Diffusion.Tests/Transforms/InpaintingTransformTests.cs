@@ -10,9 +10,10 @@ namespace Microsoft.ML.Diffusion.Tests.Inpainting;
 [TestClass]
 public class InpaintingTransformTests
 {
-    private static MLContext _ml = null!;
-    private static DiffusionModel _model = null!;
-    private static string _dir = null!;
+    private static TestModel _fixture = null!;
+    private static MLContext _ml => _fixture.Ml;
+    private static DiffusionModel _model => _fixture.Model;
+    private static string _dir => _fixture.Directory;
 
     public sealed class MaskedRow
     {
@@ -59,20 +60,10 @@ public class InpaintingTransformTests
     }
 
     [ClassInitialize]
-    public static void Fit(TestContext _)
-    {
-        _ml = new MLContext(seed: 1);
-        _model = _ml.Generative.Diffusion(TestData.TinyOptions(steps: 2)).Fit(_ml.Data.LoadFromEnumerable(TestData.Squares(16).ToList()));
-        _dir = Path.Combine(Path.GetTempPath(), "diffusion-inpaint-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(_dir);
-    }
+    public static void Fit(TestContext _) => _fixture = TestModel.Shared("diffusion-inpaint");
 
     [ClassCleanup]
-    public static void Cleanup()
-    {
-        _model.Dispose();
-        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { }
-    }
+    public static void Cleanup() => _fixture.Dispose();
 
     private static InpaintOptions Fast(int resamplings = 2) => new() { Steps = 6, JumpLength = 2, Resamplings = resamplings, Seed = 4, BatchSize = 2 };
 

@@ -8,31 +8,25 @@ namespace Microsoft.ML.Diffusion.Tests.Transforms;
 [TestClass]
 public class LearnedVarianceModelTests
 {
-    private static MLContext _ml = null!;
-    private static IDataView _data = null!;
-    private static DiffusionModel _model = null!;
+    private static TestModel _fixture = null!;
+    private static MLContext _ml => _fixture.Ml;
+    private static IDataView _data => _fixture.Data;
+    private static DiffusionModel _model => _fixture.Model;
     private static DiffusionModel _fixedModel = null!;
-    private static string _dir = null!;
+    private static string _dir => _fixture.Directory;
 
     [ClassInitialize]
     public static void Fit(TestContext _)
     {
-        _ml = new MLContext(seed: 1);
-        _data = _ml.Data.LoadFromEnumerable(TestData.Squares(16).ToList());
-        var options = TestData.TinyOptions(steps: 6);
-        options.Variance = VarianceType.Learned;
-        _model = _ml.Generative.Diffusion(options).Fit(_data);
+        _fixture = TestModel.Train("diffusion-learned-variance", steps: 6, o => o.Variance = VarianceType.Learned);
         _fixedModel = _ml.Generative.Diffusion(TestData.TinyOptions(steps: 1)).Fit(_data);
-        _dir = Path.Combine(Path.GetTempPath(), "diffusion-learned-variance-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(_dir);
     }
 
     [ClassCleanup]
     public static void Cleanup()
     {
-        _model?.Dispose();
         _fixedModel?.Dispose();
-        if (_dir is not null && Directory.Exists(_dir)) Directory.Delete(_dir, true);
+        _fixture?.Dispose();
     }
 
     private static List<byte[]> Pixels(IEnumerable<MLImage> images) => images.Select(TestData.Pixels).ToList();

@@ -8,33 +8,24 @@ namespace Microsoft.ML.Diffusion.Tests.Transforms;
 [TestClass]
 public class PredictionAndInterpolationTests
 {
-    private static MLContext _ml = null!;
-    private static IDataView _data = null!;
-    private static DiffusionModel _model = null!;
-    private static string _dir = null!;
+    private static TestModel _fixture = null!;
+    private static MLContext _ml => _fixture.Ml;
+    private static IDataView _data => _fixture.Data;
+    private static DiffusionModel _model => _fixture.Model;
+    private static string _dir => _fixture.Directory;
 
     private static readonly SamplerOptions Deterministic = new() { Sampler = SamplerKind.Ddim, Steps = 5, Eta = 0f };
 
     [ClassInitialize]
-    public static void Fit(TestContext _)
+    public static void Fit(TestContext _) => _fixture = TestModel.Train("diffusion-prediction", steps: 6, o =>
     {
-        _ml = new MLContext(seed: 1);
-        _data = _ml.Data.LoadFromEnumerable(TestData.Squares(16).ToList());
-        var options = TestData.TinyOptions(steps: 6);
-        options.Prediction = PredictionType.VPrediction;
-        options.LossWeighting = LossWeighting.MinSnr;
-        options.Sampler = new SamplerOptions { Sampler = SamplerKind.DpmSolverPlusPlus, Steps = 5, DynamicThresholding = true, BatchSize = 16 };
-        _model = _ml.Generative.Diffusion(options).Fit(_data);
-        _dir = Path.Combine(Path.GetTempPath(), "diffusion-prediction-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(_dir);
-    }
+        o.Prediction = PredictionType.VPrediction;
+        o.LossWeighting = LossWeighting.MinSnr;
+        o.Sampler = new SamplerOptions { Sampler = SamplerKind.DpmSolverPlusPlus, Steps = 5, DynamicThresholding = true, BatchSize = 16 };
+    });
 
     [ClassCleanup]
-    public static void Cleanup()
-    {
-        _model?.Dispose();
-        if (_dir is not null && Directory.Exists(_dir)) Directory.Delete(_dir, true);
-    }
+    public static void Cleanup() => _fixture.Dispose();
 
     private static List<byte[]> Pixels(IEnumerable<MLImage> images) => images.Select(TestData.Pixels).ToList();
 

@@ -6,29 +6,17 @@ namespace Microsoft.ML.Diffusion.Tests.Transforms;
 [TestClass]
 public class SelfConditioningModelTests
 {
-    private static MLContext _ml = null!;
-    private static IDataView _data = null!;
-    private static DiffusionModel _model = null!;
-    private static string _dir = null!;
+    private static TestModel _fixture = null!;
+    private static MLContext _ml => _fixture.Ml;
+    private static IDataView _data => _fixture.Data;
+    private static DiffusionModel _model => _fixture.Model;
+    private static string _dir => _fixture.Directory;
 
     [ClassInitialize]
-    public static void Fit(TestContext _)
-    {
-        _ml = new MLContext(seed: 1);
-        _data = _ml.Data.LoadFromEnumerable(TestData.Squares(16).ToList());
-        var options = TestData.TinyOptions(steps: 6);
-        options.SelfConditioning = true;
-        _model = _ml.Generative.Diffusion(options).Fit(_data);
-        _dir = Path.Combine(Path.GetTempPath(), "diffusion-selfcond-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(_dir);
-    }
+    public static void Fit(TestContext _) => _fixture = TestModel.Train("diffusion-selfcond", steps: 6, o => o.SelfConditioning = true);
 
     [ClassCleanup]
-    public static void Cleanup()
-    {
-        _model?.Dispose();
-        if (_dir is not null && Directory.Exists(_dir)) Directory.Delete(_dir, true);
-    }
+    public static void Cleanup() => _fixture.Dispose();
 
     private static List<byte[]> Pixels(IEnumerable<MLImage> images) => images.Select(TestData.Pixels).ToList();
 

@@ -9,8 +9,9 @@ namespace Microsoft.ML.Diffusion.Tests.Inpainting;
 [TestClass]
 public class UpscalingTransformTests
 {
-    private static MLContext _ml = null!;
-    private static DiffusionModel _model = null!;
+    private static TestModel _fixture = null!;
+    private static MLContext _ml => _fixture.Ml;
+    private static DiffusionModel _model => _fixture.Model;
 
     public sealed class SmallRow
     {
@@ -29,14 +30,10 @@ public class UpscalingTransformTests
     }
 
     [ClassInitialize]
-    public static void Fit(TestContext _)
-    {
-        _ml = new MLContext(seed: 1);
-        _model = _ml.Generative.Diffusion(TestData.TinyOptions(steps: 2)).Fit(_ml.Data.LoadFromEnumerable(TestData.Squares(16).ToList()));
-    }
+    public static void Fit(TestContext _) => _fixture = TestModel.Shared("diffusion-upscale");
 
     [ClassCleanup]
-    public static void Cleanup() => _model.Dispose();
+    public static void Cleanup() => _fixture.Dispose();
 
     private static UpscaleOptions Fast(int factor = 2, int resamplings = 2) =>
         new() { Factor = factor, Steps = 6, JumpLength = 2, Resamplings = resamplings, Seed = 8, BatchSize = 2 };
