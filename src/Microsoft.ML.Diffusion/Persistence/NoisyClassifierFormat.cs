@@ -4,7 +4,8 @@ using Microsoft.ML.Runtime;
 namespace Microsoft.ML.Diffusion.Persistence;
 
 /// <summary>The binary layout of a <see cref="NoisyClassifierModel"/> inside an ML.NET model zip (versioned, like
-/// <see cref="DiffusionModelFormat"/>).</summary>
+/// <see cref="DiffusionModelFormat"/>): string NoisyClassifierModelConfig as JSON (network, schedule, T, columns, steps), the
+/// weight manifest, stream NoisyClassifierWeights.bin (see <see cref="NetworkModelFormat{TConfig, TNetwork}"/>).</summary>
 internal static class NoisyClassifierFormat
 {
     /// <summary>The stream holding the network's weights, TorchSharp's module format.</summary>
@@ -19,58 +20,12 @@ internal static class NoisyClassifierFormat
         loaderSignature: NoisyClassifierModel.LoaderSignature,
         loaderAssemblyName: typeof(NoisyClassifierModel).Assembly.FullName);
 
-    public static void Save(ModelSaveContext ctx, NoisyClassifierModelConfig config, NoisyClassifierNetwork network)
-    {
-        ArgumentNullException.ThrowIfNull(ctx);
-        ctx.CheckAtModel();
-        ctx.SetVersionInfo(GetVersionInfo());
-        // string: NoisyClassifierModelConfig as JSON (network, schedule, T, columns, steps)
-        ctx.Writer.Write(config.ToJson());
-        // the weight manifest (WeightManifest): int count; per tensor string name, int rank, long[rank] shape
-        WeightManifest.Write(ctx.Writer, network);
-        // stream NoisyClassifierWeights.bin: the weights (TorchSharp module.save format)
-        ctx.SaveBinaryStream(WeightsStreamName, w => network.save(w));
-    }
+    private static readonly NetworkModelFormat<NoisyClassifierModelConfig, NoisyClassifierNetwork> Format = new(
+        "noisy classifier", WeightsStreamName, VersionWritten, GetVersionInfo(),
+        c => c.ToJson(), NoisyClassifierModelConfig.FromJson, c => c.Validate(),
+        c => c.Network.MinimumParameterCount(), c => new NoisyClassifierNetwork(c.Network));
 
-    public static (NoisyClassifierModelConfig Config, NoisyClassifierNetwork Network) Load(ModelLoadContext ctx)
-    {
-        ArgumentNullException.ThrowIfNull(ctx);
-        if (ctx.Header.ModelVerReadable > VersionWritten)
-            throw new InvalidDataException(
-                $"This noisy classifier was saved by a newer Microsoft.ML.Diffusion (format 0x{ctx.Header.ModelVerWritten:X8}); " +
-                $"this release reads format 0x{VersionWritten:X8}. Update the Microsoft.ML.Diffusion package.");
-        ctx.CheckAtModel(GetVersionInfo());
-        NoisyClassifierModelConfig config;
-        try
-        {
-            config = NoisyClassifierModelConfig.FromJson(ctx.Reader.ReadString());
-        }
-        catch (System.Text.Json.JsonException e)
-        {
-            throw new InvalidDataException("The noisy classifier's configuration in the zip is corrupt.", e);
-        }
-        config.Validate();
-        var manifest = WeightManifest.Read(ctx.Reader);
-        long elements = TorchWeightsFormat.ElementCount(manifest, "The noisy classifier's weight manifest");
-        // Nothing is allocated by a size read from the file before the stream matches the manifest and the config's
-        // network fits in what the manifest holds.
-        string what = $"The noisy classifier's weights stream '{WeightsStreamName}'";
-        WeightManifest.ReadStream(ctx, WeightsStreamName, r => TorchWeightsFormat.Check(r, manifest, what), what);
-        double minimum = config.Network.MinimumParameterCount();
-        if (minimum > elements)
-            throw new InvalidDataException(
-                $"The noisy classifier's network config needs at least {minimum:G6} parameters but the zip holds {elements} weights; the file is corrupt or was edited.");
-        var network = new NoisyClassifierNetwork(config.Network);
-        try
-        {
-            WeightManifest.CheckModule(network, manifest);
-            WeightManifest.ReadStream(ctx, WeightsStreamName, r => network.load(r), what);
-            return (config, network);
-        }
-        catch
-        {
-            network.Dispose();
-            throw;
-        }
-    }
+    public static void Save(ModelSaveContext ctx, NoisyClassifierModelConfig config, NoisyClassifierNetwork network) => Format.Save(ctx, config, network);
+
+    public static (NoisyClassifierModelConfig Config, NoisyClassifierNetwork Network) Load(ModelLoadContext ctx) => Format.Load(ctx);
 }
