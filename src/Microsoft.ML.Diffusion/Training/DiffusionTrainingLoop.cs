@@ -284,12 +284,18 @@ public sealed class NonFiniteLossException : InvalidOperationException
     }
 
     /// <summary>The exception for step <paramref name="step"/> after <paramref name="attempts"/> tries gave a non-finite loss
-    /// <paramref name="lossValue"/>, or a finite loss with non-finite gradients.</summary>
-    internal static NonFiniteLossException AfterRetries(long step, float lossValue, float lastFiniteLoss, int attempts) =>
-        float.IsFinite(lossValue)
+    /// <paramref name="lossValue"/>, or a finite loss with non-finite gradients. <paramref name="network"/> names the network in
+    /// the message ("the classifier's gradients", "the classifier's <paramref name="lossName"/> is NaN"); null: "the gradients",
+    /// "the loss".</summary>
+    internal static NonFiniteLossException AfterRetries(long step, float lossValue, float lastFiniteLoss, int attempts,
+        string? network = null, string lossName = "loss")
+    {
+        string owner = network is null ? "the" : $"the {network}'s";
+        return float.IsFinite(lossValue)
             ? new NonFiniteLossException(step, float.NaN, lastFiniteLoss,
-                $"the gradients are not finite ({attempts} attempts) although the loss is {lossValue:G6}")
-            : new NonFiniteLossException(step, lossValue, lastFiniteLoss);
+                $"{owner} gradients are not finite ({attempts} attempts) although the loss is {lossValue:G6}")
+            : new NonFiniteLossException(step, lossValue, lastFiniteLoss, network is null ? null : $"{owner} {lossName} is {lossValue}");
+    }
 
     private NonFiniteLossException(long step, float loss, float lastFiniteLoss, string message, string? checkpointPath)
         : base(message)

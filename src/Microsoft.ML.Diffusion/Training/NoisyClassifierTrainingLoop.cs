@@ -92,10 +92,7 @@ public sealed class NoisyClassifierTrainingLoop : IDisposable
                 if (attempt == MaxAttempts)
                 {
                     _optimizer.zero_grad();
-                    if (!float.IsFinite(lossValue))
-                        throw new NonFiniteLossException(Step + 1, lossValue, LastFiniteLoss, $"the classifier's cross-entropy is {lossValue}");
-                    throw new NonFiniteLossException(Step + 1, float.NaN, LastFiniteLoss,
-                        $"the classifier's gradients are not finite ({MaxAttempts} attempts) although the loss is {lossValue:G6}");
+                    throw NonFiniteLossException.AfterRetries(Step + 1, lossValue, LastFiniteLoss, MaxAttempts, "classifier", "cross-entropy");
                 }
             }
             _optimizer.step();
