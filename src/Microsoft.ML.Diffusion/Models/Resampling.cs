@@ -25,7 +25,7 @@ public sealed class Downsample : UNetBlock
     public override Tensor forward(Tensor x, Tensor temb) => conv.forward(x);
 }
 
-/// <summary>Doubles the feature map: nearest-neighbour upsampling then a 3x3 convolution.</summary>
+/// <summary>Doubles the feature map: nearest-neighbour upsampling then a 3x3 convolution (computed as a sub-pixel convolution).</summary>
 public sealed class Upsample : UNetBlock
 {
     private readonly nn.Module<Tensor, Tensor> conv;
@@ -45,6 +45,9 @@ public sealed class Upsample : UNetBlock
     /// <inheritdoc/>
     public override Tensor forward(Tensor x, Tensor temb)
     {
+        // A plain convolution runs as four 2x2 phase convolutions on x (same result, 2.25x fewer FLOPs; see
+        // NearestUpsampleConv). A channel-padded one (fewer than 32 channels) keeps the padded path.
+        if (conv is Conv2d plain) return NearestUpsampleConv.Forward(x, plain.weight!, plain.bias);
         using var scope = NewDisposeScope();
         var up = nn.functional.interpolate(x, scale_factor: new[] { 2.0, 2.0 }, mode: InterpolationMode.Nearest);
         return conv.forward(up).MoveToOuterDisposeScope();
