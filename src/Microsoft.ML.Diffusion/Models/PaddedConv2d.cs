@@ -58,7 +58,7 @@ public sealed class PaddedConv2d : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         // A layer with very few channels (an image's 1 or 3 at the U-Net's ends) runs as a matrix product (MKL), not as a
-        // 32-channel padded convolution: 8-30x less work at the same result up to float rounding.
+        // 32-channel padded convolution: 8-32x less work at the same result up to float rounding.
         if (x.dtype == ScalarType.Float32 && _stride == 1)
         {
             if (_inChannels <= MatrixProductChannels) return ForwardByUnfold(x);
