@@ -162,17 +162,17 @@ public sealed class AutoencoderModel : ITransformer, ICanSaveModel, IDisposable,
 
     int IImageBatchMapper<ImageRequest>.OutputSize => ImageSize;
 
-    int IImageBatchMapper<ImageRequest>.BatchSize => 16;
+    int IBatchRowMapper<ImageRequest, byte[]>.BatchSize => 16;
 
     private string Why => $"the autoencoder's image size (ImageSize {ImageSize}, factor {DownsamplingFactor})";
 
-    IReadOnlyList<DataViewSchema.Column> IImageBatchMapper<ImageRequest>.CheckInput(DataViewSchema inputSchema) =>
+    IReadOnlyList<DataViewSchema.Column> IBatchRowMapper<ImageRequest, byte[]>.CheckInput(DataViewSchema inputSchema) =>
         new[] { ImageMappingColumns.CheckImage(inputSchema, InputColumnName, ImageSize, Why) };
 
-    Func<long, ImageRequest> IImageBatchMapper<ImageRequest>.CreateReader(DataViewRow row)
+    Func<long, ImageRequest> IBatchRowMapper<ImageRequest, byte[]>.CreateReader(DataViewRow row)
         => ImageMappingColumns.RequestReader(row, row.Schema[InputColumnName], ImageSize, Channels, Why);
 
-    byte[][] IImageBatchMapper<ImageRequest>.MapBatch(IReadOnlyList<ImageRequest> requests)
+    byte[][] IBatchRowMapper<ImageRequest, byte[]>.MapBatch(IReadOnlyList<ImageRequest> requests)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         using var x = ImageRequest.Images(requests, Channels, ImageSize);
@@ -198,14 +198,14 @@ public sealed class AutoencoderModel : ITransformer, ICanSaveModel, IDisposable,
     {
         ArgumentNullException.ThrowIfNull(input);
         ObjectDisposedException.ThrowIf(_disposed, this);
-        return new ImageMappingDataView<ImageRequest>(this, input, GetOutputSchema(input.Schema));
+        return new BatchMappingDataView<ImageRequest, byte[]>(this, input, GetOutputSchema(input.Schema));
     }
 
     /// <summary>A row-to-row mapper for PredictionEngine.</summary>
     public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        return new ImageMappingRowMapper<ImageRequest>(this, inputSchema, GetOutputSchema(inputSchema));
+        return new BatchMappingRowMapper<ImageRequest, byte[]>(this, inputSchema, GetOutputSchema(inputSchema));
     }
 
     // ---- persistence ----

@@ -525,7 +525,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         ArgumentNullException.ThrowIfNull(input);
         ObjectDisposedException.ThrowIf(_disposed, this);
         CheckGenerates();
-        return new ImageMappingDataView<GenerationRequest>(new GenerationMapper(this), input, GetOutputSchema(input.Schema));
+        return new BatchMappingDataView<GenerationRequest, byte[]>(new GenerationMapper(this), input, GetOutputSchema(input.Schema));
     }
 
     /// <summary>A row-to-row mapper (one image per row, batch of one) for PredictionEngine.</summary>
@@ -533,7 +533,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
         CheckGenerates();
-        return new ImageMappingRowMapper<GenerationRequest>(new GenerationMapper(this), inputSchema, GetOutputSchema(inputSchema));
+        return new BatchMappingRowMapper<GenerationRequest, byte[]>(new GenerationMapper(this), inputSchema, GetOutputSchema(inputSchema));
     }
 
     // ---- persistence ----

@@ -28,14 +28,13 @@ internal sealed record ImageRequest(long Row, float[] Image, float[]? Mask)
 }
 
 /// <summary>
-/// What <see cref="ImageMappingDataView{TRequest}"/> and <see cref="ImageMappingRowMapper{TRequest}"/> need from a transformer
-/// that adds one image per row: which input columns it reads, how to read one row as a <typeparamref name="TRequest"/>, and
-/// how to map a batch of requests to output images (Bgra32 pixels, <see cref="OutputSize"/> square). Image-to-image
+/// A batch mapper that adds one image per row: <see cref="IBatchRowMapper{TRequest, TResult}.MapBatch"/> gives Bgra32 pixels,
+/// <see cref="OutputSize"/> square, which the output column serves as a new <see cref="MLImage"/> on each call. Image-to-image
 /// transformers (<see cref="ImageToImageTransformer"/>, <see cref="AutoencoderModel"/>) read <see cref="ImageRequest"/>s;
 /// generation (<see cref="GenerationMapper"/>) reads <see cref="GenerationRequest"/>s.
 /// </summary>
 /// <typeparam name="TRequest">What one input row holds for the mapping.</typeparam>
-internal interface IImageBatchMapper<TRequest>
+internal interface IImageBatchMapper<TRequest> : IBatchRowMapper<TRequest, byte[]>
 {
     /// <summary>The column the transform adds.</summary>
     string OutputColumnName { get; }
@@ -43,19 +42,17 @@ internal interface IImageBatchMapper<TRequest>
     /// <summary>Side of the output images.</summary>
     int OutputSize { get; }
 
-    /// <summary>Rows mapped together.</summary>
-    int BatchSize { get; }
+    int IBatchRowMapper<TRequest, byte[]>.OutputColumnCount => 1;
 
-    /// <summary>Checks the input schema and returns the columns the output depends on.</summary>
-    IReadOnlyList<DataViewSchema.Column> CheckInput(DataViewSchema inputSchema);
-
-    /// <summary>A reader of the current row of <paramref name="row"/> (which has the <see cref="CheckInput"/> columns active);
-    /// its argument is the row index. Throws, naming the column and the value found, for a row it cannot map (e.g. an image
-    /// or mask of the wrong size).</summary>
-    Func<long, TRequest> CreateReader(DataViewRow row);
-
-    /// <summary>Maps a batch of rows to Bgra32 pixel arrays, one per row, each depending only on its own row.</summary>
-    byte[][] MapBatch(IReadOnlyList<TRequest> requests);
+    Delegate IBatchRowMapper<TRequest, byte[]>.CreateGetter(int outputIndex, DataViewSchema.Column column, Type valueType, Func<byte[]> result)
+    {
+        if (valueType != typeof(MLImage))
+            throw new InvalidOperationException($"Column '{column.Name}' holds MLImage values; the getter asked for {valueType.Name}.");
+        int size = OutputSize;
+        // A new image each call: downstream image transforms dispose the images they read.
+        ValueGetter<MLImage> getter = (ref MLImage value) => value = MLImage.CreateFromPixels(size, size, MLPixelFormat.Bgra32, result());
+        return getter;
+    }
 }
 
 /// <summary>Helpers of the image-to-image transformers.</summary>

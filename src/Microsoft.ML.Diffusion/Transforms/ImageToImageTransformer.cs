@@ -52,7 +52,7 @@ public abstract class ImageToImageTransformer : ITransformer, ICanSaveModel, IDi
     /// or type found and the one expected.</summary>
     private protected abstract IReadOnlyList<DataViewSchema.Column> CheckInput(DataViewSchema inputSchema);
 
-    /// <summary>A reader of the current row of <paramref name="row"/> (see <see cref="IImageBatchMapper{TRequest}.CreateReader"/>).</summary>
+    /// <summary>A reader of the current row of <paramref name="row"/> (see <see cref="IBatchRowMapper{TRequest, TResult}.CreateReader"/>).</summary>
     private protected abstract Func<long, ImageRequest> CreateReader(DataViewRow row);
 
     /// <summary>Maps a batch of rows to Bgra32 pixel arrays of the model's size, one per row, each depending on its own row only.</summary>
@@ -65,13 +65,13 @@ public abstract class ImageToImageTransformer : ITransformer, ICanSaveModel, IDi
 
     int IImageBatchMapper<ImageRequest>.OutputSize => Model.ImageSize;
 
-    int IImageBatchMapper<ImageRequest>.BatchSize => BatchSize;
+    int IBatchRowMapper<ImageRequest, byte[]>.BatchSize => BatchSize;
 
-    IReadOnlyList<DataViewSchema.Column> IImageBatchMapper<ImageRequest>.CheckInput(DataViewSchema inputSchema) => CheckInput(inputSchema);
+    IReadOnlyList<DataViewSchema.Column> IBatchRowMapper<ImageRequest, byte[]>.CheckInput(DataViewSchema inputSchema) => CheckInput(inputSchema);
 
-    Func<long, ImageRequest> IImageBatchMapper<ImageRequest>.CreateReader(DataViewRow row) => CreateReader(row);
+    Func<long, ImageRequest> IBatchRowMapper<ImageRequest, byte[]>.CreateReader(DataViewRow row) => CreateReader(row);
 
-    byte[][] IImageBatchMapper<ImageRequest>.MapBatch(IReadOnlyList<ImageRequest> requests)
+    byte[][] IBatchRowMapper<ImageRequest, byte[]>.MapBatch(IReadOnlyList<ImageRequest> requests)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         return MapBatch(requests);
@@ -96,14 +96,14 @@ public abstract class ImageToImageTransformer : ITransformer, ICanSaveModel, IDi
     {
         ArgumentNullException.ThrowIfNull(input);
         ObjectDisposedException.ThrowIf(_disposed, this);
-        return new ImageMappingDataView<ImageRequest>(this, input, GetOutputSchema(input.Schema));
+        return new BatchMappingDataView<ImageRequest, byte[]>(this, input, GetOutputSchema(input.Schema));
     }
 
     /// <summary>A row-to-row mapper (one row at a time) for PredictionEngine.</summary>
     public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        return new ImageMappingRowMapper<ImageRequest>(this, inputSchema, GetOutputSchema(inputSchema));
+        return new BatchMappingRowMapper<ImageRequest, byte[]>(this, inputSchema, GetOutputSchema(inputSchema));
     }
 
     // ---- persistence ----

@@ -161,8 +161,8 @@ public sealed class NoisyClassifierModel : ITransformer, ICanSaveModel, IDisposa
 
     // ---- ITransformer ----
 
-    /// <summary>False: <see cref="Transform"/> classifies images in batches; use Transform (PredictionEngine is not supported).</summary>
-    public bool IsRowToRowMapper => false;
+    /// <summary>True: a PredictionEngine classifies each row on its own (<see cref="Transform"/> classifies in batches of 64).</summary>
+    public bool IsRowToRowMapper => true;
 
     /// <summary>The input schema plus <see cref="PredictedLabelColumnName"/> (key, NumClasses values) and <see cref="ScoreColumnName"/>
     /// (Single vector of NumClasses); throws, naming the column, when the image column is missing or of the wrong size.</summary>
@@ -182,12 +182,16 @@ public sealed class NoisyClassifierModel : ITransformer, ICanSaveModel, IDisposa
     {
         ArgumentNullException.ThrowIfNull(input);
         ObjectDisposedException.ThrowIf(_disposed, this);
-        return new ClassifierScoreDataView(this, input, GetOutputSchema(input.Schema));
+        return new BatchMappingDataView<float[], float[]>(new ClassifierScoreMapper(this), input, GetOutputSchema(input.Schema));
     }
 
-    /// <summary>Not supported (<see cref="IsRowToRowMapper"/> is false): use <see cref="Transform"/>.</summary>
-    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) =>
-        throw new NotSupportedException("NoisyClassifierModel classifies images in batches; use Transform (IsRowToRowMapper is false).");
+    /// <summary>The row-by-row classifier (PredictionEngine): the same columns as <see cref="Transform"/>, each row classified on its own.</summary>
+    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return new BatchMappingRowMapper<float[], float[]>(new ClassifierScoreMapper(this), inputSchema, GetOutputSchema(inputSchema));
+    }
 
     /// <summary>Class probabilities (softmax at t = 0) of a batch of images read from column <see cref="ImageColumnName"/>: one array per image.</summary>
     internal float[][] ScoreBatch(IReadOnlyList<float[]> images)

@@ -111,6 +111,50 @@ public class NoisyClassifierTests
         StringAssert.Contains(e.Message, "'Image'");
     }
 
+    /// <summary>A PredictionEngine's output row: the classifier's two columns.</summary>
+    public sealed class ClassifiedRow
+    {
+        public uint PredictedLabel { get; set; }
+
+        [VectorType(2)]
+        public float[] Score { get; set; } = Array.Empty<float>();
+    }
+
+    [TestMethod]
+    public void PredictionEngineClassifiesEachRowAsTransformDoes()
+    {
+        Assert.IsTrue(_classifier.IsRowToRowMapper);
+        var rows = LeftRight(6, 9).ToList();
+        var viaTransform = _classifier.Transform(_ml.Data.LoadFromEnumerable(rows));
+        var scores = viaTransform.GetColumn<VBuffer<float>>("Score").Select(v => v.DenseValues().ToArray()).ToList();
+        var labels = viaTransform.GetColumn<uint>("PredictedLabel").ToList();
+        // OwnsTransformer = false: disposing the engine must not dispose the shared classifier.
+        using var engine = _ml.Model.CreatePredictionEngine<TestData.Image8, ClassifiedRow>(_classifier,
+            new PredictionEngineOptions { OwnsTransformer = false });
+        for (int i = 0; i < rows.Count; i++)
+        {
+            var one = engine.Predict(rows[i]);
+            Assert.HasCount(2, one.Score);
+            // A batch of one sums in the kernels' order for one image; equal up to float rounding.
+            Assert.AreEqual(scores[i][0], one.Score[0], 1e-5f, $"row {i}");
+            Assert.AreEqual(scores[i][1], one.Score[1], 1e-5f, $"row {i}");
+            Assert.AreEqual(labels[i], one.PredictedLabel, $"row {i}");
+        }
+        // The engine classifies each input anew: the same rows in another order give their own results.
+        var last = engine.Predict(rows[^1]);
+        var first = engine.Predict(rows[0]);
+        Assert.AreEqual(scores[^1][0], last.Score[0], 1e-5f);
+        Assert.AreEqual(scores[0][0], first.Score[0], 1e-5f);
+    }
+
+    [TestMethod]
+    public void PredictionEngineNamesAMissingImageColumn()
+    {
+        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => _classifier.GetRowToRowMapper(
+            _ml.Data.LoadFromEnumerable(new[] { new { Picture = 1f } }).Schema));
+        StringAssert.Contains(e.Message, "'Image'");
+    }
+
     [TestMethod]
     public void SaveAndLoadGiveIdenticalScores()
     {

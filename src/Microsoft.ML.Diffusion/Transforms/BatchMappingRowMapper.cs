@@ -3,22 +3,26 @@ using Microsoft.ML.Data;
 namespace Microsoft.ML.Diffusion;
 
 /// <summary>
-/// Row-by-row mapping of a transformer that adds one image per row (PredictionEngine): each row is mapped on its own
-/// (a batch of one), so its image equals the one the batched Transform (<see cref="ImageMappingDataView{TRequest}"/>) makes for it.
+/// Row-by-row mapping of a transformer that adds columns computed in batches (PredictionEngine): each row is mapped on its
+/// own (a batch of one), so its outputs equal, up to float rounding, the ones the batched Transform
+/// (<see cref="BatchMappingDataView{TRequest, TResult}"/>) makes for it.
 /// </summary>
 /// <typeparam name="TRequest">What the mapper reads of one row.</typeparam>
-internal sealed class ImageMappingRowMapper<TRequest> : IRowToRowMapper
+/// <typeparam name="TResult">What the mapper gives one row.</typeparam>
+internal sealed class BatchMappingRowMapper<TRequest, TResult> : IRowToRowMapper
 {
-    private readonly IImageBatchMapper<TRequest> _mapper;
+    private readonly IBatchRowMapper<TRequest, TResult> _mapper;
     private readonly IReadOnlyList<DataViewSchema.Column> _dependencies;
 
-    public ImageMappingRowMapper(IImageBatchMapper<TRequest> mapper, DataViewSchema inputSchema, DataViewSchema outputSchema)
+    public BatchMappingRowMapper(IBatchRowMapper<TRequest, TResult> mapper, DataViewSchema inputSchema, DataViewSchema outputSchema)
     {
         _mapper = mapper;
         InputSchema = inputSchema;
         OutputSchema = outputSchema;
         _dependencies = mapper.CheckInput(inputSchema);
     }
+
+    private int FirstOutput => OutputSchema.Count - _mapper.OutputColumnCount;
 
     public DataViewSchema InputSchema { get; }
 
@@ -27,10 +31,9 @@ internal sealed class ImageMappingRowMapper<TRequest> : IRowToRowMapper
     public IEnumerable<DataViewSchema.Column> GetDependencies(IEnumerable<DataViewSchema.Column> dependingColumns)
     {
         var result = new List<DataViewSchema.Column>();
-        int outputIndex = OutputSchema.Count - 1;
         foreach (var c in dependingColumns)
         {
-            if (c.Index == outputIndex) result.AddRange(_dependencies);
+            if (c.Index >= FirstOutput) result.AddRange(_dependencies);
             else result.Add(InputSchema[c.Name]);
         }
         return result.Distinct();
@@ -41,18 +44,18 @@ internal sealed class ImageMappingRowMapper<TRequest> : IRowToRowMapper
 
     private sealed class Row : DataViewRow
     {
-        private readonly ImageMappingRowMapper<TRequest> _parent;
+        private readonly BatchMappingRowMapper<TRequest, TResult> _parent;
         private readonly DataViewRow _input;
         private readonly bool[] _active;
         private readonly Func<long, TRequest>? _reader;
 
-        public Row(ImageMappingRowMapper<TRequest> parent, DataViewRow input, IEnumerable<DataViewSchema.Column> activeColumns)
+        public Row(BatchMappingRowMapper<TRequest, TResult> parent, DataViewRow input, IEnumerable<DataViewSchema.Column> activeColumns)
         {
             _parent = parent;
             _input = input;
             _active = new bool[parent.OutputSchema.Count];
             foreach (var c in activeColumns) _active[c.Index] = true;
-            if (_active[parent.OutputSchema.Count - 1]) _reader = parent._mapper.CreateReader(input);
+            if (_active.Skip(parent.FirstOutput).Any(a => a)) _reader = parent._mapper.CreateReader(input);
         }
 
         public override DataViewSchema Schema => _parent.OutputSchema;
@@ -63,21 +66,15 @@ internal sealed class ImageMappingRowMapper<TRequest> : IRowToRowMapper
 
         public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
         {
-            int outputIndex = _parent.OutputSchema.Count - 1;
-            if (column.Index != outputIndex)
+            int first = _parent.FirstOutput;
+            if (column.Index < first)
                 return _input.GetGetter<TValue>(_parent.InputSchema[column.Name]);
-            if (typeof(TValue) != typeof(MLImage))
-                throw new InvalidOperationException($"Column '{column.Name}' holds MLImage values; the getter asked for {typeof(TValue).Name}.");
             if (_reader is null)
                 throw new InvalidOperationException($"Column '{column.Name}' is not active in this row.");
             var mapper = _parent._mapper;
-            ValueGetter<MLImage> getter = (ref MLImage value) =>
-            {
-                // Not cached by position: a PredictionEngine reuses the position for different inputs.
-                var pixels = mapper.MapBatch(new[] { _reader(Math.Max(0, _input.Position)) })[0];
-                value = MLImage.CreateFromPixels(mapper.OutputSize, mapper.OutputSize, MLPixelFormat.Bgra32, pixels);
-            };
-            return (ValueGetter<TValue>)(Delegate)getter;
+            // Not cached by position: a PredictionEngine reuses the position for different inputs.
+            return (ValueGetter<TValue>)mapper.CreateGetter(column.Index - first, column, typeof(TValue),
+                () => mapper.MapBatch(new[] { _reader(Math.Max(0, _input.Position)) })[0]);
         }
     }
 }

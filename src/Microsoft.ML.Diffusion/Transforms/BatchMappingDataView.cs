@@ -3,17 +3,19 @@ using Microsoft.ML.Data;
 namespace Microsoft.ML.Diffusion;
 
 /// <summary>
-/// The lazy output of a transformer that adds one image per row (<see cref="IImageBatchMapper{TRequest}"/>: generation,
-/// inpainting, upscaling, autoencoding): the input's columns plus the output image. A second cursor reads the rows the
-/// output depends on ahead, so that they are mapped in batches while every other column passes through from the input cursor.
+/// The lazy output of a transformer that adds columns computed in batches (<see cref="IBatchRowMapper{TRequest, TResult}"/>:
+/// generation, inpainting, upscaling and autoencoding add an image, the noisy classifier a label and scores): the input's
+/// columns plus the added ones. A second cursor reads the rows the outputs depend on ahead, so that they are mapped in batches
+/// while every other column passes through from the input cursor.
 /// </summary>
 /// <typeparam name="TRequest">What the mapper reads of one row.</typeparam>
-internal sealed class ImageMappingDataView<TRequest> : IDataView
+/// <typeparam name="TResult">What the mapper gives one row.</typeparam>
+internal sealed class BatchMappingDataView<TRequest, TResult> : IDataView where TResult : class
 {
-    private readonly IImageBatchMapper<TRequest> _mapper;
+    private readonly IBatchRowMapper<TRequest, TResult> _mapper;
     private readonly IDataView _source;
 
-    public ImageMappingDataView(IImageBatchMapper<TRequest> mapper, IDataView source, DataViewSchema schema)
+    public BatchMappingDataView(IBatchRowMapper<TRequest, TResult> mapper, IDataView source, DataViewSchema schema)
     {
         _mapper = mapper;
         _source = source;
@@ -34,28 +36,28 @@ internal sealed class ImageMappingDataView<TRequest> : IDataView
 
     private sealed class Cursor : DataViewRowCursor
     {
-        private readonly ImageMappingDataView<TRequest> _parent;
+        private readonly BatchMappingDataView<TRequest, TResult> _parent;
         private readonly DataViewRowCursor _input;
         private readonly bool[] _active;
-        private readonly int _outputIndex;
+        private readonly int _firstOutput;
         private readonly DataViewRowCursor? _lookahead;
         private readonly Func<long, TRequest>? _reader;
-        private readonly Queue<byte[]> _ready = new();
-        private byte[]? _current;
+        private readonly Queue<TResult> _ready = new();
+        private TResult? _current;
         private long _position = -1;
         private long _lookaheadRow;
 
-        public Cursor(ImageMappingDataView<TRequest> parent, IEnumerable<DataViewSchema.Column> columnsNeeded)
+        public Cursor(BatchMappingDataView<TRequest, TResult> parent, IEnumerable<DataViewSchema.Column> columnsNeeded)
         {
             _parent = parent;
             var schema = parent.Schema;
-            _outputIndex = schema.Count - 1;
+            _firstOutput = schema.Count - parent._mapper.OutputColumnCount;
             _active = new bool[schema.Count];
             foreach (var c in columnsNeeded) _active[c.Index] = true;
             var src = parent._source.Schema;
-            var inputCols = schema.Take(_outputIndex).Where(c => _active[c.Index]).Select(c => src[c.Name]).ToList();
+            var inputCols = schema.Take(_firstOutput).Where(c => _active[c.Index]).Select(c => src[c.Name]).ToList();
             _input = parent._source.GetRowCursor(inputCols);
-            if (_active[_outputIndex])
+            if (_active.Skip(_firstOutput).Any(a => a))
             {
                 var dependencies = parent._mapper.CheckInput(src);
                 _lookahead = parent._source.GetRowCursor(dependencies);
@@ -93,26 +95,18 @@ internal sealed class ImageMappingDataView<TRequest> : IDataView
             }
             if (requests.Count == 0)
                 throw new InvalidOperationException("The input changed while it was read: the look-ahead cursor ended before the row cursor.");
-            foreach (var px in _parent._mapper.MapBatch(requests))
-                _ready.Enqueue(px);
+            foreach (var result in _parent._mapper.MapBatch(requests))
+                _ready.Enqueue(result);
         }
 
         public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
         {
             if (!_active[column.Index])
                 throw new InvalidOperationException($"Column '{column.Name}' is not active in this cursor.");
-            if (column.Index != _outputIndex)
+            if (column.Index < _firstOutput)
                 return _input.GetGetter<TValue>(_parent._source.Schema[column.Name]);
-            if (typeof(TValue) != typeof(MLImage))
-                throw new InvalidOperationException($"Column '{column.Name}' holds MLImage values; the getter asked for {typeof(TValue).Name}.");
-            int size = _parent._mapper.OutputSize;
-            ValueGetter<MLImage> getter = (ref MLImage value) =>
-            {
-                if (_current is null) throw new InvalidOperationException("The cursor is not on a row.");
-                // A new image each call: downstream image transforms dispose the images they read.
-                value = MLImage.CreateFromPixels(size, size, MLPixelFormat.Bgra32, _current);
-            };
-            return (ValueGetter<TValue>)(Delegate)getter;
+            return (ValueGetter<TValue>)_parent._mapper.CreateGetter(column.Index - _firstOutput, column, typeof(TValue),
+                () => _current ?? throw new InvalidOperationException("The cursor is not on a row."));
         }
 
         protected override void Dispose(bool disposing)
