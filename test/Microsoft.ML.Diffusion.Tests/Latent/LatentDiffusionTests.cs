@@ -52,6 +52,32 @@ public class LatentDiffusionTests
     }
 
     [TestMethod]
+    public void ClassifierGuidanceIsRefusedForALatentModel()
+    {
+        // Training a noisy classifier for the latent model is refused, naming the option and the latent shape.
+        var train = Assert.ThrowsExactly<ArgumentException>(() => _ml.Generative.NoisyClassifier(new NoisyClassifierTrainer.Options
+        {
+            DiffusionModel = _model, ImageColumnName = "Image", LabelColumnName = "Label", NumClasses = 2, BaseChannels = 8,
+            GroupNormGroups = 4, BatchSize = 8, MaxSteps = 1,
+        }).Fit(_data));
+        StringAssert.Contains(train.Message, "NoisyClassifierTrainer.Options.DiffusionModel is a latent diffusion model (4x8x8 latents)");
+
+        // A classifier trained for a pixel-space model of the same size, set on the latent model's sampler, is refused too.
+        var pixelOptions = TestData.TinyOptions(steps: 1);
+        pixelOptions.ImageSize = 16;
+        pixelOptions.AttentionResolutions = new[] { 8 };
+        using var pixel = _ml.Generative.Diffusion(pixelOptions).Fit(_data);
+        using var classifier = _ml.Generative.NoisyClassifier(new NoisyClassifierTrainer.Options
+        {
+            DiffusionModel = pixel, ImageColumnName = "Image", LabelColumnName = "Label", NumClasses = 24, BaseChannels = 8,
+            GroupNormGroups = 4, BatchSize = 8, MaxSteps = 1,
+        }).Fit(_data);
+        var sample = Assert.ThrowsExactly<ArgumentException>(() => _model.Generate(new[] { 0, 1 },
+            new SamplerOptions { Sampler = SamplerKind.Ddim, Steps = 2, Classifier = classifier, ClassifierScale = 2 }));
+        StringAssert.Contains(sample.Message, "SamplerOptions.Classifier is set, but this is a latent diffusion model");
+    }
+
+    [TestMethod]
     public void NetworkWorksOnTheLatentGridAndImagesHaveFullSize()
     {
         Assert.AreEqual(8, _model.Config.Network.ImageSize);
