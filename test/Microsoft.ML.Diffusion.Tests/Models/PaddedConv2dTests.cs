@@ -13,6 +13,7 @@ public class PaddedConv2dTests
     [DataRow(32, 1, 3, 1)]      // few outputs: a matrix product per tap, shifted and summed
     [DataRow(40, 3, 3, 1)]
     [DataRow(4, 4, 3, 1)]
+    [DataRow(40, 3, 1, 1)]
     [DataRow(3, 8, 3, 2)]
     [DataRow(8, 24, 1, 1)]
     public void EqualsTheConvolutionAndItsGradientsComputedInFloat64(int cin, int cout, int k, int stride)
