@@ -7,29 +7,21 @@ namespace Microsoft.ML.Diffusion;
 /// Process-wide settings of the native backend, applied when this assembly loads (before its first tensor op).
 /// </summary>
 /// <remarks>
-/// <para>
-/// CPU instruction sets. libtorch 2.10 (oneDNN 3.7) computes wrong or NaN results for convolutions narrower than 32
-/// channels, with its AVX-512 kernels at random (AMD EPYC, Zen 5) and with its AVX2 kernels for some input gradients;
-/// the library keeps every narrow layer off those kernels (<see cref="Models.PaddedConv2d"/>), so it runs on libtorch's
-/// full instruction set by default: AVX-512 and AVX-512 BF16 where the CPU has them, about 1.7x faster convolutions than
-/// AVX2 and fast bfloat16. (Earlier builds limited libtorch to AVX2 on AMD AVX-512 CPUs instead; with the
-/// narrow layers handled, the test suite passes without the limit, also under load, and 200 backward passes of the
-/// 28x28 U-Net under load gave bit-identical gradients, equal across processes.)
-/// </para>
-/// <para>
-/// Set <c>MLNET_DIFFUSION_CPU_ISA=AVX2</c> to get the old limit: this then sets, in the process environment and only
-/// where not set already, <c>DNNL_MAX_CPU_ISA=AVX2</c> (oneDNN), <c>ATEN_CPU_CAPABILITY=avx2</c> (libtorch's own kernels)
-/// and <c>MKL_ENABLE_INSTRUCTIONS=AVX2</c> (MKL). Kernels of one instruction set sum in one order, so that setting makes
-/// float32 results equal across AVX2 and AVX-512 machines (e.g. the bundled models' images, which were made with it); it
-/// has no fast bfloat16 kernels.
-/// </para>
+/// On AMD EPYC (Zen) virtual machines with AVX-512 (this project's build and CI machines), libtorch 2.10's AVX-512
+/// kernels (1) return NaN or wrong values at random, more often the busier the machine is, mostly in oneDNN's
+/// convolution backward, and (2) give results that differ in the last bits from one process to another, so a saved
+/// model would not reproduce its images exactly elsewhere. With AVX2 kernels both are gone in our tests (and
+/// <see cref="Models.PaddedConv2d"/> keeps narrow layers on wide kernels; the training loop recomputes a step whose
+/// loss or gradients are not finite). On such CPUs this sets, in the process environment and only where not set
+/// already, <c>DNNL_MAX_CPU_ISA=AVX2</c> (oneDNN), <c>ATEN_CPU_CAPABILITY=avx2</c> (libtorch's own kernels) and
+/// <c>MKL_ENABLE_INSTRUCTIONS=AVX2</c> (MKL). Set <c>DNNL_MAX_CPU_ISA</c> yourself (e.g. to <c>ALL</c>) to keep the
+/// AVX-512 kernels: about 1.5x faster convolutions, without these guarantees.
 /// </remarks>
 public static class TorchRuntime
 {
     private static int _initialized;
 
-    /// <summary>The instruction-set limit applied by this library (<c>"AVX2"</c> when <c>MLNET_DIFFUSION_CPU_ISA=AVX2</c> asked for
-    /// it), or null when none was applied (the default).</summary>
+    /// <summary>The oneDNN ISA limit applied by this library, or null when none was applied.</summary>
     public static string? AppliedOneDnnIsaLimit { get; private set; }
 
 #pragma warning disable CA2255 // The settings must precede the first tensor op, which may come from any entry point of the library.
@@ -44,7 +36,7 @@ public static class TorchRuntime
     /// Applies the settings once; call it before any TorchSharp use if TorchSharp runs before this library loads.
     /// </summary>
     /// <remarks>
-    /// Besides the optional instruction-set limit (see the type's remarks), on Linux with glibc this raises malloc's mmap threshold to
+    /// Besides the oneDNN ISA limit (see the type's remarks), on Linux with glibc this raises malloc's mmap threshold to
     /// its largest value (32 MiB) and its trim threshold to 2 GiB, unless <c>GLIBC_TUNABLES</c>,
     /// <c>MALLOC_MMAP_THRESHOLD_</c> or <c>MALLOC_TRIM_THRESHOLD_</c> is set, or <c>MLNET_DIFFUSION_MALLOC=default</c>.
     /// libtorch allocates every activation afresh; with glibc's defaults each one of a few MB is a new mmap, and its
@@ -64,9 +56,9 @@ public static class TorchRuntime
     {
         try
         {
-            if (!string.Equals(Environment.GetEnvironmentVariable("MLNET_DIFFUSION_CPU_ISA"), "AVX2", StringComparison.OrdinalIgnoreCase)) return;
             if (Environment.GetEnvironmentVariable("DNNL_MAX_CPU_ISA") is not null ||
                 Environment.GetEnvironmentVariable("ONEDNN_MAX_CPU_ISA") is not null) return;
+            if (!IsAmdWithAvx512()) return;
             // .NET's Environment.SetEnvironmentVariable does not reach the native environment on Unix: call libc.
             foreach (var (name, value) in new[] { ("DNNL_MAX_CPU_ISA", "AVX2"), ("ATEN_CPU_CAPABILITY", "avx2"), ("MKL_ENABLE_INSTRUCTIONS", "AVX2") })
             {
@@ -97,6 +89,21 @@ public static class TorchRuntime
         {
             // Not glibc (e.g. musl has no mallopt): keep the allocator as it is.
         }
+    }
+
+    private static bool IsAmdWithAvx512()
+    {
+        const string cpuinfo = "/proc/cpuinfo";
+        if (!File.Exists(cpuinfo)) return false;
+        bool amd = false, avx512 = false;
+        foreach (var line in File.ReadLines(cpuinfo))
+        {
+            if (line.StartsWith("vendor_id", StringComparison.Ordinal)) amd |= line.Contains("AuthenticAMD", StringComparison.Ordinal);
+            else if (line.StartsWith("flags", StringComparison.Ordinal)) avx512 |= line.Contains(" avx512f", StringComparison.Ordinal);
+            if (amd && avx512) return true;
+            if (line.Length == 0) break; // first processor only
+        }
+        return amd && avx512;
     }
 
     [DllImport("libc")]

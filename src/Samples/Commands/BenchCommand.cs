@@ -32,7 +32,7 @@ public static class BenchCommand
         var json = new Option<string?>("--json") { Description = "Also write the figures to this JSON file" };
         var isa = new Option<string?>(OneDnnIsaOption)
         {
-            Description = "Set DNNL_MAX_CPU_ISA for this run (e.g. AVX2); default: the library's choice (the CPU's full instruction set, or AVX2 everywhere with MLNET_DIFFUSION_CPU_ISA=AVX2; see TorchRuntime)",
+            Description = "Set DNNL_MAX_CPU_ISA for this run (e.g. ALL: oneDNN's AVX-512 and bfloat16 kernels); default: the library's choice (AVX2 on AMD AVX-512 CPUs, see TorchRuntime)",
         };
         var verbose = new Option<bool>("--verbose") { Description = "Print each figure of each round to stderr as it is measured" };
         var command = new Command("bench", "Measure the 28x28 U-Net's training and sampling throughput (fp32, bf16), side by side with PyTorch")
@@ -68,11 +68,11 @@ public static class BenchCommand
             return 2;
         }
         torch.set_num_threads(threads);
-        // With the opt-in AVX2 limit (TorchRuntime, MLNET_DIFFUSION_CPU_ISA=AVX2) oneDNN has no fast bfloat16 kernels:
-        // convolutions fall back to generic code that runs more than 10x slower than fp32, so the bf16 figures are skipped.
+        // With the AVX2 limit (TorchRuntime, AMD AVX-512 CPUs) oneDNN has no fast bfloat16 kernels: convolutions fall back to
+        // generic code that runs more than 10x slower than fp32, so the bf16 figures need --onednn-isa ALL.
         bool bf16 = TorchRuntime.AppliedOneDnnIsaLimit is null;
         if (!bf16)
-            AnsiConsole.MarkupLine($"[yellow]bf16 figures skipped: the library limits oneDNN to {TorchRuntime.AppliedOneDnnIsaLimit} (MLNET_DIFFUSION_CPU_ISA), which has no fast bfloat16 kernels; run bench without that setting for them.[/]");
+            AnsiConsole.MarkupLine($"[yellow]bf16 figures skipped: the library limits oneDNN to {TorchRuntime.AppliedOneDnnIsaLimit} on this CPU, which has no fast bfloat16 kernels; run bench {OneDnnIsaOption} ALL for them.[/]");
         using var bench = new TorchSharpBench(batchSize, iterations, bf16);
         double gflop = bench.ForwardFlopsPerImage / 1e9;
         AnsiConsole.MarkupLine($"U-Net: {bench.ParameterCount:N0} parameters, {gflop:F3} GFLOP/image forward; batch {batchSize}, " +
@@ -150,7 +150,7 @@ public static class BenchCommand
         {
             if (!ours[0].ContainsKey(key))
             {
-                var skipped = new JsonObject { ["skipped"] = $"oneDNN limited to {TorchRuntime.AppliedOneDnnIsaLimit} (MLNET_DIFFUSION_CPU_ISA): no fast bfloat16 kernels; run without that setting" };
+                var skipped = new JsonObject { ["skipped"] = $"oneDNN limited to {TorchRuntime.AppliedOneDnnIsaLimit}: no fast bfloat16 kernels; run with {OneDnnIsaOption} ALL" };
                 if (theirs.Count > 0) skipped["pytorch"] = R(Median(theirs.Select(o => o[key])));
                 doc[key] = skipped;
                 continue;

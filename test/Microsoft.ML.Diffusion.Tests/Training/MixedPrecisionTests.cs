@@ -35,7 +35,7 @@ public class MixedPrecisionTests
     [TestMethod]
     public void Bf16MixedTrainingReducesTheLossLikeFp32()
     {
-        // Few steps: where the library limits oneDNN to AVX2 (MLNET_DIFFUSION_CPU_ISA, see TorchRuntime) bfloat16 runs on slow reference kernels.
+        // Few steps: on CPUs where the library limits oneDNN to AVX2 (see TorchRuntime) bfloat16 runs on slow reference kernels.
         const int steps = 12, window = 3;
         var fp32 = Losses(Precision.Fp32, steps);
         var bf16 = Losses(Precision.Bf16Mixed, steps);
