@@ -91,7 +91,9 @@ public class FaultTests
             Assert.IsTrue(watch.Elapsed < TimeSpan.FromMinutes(3), "the child is too slow");
         }
         Assert.IsTrue(child.WaitForExit(60_000), "the killed child did not exit");
-        Assert.IsTrue(last > 0 || finished, "the child reported no step: " + stderr);
+        string errors;
+        lock (stderr) errors = stderr.ToString();   // the reader thread may still append
+        Assert.IsTrue(last > 0 || finished, $"the child reported no step (exit code {child.ExitCode}): {errors}");
         return (last, finished);
     }
 
