@@ -9,21 +9,20 @@ namespace Microsoft.ML.Diffusion;
 internal sealed record ImageRequest(long Row, float[] Image, float[]? Mask)
 {
     /// <summary>The images of <paramref name="requests"/> as one float tensor [N, <paramref name="channels"/>, size, size] on the CPU.</summary>
-    public static Tensor Images(IReadOnlyList<ImageRequest> requests, int channels, int size)
-    {
-        int per = channels * size * size;
-        var values = new float[requests.Count * per];
-        for (int i = 0; i < requests.Count; i++) requests[i].Image.CopyTo(values, i * per);
-        return tensor(values, new long[] { requests.Count, channels, size, size });
-    }
+    public static Tensor Images(IReadOnlyList<ImageRequest> requests, int channels, int size) =>
+        Stack(requests.Select(r => r.Image).ToList(), channels, size);
 
     /// <summary>The keep masks of <paramref name="requests"/> (all present) as one float tensor [N, 1, size, size] on the CPU.</summary>
-    public static Tensor Masks(IReadOnlyList<ImageRequest> requests, int size)
+    public static Tensor Masks(IReadOnlyList<ImageRequest> requests, int size) =>
+        Stack(requests.Select(r => r.Mask!).ToList(), 1, size);
+
+    /// <summary>Images read from rows (C x H x W floats each) as one float tensor [N, <paramref name="channels"/>, size, size] on the CPU.</summary>
+    public static Tensor Stack(IReadOnlyList<float[]> images, int channels, int size)
     {
-        int per = size * size;
-        var values = new float[requests.Count * per];
-        for (int i = 0; i < requests.Count; i++) requests[i].Mask!.CopyTo(values, i * per);
-        return tensor(values, new long[] { requests.Count, 1, size, size });
+        int per = channels * size * size;
+        var values = new float[images.Count * per];
+        for (int i = 0; i < images.Count; i++) images[i].CopyTo(values, i * per);
+        return tensor(values, new long[] { images.Count, channels, size, size });
     }
 }
 

@@ -196,10 +196,8 @@ public sealed class NoisyClassifierModel : ITransformer, ICanSaveModel, IDisposa
     /// <summary>Class probabilities (softmax at t = 0) of a batch of images read from column <see cref="ImageColumnName"/>: one array per image.</summary>
     internal float[][] ScoreBatch(IReadOnlyList<float[]> images)
     {
-        int n = images.Count, per = Channels * ImageSize * ImageSize;
-        var values = new float[n * per];
-        for (int i = 0; i < n; i++) images[i].CopyTo(values, i * per);
-        using var x = tensor(values, new long[] { n, Channels, ImageSize, ImageSize });
+        int n = images.Count;
+        using var x = ImageRequest.Stack(images, Channels, ImageSize);
         using var logp = PredictLogProbabilities(x);
         using var p = logp.exp();
         var flat = p.data<float>().ToArray();
