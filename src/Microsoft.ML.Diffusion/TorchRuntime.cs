@@ -52,6 +52,87 @@ public static class TorchRuntime
         if (RuntimeInformation.ProcessArchitecture == Architecture.X64) TryLimitOneDnnIsa();
     }
 
+    private static int _nativeChecked;
+
+    /// <summary>
+    /// Loads TorchSharp's native backend and, where it cannot load, throws an exception that says why and what to do.
+    /// </summary>
+    /// <remarks>
+    /// TorchSharp reports every native load failure as "doesn't contain a reference to libtorch-cpu-..." even when the
+    /// package is referenced. On Debian 12 the usual cause is that TorchSharp 0.107's <c>libLibTorchSharp.so</c> asks for
+    /// <c>GLIBCXX_3.4.32</c>, which the system's libstdc++ lacks. This package's build targets (buildTransitive) patch the copy in
+    /// the app's output after Build and Publish; an output that skipped them (copied from elsewhere, built with
+    /// <c>MLNetDiffusionPatchLibTorchSharp=false</c>) fails here with that explanation.
+    /// </remarks>
+    /// <exception cref="InvalidOperationException">The native backend cannot be loaded; the message names the cause.</exception>
+    public static void EnsureNativeBackend()
+    {
+        if (Volatile.Read(ref _nativeChecked) == 1) return;
+        EnsureInitialized();
+        try
+        {
+            TorchSharp.torch.InitializeDeviceType(TorchSharp.DeviceType.CPU);
+        }
+        catch (Exception e) when (e is TypeInitializationException or NotSupportedException or DllNotFoundException)
+        {
+            throw new InvalidOperationException(DescribeNativeLoadFailure(e), e);
+        }
+        NnpackDisabled = TryDisableNnpack();
+        Volatile.Write(ref _nativeChecked, 1);
+    }
+
+    /// <summary>Whether this library turned off libtorch's NNPACK convolutions (see <see cref="EnsureNativeBackend"/>).</summary>
+    public static bool NnpackDisabled { get; private set; }
+
+    /// <summary>
+    /// Turns off libtorch's NNPACK convolution path, as PyTorch's <c>torch.backends.nnpack.set_flags(False)</c> does.
+    /// libtorch asks NNPACK for every CPU convolution that oneDNN does not take (batch below 16 with 1x1 kernels, single
+    /// threaded), and on CPUs that NNPACK does not support it logs "Could not initialize NNPACK! Reason: Unsupported
+    /// hardware" at each such call: thousands of lines for one image generated a row at a time. NNPACK would only run
+    /// convolutions at batch 16 or more that oneDNN declines, which this library's networks do not have. TorchSharp has no
+    /// binding for the flag, so this calls libtorch's exported <c>at::globalContext().setUserEnabledNNPACK(false)</c>.
+    /// Set <c>MLNET_DIFFUSION_NNPACK=default</c> to leave it on.
+    /// </summary>
+    private static unsafe bool TryDisableNnpack()
+    {
+        if (!OperatingSystem.IsLinux() ||
+            string.Equals(Environment.GetEnvironmentVariable("MLNET_DIFFUSION_NNPACK"), "default", StringComparison.OrdinalIgnoreCase))
+            return false;
+        // libtorch_cpu is loaded by now (TorchSharp's initialisation); dlopen by its soname returns that copy.
+        if (!NativeLibrary.TryLoad("libtorch_cpu.so", out var torchCpu)) return false;
+        if (!NativeLibrary.TryGetExport(torchCpu, "_ZN2at13globalContextEv", out var globalContext) ||
+            !NativeLibrary.TryGetExport(torchCpu, "_ZN2at7Context20setUserEnabledNNPACKEb", out var setEnabled) ||
+            !NativeLibrary.TryGetExport(torchCpu, "_ZNK2at7Context17userEnabledNNPACKEv", out var getEnabled))
+            return false;
+        nint context = ((delegate* unmanaged<nint>)globalContext)();
+        ((delegate* unmanaged<nint, byte, void>)setEnabled)(context, 0);
+        return ((delegate* unmanaged<nint, byte>)getEnabled)(context) == 0;
+    }
+
+    private static string DescribeNativeLoadFailure(Exception e)
+    {
+        string first = (e.InnerException ?? e).Message;
+        if (!OperatingSystem.IsLinux())
+            return $"TorchSharp's native backend could not be loaded: {first} Reference TorchSharp-cpu (or TorchSharp-cuda-*) in the app.";
+        var candidates = new[] { AppContext.BaseDirectory, Path.Combine(AppContext.BaseDirectory, "runtimes", "linux-x64", "native") }
+            .Select(d => Path.Combine(d, "libLibTorchSharp.so")).Where(File.Exists).ToList();
+        if (candidates.Count == 0)
+            return "TorchSharp's native library libLibTorchSharp.so is not in the app's output folder " +
+                   $"({AppContext.BaseDirectory}): add a PackageReference to TorchSharp-cpu (or TorchSharp-cuda-linux). TorchSharp said: {first}";
+        string path = candidates[0];
+        string? loadError = null;
+        try { NativeLibrary.Free(NativeLibrary.Load(path)); }
+        catch (DllNotFoundException load) { loadError = load.Message; }
+        if (loadError is not null && loadError.Contains("GLIBCXX_", StringComparison.Ordinal))
+            return $"'{path}' needs a newer libstdc++ than this system has (Debian 12 has GLIBCXX_3.4.30; TorchSharp 0.107 asks for " +
+                   "GLIBCXX_3.4.32, whose only symbol is never called). The Microsoft.ML.Diffusion package patches that copy after " +
+                   "'dotnet build' and 'dotnet publish' (its buildTransitive targets); this copy was not patched. Rebuild the app with " +
+                   $"the package referenced and without -p:MLNetDiffusionPatchLibTorchSharp=false. Loader error: {loadError}";
+        return loadError is null
+            ? $"TorchSharp's native backend could not be loaded though '{path}' loads: {first}"
+            : $"TorchSharp's native library '{path}' could not be loaded: {loadError}";
+    }
+
     private static void TryLimitOneDnnIsa()
     {
         try

@@ -54,6 +54,7 @@ internal static class DiffusionModelFormat
     {
         ArgumentNullException.ThrowIfNull(env);
         ArgumentNullException.ThrowIfNull(ctx);
+        TorchRuntime.EnsureNativeBackend();
         if (ctx.Header.ModelVerReadable > VersionWritten)
             throw new InvalidDataException(
                 $"This model was saved by a newer Microsoft.ML.Diffusion (format 0x{ctx.Header.ModelVerWritten:X8}, readable by 0x{ctx.Header.ModelVerReadable:X8} and later); " +

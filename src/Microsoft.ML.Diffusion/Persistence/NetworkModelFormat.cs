@@ -74,6 +74,7 @@ internal sealed class NetworkModelFormat<TConfig, TNetwork> where TNetwork : tor
     public (TConfig Config, TNetwork Network) Load(ModelLoadContext ctx)
     {
         ArgumentNullException.ThrowIfNull(ctx);
+        TorchRuntime.EnsureNativeBackend();
         if (ctx.Header.ModelVerReadable > VersionWritten)
             throw new InvalidDataException(
                 $"This {Noun} was saved by a newer Microsoft.ML.Diffusion (format 0x{ctx.Header.ModelVerWritten:X8}); " +

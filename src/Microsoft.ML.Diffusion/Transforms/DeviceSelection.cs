@@ -12,6 +12,7 @@ internal static class DeviceSelection
 {
     public static Device Select(IHostEnvironment env)
     {
+        TorchRuntime.EnsureNativeBackend();
         var internalEnv = env as IHostEnvironmentInternal;
         int? gpu = internalEnv?.GpuDeviceId;
         if (gpu is int id && cuda.is_available())
