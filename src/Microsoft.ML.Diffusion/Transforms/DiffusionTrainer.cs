@@ -44,8 +44,11 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         public int BaseChannels { get; set; } = DiffusionDefaults.BaseChannels;
         /// <summary>Width multiplier of each resolution level; the image is halved between levels.</summary>
         public int[] ChannelMultipliers { get; set; } = DiffusionDefaults.ChannelMultipliers;
-        /// <summary>Feature-map sides (pixels) that get self-attention.</summary>
-        public int[] AttentionResolutions { get; set; } = DiffusionDefaults.AttentionResolutions;
+        /// <summary>Feature-map sides (pixels) that get self-attention; each must be one the network reaches (ImageSize,
+        /// ImageSize / 2, ... one per entry of <see cref="ChannelMultipliers"/>). Null (default) derives them from the image size
+        /// (<see cref="UNetConfig.DefaultAttentionResolutions"/>: the lowest resolution, e.g. 7 for 28 pixels, 8 for 32, 4 for 16
+        /// with multipliers 1, 2, 2); an empty array turns attention off. The value used is saved with the model.</summary>
+        public int[]? AttentionResolutions { get; set; }
         /// <summary>Residual blocks per level on the way down (one more on the way up).</summary>
         public int NumResBlocks { get; set; } = DiffusionDefaults.NumResBlocks;
         /// <summary>GroupNorm groups; every level's width must be divisible by it.</summary>
@@ -141,6 +144,11 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         /// <summary>Channels the U-Net denoises: Channels, or the autoencoder's latent channels.</summary>
         internal int SampleChannels => Autoencoder?.LatentChannels ?? Channels;
 
+        /// <summary>The attention resolutions the network gets: <see cref="AttentionResolutions"/> when set, else the default for
+        /// the denoised grid (<see cref="UNetConfig.DefaultAttentionResolutions"/>).</summary>
+        public int[] ResolveAttentionResolutions() =>
+            AttentionResolutions?.ToArray() ?? UNetConfig.DefaultAttentionResolutions(SampleSize, ChannelMultipliers ?? Array.Empty<int>());
+
         internal UNetConfig ToNetworkConfig(int numClasses = 0) => new()
         {
             NumClasses = numClasses,
@@ -151,7 +159,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             BaseChannels = BaseChannels,
             ChannelMultipliers = ChannelMultipliers.ToArray(),
             NumResBlocks = NumResBlocks,
-            AttentionResolutions = AttentionResolutions.ToArray(),
+            AttentionResolutions = ResolveAttentionResolutions(),
             GroupNormGroups = GroupNormGroups,
             Dropout = Dropout,
         };
@@ -230,7 +238,20 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         if (!(o.ConditionDropProbability >= 0 && o.ConditionDropProbability <= 1))
             throw new ArgumentOutOfRangeException(nameof(o.ConditionDropProbability), o.ConditionDropProbability,
                 "DiffusionTrainer.Options.ConditionDropProbability must be in [0, 1].");
-        o.ToNetworkConfig(o.LabelColumnName is null ? 0 : o.NumClasses ?? 1).Validate();
+        var network = o.ToNetworkConfig(o.LabelColumnName is null ? 0 : o.NumClasses ?? 1);
+        if (o.AttentionResolutions is { } attention && network.ChannelMultipliers.Length > 0)
+        {
+            var reached = network.Resolutions();
+            foreach (int r in attention)
+                if (Array.IndexOf(reached, r) < 0)
+                    throw new ArgumentOutOfRangeException(nameof(o.AttentionResolutions), $"[{string.Join(", ", attention)}]",
+                        $"DiffusionTrainer.Options.AttentionResolutions contains {r}, a side the network never reaches: with " +
+                        $"{(o.Autoencoder is null ? "ImageSize" : "the latent grid")} {network.ImageSize} and ChannelMultipliers " +
+                        $"[{string.Join(", ", network.ChannelMultipliers)}] its feature maps are {string.Join(", ", reached)} pixels. " +
+                        $"Use those sides, or leave AttentionResolutions null to get " +
+                        $"[{string.Join(", ", UNetConfig.DefaultAttentionResolutions(network.ImageSize, network.ChannelMultipliers))}] (the lowest resolution).");
+        }
+        network.Validate();
         (o.Sampler ?? new SamplerOptions()).Validate(o.Timesteps);
     }
 
