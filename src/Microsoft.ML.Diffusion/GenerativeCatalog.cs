@@ -213,8 +213,12 @@ public sealed class GenerativeCatalog
     public ITransformer LoadModel(string path, out DataViewSchema inputSchema) =>
         Persistence.ModelFileLoader.Load(Context, path, out inputSchema);
 
-    /// <summary>Loads a <see cref="DiffusionModel"/> (alone, or the last transformer of a saved chain) with the errors of
-    /// <see cref="LoadModel"/>; throws <see cref="InvalidDataException"/> when the file holds another kind of model.</summary>
+    /// <summary>Loads a <see cref="DiffusionModel"/> saved alone or in a pipeline (a TransformerChain such as LoadImages -&gt;
+    /// ResizeImages -&gt; ... -&gt; Diffusion, nested chains and inpainting/upscaling transformers included; the last model found
+    /// is returned, see <see cref="DiffusionTransformerExtensions.GetDiffusionModel"/>), with the errors of <see cref="LoadModel"/>.
+    /// Every failure names the file and what was expected: <see cref="FileNotFoundException"/> for a missing file, otherwise
+    /// <see cref="InvalidDataException"/> (not a zip, truncated, a zip of other files, or a model without a DiffusionModel,
+    /// e.g. a saved NormalizeMinMax pipeline).</summary>
     /// <param name="path">The model zip.</param>
     public DiffusionModel LoadDiffusionModel(string path) =>
         Persistence.ModelFileLoader.LoadDiffusionModel(Context, path, out _);
