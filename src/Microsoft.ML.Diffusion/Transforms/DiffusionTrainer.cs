@@ -38,8 +38,13 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         public string SeedColumnName { get; set; } = DiffusionDefaults.SeedColumnName;
         /// <summary>Image side in pixels; input images must have this size (use ResizeImages).</summary>
         public int ImageSize { get; set; } = DiffusionDefaults.ImageSize;
-        /// <summary>1 trains on grayscale (luma), 3 on RGB; input images are converted.</summary>
+        /// <summary>1 trains on grayscale, 3 on RGB. Grayscale images are accepted for 3 channels (each channel repeats them); color
+        /// images for 1 channel only with <see cref="ConvertToGrayscale"/>.</summary>
         public int Channels { get; set; } = DiffusionDefaults.Channels;
+        /// <summary>For a grayscale model (Channels = 1): false (default) makes a color image (one whose R, G and B differ
+        /// somewhere, or three ExtractPixels planes that differ) an error naming the column and row; true converts color images to
+        /// their ITU-R BT.601 luma. Grayscale images (equal channels, as ConvertToGrayscale writes them) are accepted either way.</summary>
+        public bool ConvertToGrayscale { get; set; }
         /// <summary>U-Net width at the first resolution.</summary>
         public int BaseChannels { get; set; } = DiffusionDefaults.BaseChannels;
         /// <summary>Width multiplier of each resolution level; the image is halved between levels.</summary>
@@ -272,7 +277,8 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
     {
         ArgumentNullException.ThrowIfNull(input);
         var o = _options;
-        var imageCol = TrainingImageInput.Check(input.Schema, o.ImageColumnName, o.ImageSize, o.Channels);
+        var imageCol = TrainingImageInput.Check(input.Schema, o.ImageColumnName, o.ImageSize, o.Channels)
+            .RejectColor(o.ConvertToGrayscale, "DiffusionTrainer.Options.ConvertToGrayscale");
         var (labelCol, numClasses) = ResolveLabels(input.Schema);
         var device = DeviceSelection.Select(_host);
         var netConfig = o.ToNetworkConfig(numClasses);

@@ -25,6 +25,11 @@ public abstract class RePaintOptions
     /// <summary>Rows filled together in one network call. Default 16. Does not change the images.</summary>
     public int BatchSize { get; set; } = 16;
 
+    /// <summary>For a grayscale model (Channels = 1): false (default) makes a color input image (one whose R, G and B differ
+    /// somewhere) an error naming the column and row; true converts color images to their ITU-R BT.601 luma. Grayscale images
+    /// (equal channels, as mlContext.Transforms.ConvertToGrayscale writes them) are accepted either way. Saved with the transformer.</summary>
+    public bool ConvertToGrayscale { get; set; }
+
     /// <summary>Receives one report per schedule entry of each batch.</summary>
     public IProgress<SamplingProgress>? Progress { get; set; }
 

@@ -131,7 +131,8 @@ public sealed class UpscalingTransformer : ImageToImageTransformer
         new[] { ImageMappingColumns.CheckImage(inputSchema, ImageColumnName, InputSize, Why(Model, _options.Factor)) };
 
     private protected override Func<long, ImageRequest> CreateReader(DataViewRow row) =>
-        ImageMappingColumns.RequestReader(row, row.Schema[ImageColumnName], InputSize, Model.Channels, Why(Model, _options.Factor));
+        ImageMappingColumns.RequestReader(row, row.Schema[ImageColumnName], InputSize, Model.Channels, Why(Model, _options.Factor),
+            _options.ConvertToGrayscale ? null : "UpscaleOptions.ConvertToGrayscale");
 
     private protected override byte[][] MapBatch(IReadOnlyList<ImageRequest> requests)
     {
@@ -143,10 +144,13 @@ public sealed class UpscalingTransformer : ImageToImageTransformer
 
     // ---- persistence ----
 
+    /// <summary>The format that added ConvertToGrayscale (0x00010001: the first).</summary>
+    private const uint GrayscaleOptionVersion = 0x00010002;
+
     private static VersionInfo GetVersionInfo() => new(
         modelSignature: "UPSCALET",
-        verWrittenCur: 0x00010001,
-        verReadableCur: 0x00010001,
+        verWrittenCur: GrayscaleOptionVersion,
+        verReadableCur: GrayscaleOptionVersion,
         verWeCanReadBack: 0x00010001,
         loaderSignature: LoaderSignature,
         loaderAssemblyName: typeof(UpscalingTransformer).Assembly.FullName);
@@ -158,6 +162,8 @@ public sealed class UpscalingTransformer : ImageToImageTransformer
         // RePaint settings (RePaintOptions.WriteSettings); int: factor
         _options.WriteSettings(writer);
         writer.Write(_options.Factor);
+        // bool: ConvertToGrayscale (format 0x00010002)
+        writer.Write(_options.ConvertToGrayscale);
     }
 
     private static UpscalingTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
@@ -166,6 +172,8 @@ public sealed class UpscalingTransformer : ImageToImageTransformer
         var options = new UpscaleOptions();
         options.ReadSettings(ctx.Reader);
         options.Factor = ctx.Reader.ReadInt32();
+        // Transformers saved before the option converted color images silently: they keep doing so.
+        options.ConvertToGrayscale = ctx.Header.ModelVerWritten < GrayscaleOptionVersion || ctx.Reader.ReadBoolean();
         var model = LoadModel(env, ctx);
         return new UpscalingTransformer(env, model, output, image, options, ownsModel: true);
     }
