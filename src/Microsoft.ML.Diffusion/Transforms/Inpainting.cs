@@ -105,7 +105,9 @@ public sealed class InpaintingTransformer : ImageToImageTransformer
         using var knownTensor = ImageRequest.Images(requests, Model.Channels, Model.ImageSize);
         using var maskTensor = ImageRequest.Masks(requests, Model.ImageSize);
         var seeds = requests.Select(r => _options.SeedOfRow(r.Row)).ToArray();
-        using var result = RePaintRunner.Run(Model, _options, knownTensor, maskTensor, seeds, NetworkOverride);
+        using var channel = Host.Start("RePaint");
+        var log = RePaintProgressLog.Start(channel, "Inpainting", _options, Model.Timesteps, requests[0].Row, requests.Count);
+        using var result = RePaintRunner.Run(Model, _options, knownTensor, maskTensor, seeds, NetworkOverride, log: log);
         return ImageTensorConverter.ToBgraPixels(result);
     }
 

@@ -98,7 +98,7 @@ public sealed class UpscalingTransformer : ImageToImageTransformer
     /// column of the model's grid (Lugmayr et al. 2022).</item>
     /// </list>
     /// </summary>
-    private Tensor UpscaleBatch(Tensor lowRes, IReadOnlyList<uint> seeds)
+    private Tensor UpscaleBatch(Tensor lowRes, IReadOnlyList<uint> seeds, long firstRow)
     {
         if (Model.Conditioning is { Kind: ConditioningKind.LowResolution })
         {
@@ -117,12 +117,14 @@ public sealed class UpscalingTransformer : ImageToImageTransformer
         known.index_put_(lowRes, TensorIndex.Colon, TensorIndex.Colon, grid, grid);
         var mask = zeros(b, 1, size, size);
         mask.index_put_(ones(b, 1, size / f, size / f), TensorIndex.Colon, TensorIndex.Colon, grid, grid);
+        using var channel = Host.Start("RePaint");
+        var log = RePaintProgressLog.Start(channel, $"Upscaling x{f}", _options, Model.Timesteps, firstRow, seeds.Count);
         if (Model.Latent is null)
-            return RePaintRunner.Run(Model, _options, known, mask, seeds, NetworkOverride).MoveToOuterDisposeScope();
+            return RePaintRunner.Run(Model, _options, known, mask, seeds, NetworkOverride, log: log).MoveToOuterDisposeScope();
         // Latent model: the encoder sees the clamped bicubic upsampling of the input, and a latent cell is known when it holds a
         // known (grid) pixel; the grid pixels are re-imposed after decoding.
         var upsampled = Conditions.LowResolutionCondition.Upsample(lowRes.to_type(float32), size);
-        return RePaintRunner.Run(Model, _options, known, mask, seeds, NetworkOverride, upsampled, cellKnownIfAnyPixel: true).MoveToOuterDisposeScope();
+        return RePaintRunner.Run(Model, _options, known, mask, seeds, NetworkOverride, upsampled, cellKnownIfAnyPixel: true, log: log).MoveToOuterDisposeScope();
     }
 
     private protected override int BatchSize => _options.BatchSize;
@@ -138,7 +140,7 @@ public sealed class UpscalingTransformer : ImageToImageTransformer
     {
         using var lowRes = ImageRequest.Images(requests, Model.Channels, InputSize);
         var seeds = requests.Select(r => _options.SeedOfRow(r.Row)).ToArray();
-        using var result = UpscaleBatch(lowRes, seeds);
+        using var result = UpscaleBatch(lowRes, seeds, requests[0].Row);
         return ImageTensorConverter.ToBgraPixels(result);
     }
 
