@@ -26,6 +26,8 @@ public sealed class GenerativeCatalog
     /// <param name="batchSize">Images per optimizer step.</param>
     /// <param name="timesteps">T, diffusion timesteps.</param>
     /// <param name="schedule">Beta schedule.</param>
+    /// <param name="attentionResolutions">Feature-map sides that get self-attention; null (default) derives them from
+    /// <paramref name="imageSize"/>: the lowest resolution the U-Net reaches (7 for 28 pixels, 8 for 32, 4 for 16).</param>
     public DiffusionTrainer Diffusion(
         string outputColumnName = DiffusionDefaults.OutputColumnName,
         string imageColumnName = DiffusionDefaults.ImageColumnName,
@@ -34,11 +36,12 @@ public sealed class GenerativeCatalog
         int epochs = DiffusionDefaults.Epochs,
         int batchSize = DiffusionDefaults.BatchSize,
         int timesteps = DiffusionDefaults.Timesteps,
-        NoiseSchedule schedule = NoiseSchedule.Linear) =>
+        NoiseSchedule schedule = NoiseSchedule.Linear,
+        int[]? attentionResolutions = null) =>
         new(Context, new DiffusionTrainer.Options
         {
             OutputColumnName = outputColumnName, ImageColumnName = imageColumnName, ImageSize = imageSize, Channels = channels,
-            Epochs = epochs, BatchSize = batchSize, Timesteps = timesteps, Schedule = schedule,
+            Epochs = epochs, BatchSize = batchSize, Timesteps = timesteps, Schedule = schedule, AttentionResolutions = attentionResolutions,
         });
 
     /// <summary>A KL autoencoder trainer (latent diffusion's first stage, Rombach et al. 2022) with all options.</summary>
@@ -210,8 +213,12 @@ public sealed class GenerativeCatalog
     public ITransformer LoadModel(string path, out DataViewSchema inputSchema) =>
         Persistence.ModelFileLoader.Load(Context, path, out inputSchema);
 
-    /// <summary>Loads a <see cref="DiffusionModel"/> (alone, or the last transformer of a saved chain) with the errors of
-    /// <see cref="LoadModel"/>; throws <see cref="InvalidDataException"/> when the file holds another kind of model.</summary>
+    /// <summary>Loads a <see cref="DiffusionModel"/> saved alone or in a pipeline (a TransformerChain such as LoadImages -&gt;
+    /// ResizeImages -&gt; ... -&gt; Diffusion, nested chains and inpainting/upscaling transformers included; the last model found
+    /// is returned, see <see cref="DiffusionTransformerExtensions.GetDiffusionModel"/>), with the errors of <see cref="LoadModel"/>.
+    /// Every failure names the file and what was expected: <see cref="FileNotFoundException"/> for a missing file, otherwise
+    /// <see cref="InvalidDataException"/> (not a zip, truncated, a zip of other files, or a model without a DiffusionModel,
+    /// e.g. a saved NormalizeMinMax pipeline).</summary>
     /// <param name="path">The model zip.</param>
     public DiffusionModel LoadDiffusionModel(string path) =>
         Persistence.ModelFileLoader.LoadDiffusionModel(Context, path, out _);

@@ -20,7 +20,9 @@ public sealed record UNetConfig
     public int[] ChannelMultipliers { get; init; } = new[] { 1, 2, 2 };
     /// <summary>Residual blocks per level on the way down; NumResBlocks + 1 on the way up.</summary>
     public int NumResBlocks { get; init; } = 2;
-    /// <summary>Feature-map sides (pixels) whose blocks are followed by self-attention.</summary>
+    /// <summary>Feature-map sides (pixels) whose blocks are followed by self-attention. The record's default, { 7 }, fits the
+    /// default 28-pixel image with three levels only; <see cref="DefaultAttentionResolutions"/> gives the one that fits any size
+    /// (the trainer uses it when <c>DiffusionTrainer.Options.AttentionResolutions</c> is not set).</summary>
     public int[] AttentionResolutions { get; init; } = new[] { 7 };
     /// <summary>GroupNorm groups; every level's channel count must be divisible by it.</summary>
     public int GroupNormGroups { get; init; } = 8;
@@ -43,6 +45,27 @@ public sealed record UNetConfig
         var r = new int[ChannelMultipliers.Length];
         for (int i = 0; i < r.Length; i++) r[i] = ImageSize >> i;
         return r;
+    }
+
+    /// <summary>The largest side at which <see cref="DefaultAttentionResolutions"/> puts self-attention: attention over
+    /// side x side positions costs (side^2)^2 per head and image, so a larger lowest resolution gets none.</summary>
+    public const int MaxDefaultAttentionResolution = 32;
+
+    /// <summary>
+    /// The attention resolutions used when none are given: the lowest feature-map side the network reaches,
+    /// <paramref name="imageSize"/> / 2^(levels - 1), when it is at most <see cref="MaxDefaultAttentionResolution"/>; none
+    /// otherwise. With the default multipliers { 1, 2, 2 }: 7 for 28 pixels (the default model), 8 for 32, 4 for 16.
+    /// Sizes that do not halve evenly over the levels give none (validation then names the image size).
+    /// </summary>
+    /// <param name="imageSize">Side of the grid the network denoises (the latent grid for latent diffusion).</param>
+    /// <param name="channelMultipliers">One multiplier per level.</param>
+    public static int[] DefaultAttentionResolutions(int imageSize, IReadOnlyList<int> channelMultipliers)
+    {
+        ArgumentNullException.ThrowIfNull(channelMultipliers);
+        int levels = channelMultipliers.Count;
+        if (levels < 1 || levels > 12 || imageSize < 1 || imageSize % (1 << (levels - 1)) != 0) return Array.Empty<int>();
+        int lowest = imageSize >> (levels - 1);
+        return lowest <= MaxDefaultAttentionResolution ? new[] { lowest } : Array.Empty<int>();
     }
 
     /// <summary>The largest <see cref="ImageSize"/> accepted (a sanity bound that also stops a forged model file from asking for huge tensors).</summary>

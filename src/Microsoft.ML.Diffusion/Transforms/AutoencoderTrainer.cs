@@ -37,6 +37,10 @@ public sealed class AutoencoderTrainer : IEstimator<AutoencoderModel>
         public int ImageSize { get; set; } = 32;
         /// <summary>1 (grayscale) or 3 (RGB).</summary>
         public int Channels { get; set; } = 3;
+        /// <summary>For a grayscale model (Channels = 1): false (default) makes a color image (one whose R, G and B differ
+        /// somewhere, or three ExtractPixels planes that differ) an error naming the column and row; true converts color images to
+        /// their ITU-R BT.601 luma. Grayscale images (equal channels, as ConvertToGrayscale writes them) are accepted either way.</summary>
+        public bool ConvertToGrayscale { get; set; }
         /// <summary>The latent grid is ImageSize / factor: 4 or 8 as in LDM (2 is also accepted).</summary>
         public int DownsamplingFactor { get; set; } = 4;
         /// <summary>Channels of the latent (LDM: 4).</summary>
@@ -133,7 +137,8 @@ public sealed class AutoencoderTrainer : IEstimator<AutoencoderModel>
     {
         ArgumentNullException.ThrowIfNull(input);
         var o = _options;
-        var imageCol = TrainingImageInput.Check(input.Schema, o.ImageColumnName, o.ImageSize, o.Channels);
+        var imageCol = TrainingImageInput.Check(input.Schema, o.ImageColumnName, o.ImageSize, o.Channels)
+            .RejectColor(o.ConvertToGrayscale, "AutoencoderTrainer.Options.ConvertToGrayscale");
         long? rowCount = input.GetRowCount();
         if (rowCount is long known && known < o.BatchSize)
             throw new InvalidOperationException(

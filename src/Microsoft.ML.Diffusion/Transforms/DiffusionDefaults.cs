@@ -43,6 +43,8 @@ public static class DiffusionDefaults
     public const int ShuffleBufferSize = 4096;
     /// <summary>Channel multipliers per resolution.</summary>
     public static int[] ChannelMultipliers => new[] { 1, 2, 2 };
-    /// <summary>Resolutions with self-attention.</summary>
-    public static int[] AttentionResolutions => new[] { 7 };
+    /// <summary>Resolutions with self-attention for the default image size (28) and <see cref="ChannelMultipliers"/>: { 7 }.
+    /// For other sizes the trainer derives them (<see cref="Models.UNetConfig.DefaultAttentionResolutions"/>: the lowest
+    /// resolution the network reaches) unless <c>DiffusionTrainer.Options.AttentionResolutions</c> is set.</summary>
+    public static int[] AttentionResolutions => Models.UNetConfig.DefaultAttentionResolutions(ImageSize, ChannelMultipliers);
 }

@@ -38,14 +38,22 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         public string SeedColumnName { get; set; } = DiffusionDefaults.SeedColumnName;
         /// <summary>Image side in pixels; input images must have this size (use ResizeImages).</summary>
         public int ImageSize { get; set; } = DiffusionDefaults.ImageSize;
-        /// <summary>1 trains on grayscale (luma), 3 on RGB; input images are converted.</summary>
+        /// <summary>1 trains on grayscale, 3 on RGB. Grayscale images are accepted for 3 channels (each channel repeats them); color
+        /// images for 1 channel only with <see cref="ConvertToGrayscale"/>.</summary>
         public int Channels { get; set; } = DiffusionDefaults.Channels;
+        /// <summary>For a grayscale model (Channels = 1): false (default) makes a color image (one whose R, G and B differ
+        /// somewhere, or three ExtractPixels planes that differ) an error naming the column and row; true converts color images to
+        /// their ITU-R BT.601 luma. Grayscale images (equal channels, as ConvertToGrayscale writes them) are accepted either way.</summary>
+        public bool ConvertToGrayscale { get; set; }
         /// <summary>U-Net width at the first resolution.</summary>
         public int BaseChannels { get; set; } = DiffusionDefaults.BaseChannels;
         /// <summary>Width multiplier of each resolution level; the image is halved between levels.</summary>
         public int[] ChannelMultipliers { get; set; } = DiffusionDefaults.ChannelMultipliers;
-        /// <summary>Feature-map sides (pixels) that get self-attention.</summary>
-        public int[] AttentionResolutions { get; set; } = DiffusionDefaults.AttentionResolutions;
+        /// <summary>Feature-map sides (pixels) that get self-attention; each must be one the network reaches (ImageSize,
+        /// ImageSize / 2, ... one per entry of <see cref="ChannelMultipliers"/>). Null (default) derives them from the image size
+        /// (<see cref="UNetConfig.DefaultAttentionResolutions"/>: the lowest resolution, e.g. 7 for 28 pixels, 8 for 32, 4 for 16
+        /// with multipliers 1, 2, 2); an empty array turns attention off. The value used is saved with the model.</summary>
+        public int[]? AttentionResolutions { get; set; }
         /// <summary>Residual blocks per level on the way down (one more on the way up).</summary>
         public int NumResBlocks { get; set; } = DiffusionDefaults.NumResBlocks;
         /// <summary>GroupNorm groups; every level's width must be divisible by it.</summary>
@@ -141,6 +149,11 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         /// <summary>Channels the U-Net denoises: Channels, or the autoencoder's latent channels.</summary>
         internal int SampleChannels => Autoencoder?.LatentChannels ?? Channels;
 
+        /// <summary>The attention resolutions the network gets: <see cref="AttentionResolutions"/> when set, else the default for
+        /// the denoised grid (<see cref="UNetConfig.DefaultAttentionResolutions"/>).</summary>
+        public int[] ResolveAttentionResolutions() =>
+            AttentionResolutions?.ToArray() ?? UNetConfig.DefaultAttentionResolutions(SampleSize, ChannelMultipliers ?? Array.Empty<int>());
+
         internal UNetConfig ToNetworkConfig(int numClasses = 0) => new()
         {
             NumClasses = numClasses,
@@ -151,7 +164,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             BaseChannels = BaseChannels,
             ChannelMultipliers = ChannelMultipliers.ToArray(),
             NumResBlocks = NumResBlocks,
-            AttentionResolutions = AttentionResolutions.ToArray(),
+            AttentionResolutions = ResolveAttentionResolutions(),
             GroupNormGroups = GroupNormGroups,
             Dropout = Dropout,
         };
@@ -230,7 +243,20 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         if (!(o.ConditionDropProbability >= 0 && o.ConditionDropProbability <= 1))
             throw new ArgumentOutOfRangeException(nameof(o.ConditionDropProbability), o.ConditionDropProbability,
                 "DiffusionTrainer.Options.ConditionDropProbability must be in [0, 1].");
-        o.ToNetworkConfig(o.LabelColumnName is null ? 0 : o.NumClasses ?? 1).Validate();
+        var network = o.ToNetworkConfig(o.LabelColumnName is null ? 0 : o.NumClasses ?? 1);
+        if (o.AttentionResolutions is { } attention && network.ChannelMultipliers.Length > 0)
+        {
+            var reached = network.Resolutions();
+            foreach (int r in attention)
+                if (Array.IndexOf(reached, r) < 0)
+                    throw new ArgumentOutOfRangeException(nameof(o.AttentionResolutions), $"[{string.Join(", ", attention)}]",
+                        $"DiffusionTrainer.Options.AttentionResolutions contains {r}, a side the network never reaches: with " +
+                        $"{(o.Autoencoder is null ? "ImageSize" : "the latent grid")} {network.ImageSize} and ChannelMultipliers " +
+                        $"[{string.Join(", ", network.ChannelMultipliers)}] its feature maps are {string.Join(", ", reached)} pixels. " +
+                        $"Use those sides, or leave AttentionResolutions null to get " +
+                        $"[{string.Join(", ", UNetConfig.DefaultAttentionResolutions(network.ImageSize, network.ChannelMultipliers))}] (the lowest resolution).");
+        }
+        network.Validate();
         (o.Sampler ?? new SamplerOptions()).Validate(o.Timesteps);
     }
 
@@ -251,7 +277,8 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
     {
         ArgumentNullException.ThrowIfNull(input);
         var o = _options;
-        var imageCol = TrainingImageInput.Check(input.Schema, o.ImageColumnName, o.ImageSize, o.Channels);
+        var imageCol = TrainingImageInput.Check(input.Schema, o.ImageColumnName, o.ImageSize, o.Channels)
+            .RejectColor(o.ConvertToGrayscale, "DiffusionTrainer.Options.ConvertToGrayscale");
         var (labelCol, numClasses) = ResolveLabels(input.Schema);
         var device = DeviceSelection.Select(_host);
         var netConfig = o.ToNetworkConfig(numClasses);

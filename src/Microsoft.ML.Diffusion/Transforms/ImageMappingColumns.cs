@@ -69,8 +69,11 @@ internal static class ImageMappingColumns
                 $"Column '{name}' has type {col.ItemType}; expected a mask: a {size}x{size} image or a Boolean/Single vector of {size * size} values.");
     }
 
-    /// <summary>Reads the image of the current row as C x size x size floats in [-1, 1].</summary>
-    public static Func<long, float[]> ImageReader(DataViewRow row, DataViewSchema.Column column, int size, int channels, string why)
+    /// <summary>Reads the image of the current row as C x size x size floats in [-1, 1]. With <paramref name="grayscaleOption"/> set
+    /// and one channel, a color image is an error that names that opt-in option (see <see cref="GrayscaleInput"/>); null converts
+    /// color images to luma.</summary>
+    public static Func<long, float[]> ImageReader(DataViewRow row, DataViewSchema.Column column, int size, int channels, string why,
+        string? grayscaleOption = null)
     {
         var getter = row.GetGetter<MLImage>(column);
         return index =>
@@ -81,6 +84,7 @@ internal static class ImageMappingColumns
                 throw new InvalidOperationException($"Column '{column.Name}', row {index}: the image is missing (null); expected a {size}x{size} image.");
             if (image.Width != size || image.Height != size)
                 throw new InvalidOperationException(WrongSize(column.Name, index, image.Width, image.Height, size, why));
+            if (channels == 1 && grayscaleOption is not null) GrayscaleInput.CheckImage(image, column.Name, index, grayscaleOption);
             var values = new float[channels * size * size];
             ImageTensorConverter.ToChw(image, channels, values);
             return values;
@@ -88,9 +92,10 @@ internal static class ImageMappingColumns
     }
 
     /// <summary>Reads the current row as an <see cref="ImageRequest"/> of its image alone (no mask).</summary>
-    public static Func<long, ImageRequest> RequestReader(DataViewRow row, DataViewSchema.Column column, int size, int channels, string why)
+    public static Func<long, ImageRequest> RequestReader(DataViewRow row, DataViewSchema.Column column, int size, int channels, string why,
+        string? grayscaleOption = null)
     {
-        var image = ImageReader(row, column, size, channels, why);
+        var image = ImageReader(row, column, size, channels, why, grayscaleOption);
         return index => new ImageRequest(index, image(index), null);
     }
 

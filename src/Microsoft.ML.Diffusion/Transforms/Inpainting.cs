@@ -85,7 +85,8 @@ public sealed class InpaintingTransformer : ImageToImageTransformer
     {
         int size = Model.ImageSize;
         var schema = row.Schema;
-        var image = ImageMappingColumns.ImageReader(row, schema[ImageColumnName], size, Model.Channels, "the diffusion model's image size");
+        var image = ImageMappingColumns.ImageReader(row, schema[ImageColumnName], size, Model.Channels, "the diffusion model's image size",
+            _options.ConvertToGrayscale ? null : "InpaintOptions.ConvertToGrayscale");
         var mask = MaskColumnName is null ? null : ImageMappingColumns.MaskReader(row, schema[MaskColumnName], size);
         return index =>
         {
@@ -104,16 +105,21 @@ public sealed class InpaintingTransformer : ImageToImageTransformer
         using var knownTensor = ImageRequest.Images(requests, Model.Channels, Model.ImageSize);
         using var maskTensor = ImageRequest.Masks(requests, Model.ImageSize);
         var seeds = requests.Select(r => _options.SeedOfRow(r.Row)).ToArray();
-        using var result = RePaintRunner.Run(Model, _options, knownTensor, maskTensor, seeds, NetworkOverride);
+        using var channel = Host.Start("RePaint");
+        var log = RePaintProgressLog.Start(channel, "Inpainting", _options, Model.Timesteps, requests[0].Row, requests.Count);
+        using var result = RePaintRunner.Run(Model, _options, knownTensor, maskTensor, seeds, NetworkOverride, log: log);
         return ImageTensorConverter.ToBgraPixels(result);
     }
 
     // ---- persistence ----
 
+    /// <summary>The format that added ConvertToGrayscale (0x00010001: the first).</summary>
+    private const uint GrayscaleOptionVersion = 0x00010002;
+
     private static VersionInfo GetVersionInfo() => new(
         modelSignature: "INPAINTT",
-        verWrittenCur: 0x00010001,
-        verReadableCur: 0x00010001,
+        verWrittenCur: GrayscaleOptionVersion,
+        verReadableCur: GrayscaleOptionVersion,
         verWeCanReadBack: 0x00010001,
         loaderSignature: LoaderSignature,
         loaderAssemblyName: typeof(InpaintingTransformer).Assembly.FullName);
@@ -127,6 +133,8 @@ public sealed class InpaintingTransformer : ImageToImageTransformer
         // RePaint settings (RePaintOptions.WriteSettings); int: built-in mask kind
         _options.WriteSettings(writer);
         writer.Write((int)_options.Mask);
+        // bool: ConvertToGrayscale (format 0x00010002)
+        writer.Write(_options.ConvertToGrayscale);
     }
 
     private static InpaintingTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
@@ -136,6 +144,8 @@ public sealed class InpaintingTransformer : ImageToImageTransformer
         var options = new InpaintOptions();
         options.ReadSettings(ctx.Reader);
         options.Mask = (InpaintMaskKind)ctx.Reader.ReadInt32();
+        // Transformers saved before the option converted color images silently: they keep doing so.
+        options.ConvertToGrayscale = ctx.Header.ModelVerWritten < GrayscaleOptionVersion || ctx.Reader.ReadBoolean();
         var model = LoadModel(env, ctx);
         return new InpaintingTransformer(env, model, output, image, mask.Length == 0 ? null : mask, options, ownsModel: true);
     }

@@ -74,6 +74,10 @@ public sealed class NoisyClassifierTrainer : IEstimator<NoisyClassifierModel>
         public IProgress<TrainingProgress>? Progress { get; set; }
         /// <summary>Stops training between two steps.</summary>
         public CancellationToken CancellationToken { get; set; }
+        /// <summary>For a grayscale diffusion model (Channels = 1): false (default) makes a color image (one whose R, G and B differ
+        /// somewhere, or three ExtractPixels planes that differ) an error naming the column and row; true converts color images to
+        /// their ITU-R BT.601 luma. Grayscale images (equal channels, as ConvertToGrayscale writes them) are accepted either way.</summary>
+        public bool ConvertToGrayscale { get; set; }
 
         internal NoisyClassifierConfig ToNetworkConfig(DiffusionModel model, int numClasses) => new()
         {
@@ -180,7 +184,8 @@ public sealed class NoisyClassifierTrainer : IEstimator<NoisyClassifierModel>
         ArgumentNullException.ThrowIfNull(input);
         var o = _options;
         var model = o.DiffusionModel!;
-        var imageCol = TrainingImageInput.Check(input.Schema, o.ImageColumnName, model.ImageSize, model.Channels);
+        var imageCol = TrainingImageInput.Check(input.Schema, o.ImageColumnName, model.ImageSize, model.Channels)
+            .RejectColor(o.ConvertToGrayscale, "NoisyClassifierTrainer.Options.ConvertToGrayscale");
         var (labelCol, numClasses) = ResolveLabels(input.Schema);
         long? rowCount = input.GetRowCount();
         if (rowCount is long known && known < o.BatchSize)

@@ -20,10 +20,19 @@ internal static class RePaintRunner
     /// <param name="encoderInput">Latent models only: the image the known latent is encoded from (default: <paramref name="known"/>).</param>
     /// <param name="cellKnownIfAnyPixel">Latent models only: a latent cell is known when any of its f x f pixels is known
     /// (default false: when all of them are).</param>
+    /// <param name="log">A transform's progress log of this batch (see <see cref="RePaintProgressLog"/>); it then replaces
+    /// options.Progress, which it forwards to.</param>
     public static Tensor Run(DiffusionModel model, RePaintOptions options, Tensor known, Tensor mask, IReadOnlyList<uint> seeds,
-        Func<Tensor, Tensor, Tensor>? network = null, Tensor? encoderInput = null, bool cellKnownIfAnyPixel = false)
+        Func<Tensor, Tensor, Tensor>? network = null, Tensor? encoderInput = null, bool cellKnownIfAnyPixel = false,
+        RePaintProgressLog? log = null)
     {
         options.Validate(model.Timesteps);
+        if (log is not null)
+        {
+            var logged = (RePaintOptions)options.CloneOptions();
+            logged.Progress = log;
+            options = logged;
+        }
         if (model.Latent is { } latent)
             return RunLatent(model, latent, options, known, mask, seeds, network, encoderInput ?? known, cellKnownIfAnyPixel);
         return RunBatches(model, options, known, mask, seeds, network);

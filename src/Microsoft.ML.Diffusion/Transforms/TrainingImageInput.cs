@@ -9,8 +9,9 @@ namespace Microsoft.ML.Diffusion;
 /// vectors in the layout ML.NET's ExtractPixels writes with its defaults: planar (all R, then all G, then all B), values
 /// 0..255, type <c>Vector&lt;Single, 3, H, W&gt;</c> (3 planes even for grayscale images). One plane
 /// (<c>Vector&lt;Single, 1, H, W&gt;</c>, e.g. ExtractPixels with <c>colorsToExtract: ColorBits.Red</c>) is accepted for
-/// Channels = 1. Three planes train a 1-channel model on their ITU-R BT.601 luma, as an MLImage column does, so both
-/// columns give the same weights.
+/// Channels = 1. For Channels = 1, color images (an MLImage whose channels differ, or three planes that differ) are an error
+/// naming the column and row unless the trainer's ConvertToGrayscale option is set; then they train on their ITU-R BT.601 luma,
+/// the same for both kinds of column, so both give the same weights.
 /// </summary>
 internal sealed class TrainingImageInput
 {
@@ -23,6 +24,18 @@ internal sealed class TrainingImageInput
         Planes = planes;
         _size = size;
         _channels = channels;
+    }
+
+    /// <summary>The full name of the option that accepts color images for a grayscale model (null: they are converted to luma
+    /// silently); set with <see cref="RejectColor"/>.</summary>
+    private string? _grayscaleOption;
+
+    /// <summary>For Channels = 1 and unless <paramref name="convertToGrayscale"/>: the reader throws for color images, naming
+    /// <paramref name="option"/> (the opt-in). Returns this.</summary>
+    public TrainingImageInput RejectColor(bool convertToGrayscale, string option)
+    {
+        _grayscaleOption = convertToGrayscale || _channels != 1 ? null : option;
+        return this;
     }
 
     /// <summary>The input column.</summary>
@@ -96,6 +109,7 @@ internal sealed class TrainingImageInput
             {
                 getImage(ref image);
                 ImageColumn.CheckImage(image, name, row, _size);
+                if (_grayscaleOption is string option) GrayscaleInput.CheckImage(image, name, row, option);
                 ImageTensorConverter.ToChw(image, _channels, destination);
             };
         }
@@ -110,7 +124,8 @@ internal sealed class TrainingImageInput
                 throw new InvalidOperationException(
                     $"Column '{name}', row {row}: the vector has {buffer.Length} values; expected {expected} ({Planes}x{_size}x{_size}).");
             buffer.CopyTo(dense);   // sparse vectors are densified (absent values are 0)
-            ImageTensorConverter.PlanarPixelsToChw(dense, Planes, _size, _channels, destination, name, row);
+            ImageTensorConverter.PlanarPixelsToChw(dense, Planes, _size, _channels, destination, name, row);   // range errors first
+            if (Planes == 3 && _grayscaleOption is string option) GrayscaleInput.CheckPlanes(dense, _size, name, row, option);
         };
     }
 }

@@ -98,7 +98,7 @@ public sealed class UpscalingTransformer : ImageToImageTransformer
     /// column of the model's grid (Lugmayr et al. 2022).</item>
     /// </list>
     /// </summary>
-    private Tensor UpscaleBatch(Tensor lowRes, IReadOnlyList<uint> seeds)
+    private Tensor UpscaleBatch(Tensor lowRes, IReadOnlyList<uint> seeds, long firstRow)
     {
         if (Model.Conditioning is { Kind: ConditioningKind.LowResolution })
         {
@@ -117,12 +117,14 @@ public sealed class UpscalingTransformer : ImageToImageTransformer
         known.index_put_(lowRes, TensorIndex.Colon, TensorIndex.Colon, grid, grid);
         var mask = zeros(b, 1, size, size);
         mask.index_put_(ones(b, 1, size / f, size / f), TensorIndex.Colon, TensorIndex.Colon, grid, grid);
+        using var channel = Host.Start("RePaint");
+        var log = RePaintProgressLog.Start(channel, $"Upscaling x{f}", _options, Model.Timesteps, firstRow, seeds.Count);
         if (Model.Latent is null)
-            return RePaintRunner.Run(Model, _options, known, mask, seeds, NetworkOverride).MoveToOuterDisposeScope();
+            return RePaintRunner.Run(Model, _options, known, mask, seeds, NetworkOverride, log: log).MoveToOuterDisposeScope();
         // Latent model: the encoder sees the clamped bicubic upsampling of the input, and a latent cell is known when it holds a
         // known (grid) pixel; the grid pixels are re-imposed after decoding.
         var upsampled = Conditions.LowResolutionCondition.Upsample(lowRes.to_type(float32), size);
-        return RePaintRunner.Run(Model, _options, known, mask, seeds, NetworkOverride, upsampled, cellKnownIfAnyPixel: true).MoveToOuterDisposeScope();
+        return RePaintRunner.Run(Model, _options, known, mask, seeds, NetworkOverride, upsampled, cellKnownIfAnyPixel: true, log: log).MoveToOuterDisposeScope();
     }
 
     private protected override int BatchSize => _options.BatchSize;
@@ -131,22 +133,26 @@ public sealed class UpscalingTransformer : ImageToImageTransformer
         new[] { ImageMappingColumns.CheckImage(inputSchema, ImageColumnName, InputSize, Why(Model, _options.Factor)) };
 
     private protected override Func<long, ImageRequest> CreateReader(DataViewRow row) =>
-        ImageMappingColumns.RequestReader(row, row.Schema[ImageColumnName], InputSize, Model.Channels, Why(Model, _options.Factor));
+        ImageMappingColumns.RequestReader(row, row.Schema[ImageColumnName], InputSize, Model.Channels, Why(Model, _options.Factor),
+            _options.ConvertToGrayscale ? null : "UpscaleOptions.ConvertToGrayscale");
 
     private protected override byte[][] MapBatch(IReadOnlyList<ImageRequest> requests)
     {
         using var lowRes = ImageRequest.Images(requests, Model.Channels, InputSize);
         var seeds = requests.Select(r => _options.SeedOfRow(r.Row)).ToArray();
-        using var result = UpscaleBatch(lowRes, seeds);
+        using var result = UpscaleBatch(lowRes, seeds, requests[0].Row);
         return ImageTensorConverter.ToBgraPixels(result);
     }
 
     // ---- persistence ----
 
+    /// <summary>The format that added ConvertToGrayscale (0x00010001: the first).</summary>
+    private const uint GrayscaleOptionVersion = 0x00010002;
+
     private static VersionInfo GetVersionInfo() => new(
         modelSignature: "UPSCALET",
-        verWrittenCur: 0x00010001,
-        verReadableCur: 0x00010001,
+        verWrittenCur: GrayscaleOptionVersion,
+        verReadableCur: GrayscaleOptionVersion,
         verWeCanReadBack: 0x00010001,
         loaderSignature: LoaderSignature,
         loaderAssemblyName: typeof(UpscalingTransformer).Assembly.FullName);
@@ -158,6 +164,8 @@ public sealed class UpscalingTransformer : ImageToImageTransformer
         // RePaint settings (RePaintOptions.WriteSettings); int: factor
         _options.WriteSettings(writer);
         writer.Write(_options.Factor);
+        // bool: ConvertToGrayscale (format 0x00010002)
+        writer.Write(_options.ConvertToGrayscale);
     }
 
     private static UpscalingTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
@@ -166,6 +174,8 @@ public sealed class UpscalingTransformer : ImageToImageTransformer
         var options = new UpscaleOptions();
         options.ReadSettings(ctx.Reader);
         options.Factor = ctx.Reader.ReadInt32();
+        // Transformers saved before the option converted color images silently: they keep doing so.
+        options.ConvertToGrayscale = ctx.Header.ModelVerWritten < GrayscaleOptionVersion || ctx.Reader.ReadBoolean();
         var model = LoadModel(env, ctx);
         return new UpscalingTransformer(env, model, output, image, options, ownsModel: true);
     }

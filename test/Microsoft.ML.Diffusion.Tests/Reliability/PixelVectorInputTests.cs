@@ -84,6 +84,7 @@ public class PixelVectorInputTests
             var options = TestData.TinyOptions(steps: 3);
             options.Channels = channels;
             options.ImageColumnName = column;
+            options.ConvertToGrayscale = true;   // color images: Channels = 1 trains on their luma
             // TinyOptions' explicit Seed: with Seed = null the seed would come from the MLContext, whose random stream the
             // extra ExtractPixels estimator advances (ML.NET gives each registered component a seed of its own).
             var view = data(ml);
