@@ -51,10 +51,10 @@ public static class EvaluateCommand
         if (count < 2) throw new CliException($"--count is {count}; expected a value >= 2.");
         InputFiles.RequireFile(modelPath, "--model", InputFiles.DiffusionModelFile);
         InputFiles.RequireFile(classifierPath, "--classifier", ClassifierFile);
-        InputFiles.RequireFashionMnist(dataDir, "t10k");
         var ml = new MLContext();
         using var diffusion = InputFiles.LoadDiffusionModel(ml, modelPath);
         using var net = LoadClassifier(classifierPath);
+        InputFiles.RequireFashionMnist(dataDir, "t10k");
 
         var (testX, testY) = FashionMnist.LoadTensors(dataDir, "t10k");
         using var _1 = testX; using var _2 = testY;

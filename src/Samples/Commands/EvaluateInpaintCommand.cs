@@ -64,13 +64,12 @@ public static class EvaluateInpaintCommand
     public static int Run(string modelPath, string dataDir, int count, int steps, int jump, int resamplings, uint seed, int batchSize,
         string? jsonPath, string? markdownPath)
     {
-        InputFiles.RequireFile(modelPath, "--model", InputFiles.DiffusionModelFile);
-        InputFiles.RequireFashionMnist(dataDir, "t10k");
         var diffusion = RePaintCliOptions.LoadModel(modelPath);
         if (diffusion.ImageSize != Size || diffusion.Channels != 1)
         {
             throw new CliException($"--model '{modelPath}' makes {diffusion.ImageSize}x{diffusion.ImageSize} images with {diffusion.Channels} channel(s); this evaluation needs a 28x28 grayscale Fashion-MNIST model.");
         }
+        InputFiles.RequireFashionMnist(dataDir, "t10k");
         var originals = FashionMnist.ReadRaw(dataDir, "t10k", count).ToList();
         if (originals.Count < count)
         {

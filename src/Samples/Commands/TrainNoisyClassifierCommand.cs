@@ -44,14 +44,13 @@ public static class TrainNoisyClassifierCommand
         command.SetAction(parse =>
         {
             string modelPath = parse.GetValue(model)!, dir = parse.GetValue(data)!;
-            InputFiles.RequireFile(modelPath, "--model", InputFiles.DiffusionModelFile);
+            var ml = new MLContext(seed: parse.GetValue(seed));
+            using var diffusion = InputFiles.LoadDiffusionModel(ml, modelPath);
             InputFiles.RequireFashionMnist(dir, "train");
             string imagesPath = FashionMnist.ImagesPath(dir, "train");
             int? n = parse.GetValue(limit);
             int total = n ?? IdxReader.ReadImageHeader(imagesPath).Count;
             int e = parse.GetValue(epochs), b = parse.GetValue(batch);
-            var ml = new MLContext(seed: parse.GetValue(seed));
-            using var diffusion = InputFiles.LoadDiffusionModel(ml, modelPath);
             var images = FashionMnist.Load(ml, dir, "train", n);
             using var cts = ConsoleProgress.CancelOnCtrlC();
             var options = new NoisyClassifierTrainer.Options
