@@ -4,7 +4,6 @@ using System.Text.Json.Nodes;
 using Microsoft.ML.Diffusion.Samples.Bench;
 using Spectre.Console;
 using TorchSharp;
-
 using Microsoft.ML.Diffusion.Samples.Cli;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;

@@ -2,7 +2,6 @@ using System.CommandLine;
 using System.Diagnostics;
 using Microsoft.ML.Diffusion.Imaging;
 using Spectre.Console;
-
 using Microsoft.ML.Diffusion.Samples.Cli;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;

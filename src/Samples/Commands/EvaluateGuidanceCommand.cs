@@ -10,7 +10,6 @@ using Microsoft.ML.Diffusion.Samples.Data;
 using Spectre.Console;
 using TorchSharp;
 using static TorchSharp.torch;
-
 using Microsoft.ML.Diffusion.Samples.Cli;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;

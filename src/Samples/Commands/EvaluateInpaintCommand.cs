@@ -10,7 +10,6 @@ using Microsoft.ML.Diffusion.Samples.Data;
 using Microsoft.ML.Diffusion.Sampling;
 using Microsoft.ML.Transforms.Image;
 using Spectre.Console;
-
 using Microsoft.ML.Diffusion.Samples.Cli;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;

@@ -4,7 +4,6 @@ using System.Diagnostics;
 using Microsoft.ML.Diffusion.Imaging;
 using Microsoft.ML.Diffusion.Sampling;
 using Spectre.Console;
-
 using Microsoft.ML.Diffusion.Samples.Cli;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;
@@ -142,11 +141,18 @@ public static class GenerateCommand
         });
     }
 
-    /// <summary>Writes an image as PNG (creating the folder).</summary>
+    /// <summary>Writes an image as PNG (creating the folder); a path that cannot be written throws a <see cref="CliException"/> naming it.</summary>
     public static void SavePng(MLImage image, string path)
     {
-        string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (dir != null) Directory.CreateDirectory(dir);
-        image.Save(path);
+        try
+        {
+            string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
+            if (dir != null) Directory.CreateDirectory(dir);
+            image.Save(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+        {
+            throw new CliException($"Could not write the image '{path}' (expected a writable .png or .jpg path): {CliErrors.OneLine(e.Message)}", e);
+        }
     }
 }

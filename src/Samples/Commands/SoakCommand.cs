@@ -6,7 +6,6 @@ using Microsoft.ML.Diffusion.Sampling;
 using Microsoft.ML.Diffusion.Training;
 using Microsoft.ML.Transforms.Image;
 using Spectre.Console;
-
 using Microsoft.ML.Diffusion.Samples.Cli;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;

@@ -2,7 +2,6 @@ using System.CommandLine;
 using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion.Training;
 using Microsoft.ML.Transforms.Image;
-
 using Microsoft.ML.Diffusion.Samples.Cli;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;

@@ -3,7 +3,6 @@ using System.Diagnostics;
 using Microsoft.ML.Diffusion.Samples.Data;
 using Microsoft.ML.Diffusion.Training;
 using Spectre.Console;
-
 using Microsoft.ML.Diffusion.Samples.Cli;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;

@@ -4,7 +4,6 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion.Samples.Data;
 using Microsoft.ML.Diffusion.Training;
 using Spectre.Console;
-
 using Microsoft.ML.Diffusion.Samples.Cli;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;

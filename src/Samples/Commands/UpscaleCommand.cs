@@ -4,7 +4,6 @@ using Microsoft.ML.Data;
 using System.Diagnostics;
 using Microsoft.ML.Diffusion.Imaging;
 using Spectre.Console;
-
 using Microsoft.ML.Diffusion.Samples.Cli;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;
