@@ -4,6 +4,7 @@ using System.Text.Json.Nodes;
 using Microsoft.ML.Diffusion.Samples.Bench;
 using Spectre.Console;
 using TorchSharp;
+using Microsoft.ML.Diffusion.Samples.Cli;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;
 
@@ -23,10 +24,10 @@ public static class BenchCommand
 
     public static Command Create()
     {
-        var batch = new Option<int>("--batch-size") { Description = "Images per step", DefaultValueFactory = _ => 64 };
-        var iterations = new Option<int>("--iterations") { Description = "Timed calls per figure and round", DefaultValueFactory = _ => 5 };
-        var rounds = new Option<int>("--runs") { Description = "Rounds; TorchSharp and PyTorch alternate, the median is reported", DefaultValueFactory = _ => 3 };
-        var threads = new Option<int>("--threads") { Description = "Threads of libtorch and of PyTorch", DefaultValueFactory = _ => 2 };
+        var batch = new Option<int>("--batch-size") { Description = "Images per step", DefaultValueFactory = _ => 64 }.AtLeast(1);
+        var iterations = new Option<int>("--iterations") { Description = "Timed calls per figure and round", DefaultValueFactory = _ => 5 }.AtLeast(1);
+        var rounds = new Option<int>("--runs") { Description = "Rounds; TorchSharp and PyTorch alternate, the median is reported", DefaultValueFactory = _ => 3 }.AtLeast(1);
+        var threads = new Option<int>("--threads") { Description = "Threads of libtorch and of PyTorch", DefaultValueFactory = _ => 2 }.AtLeast(1);
         var python = new Option<string>("--python") { Description = "Python with torch for the reference", DefaultValueFactory = _ => "/usr/bin/python3" };
         var noPython = new Option<bool>("--no-pytorch") { Description = "Skip the PyTorch reference" };
         var json = new Option<string?>("--json") { Description = "Also write the figures to this JSON file" };
@@ -34,11 +35,10 @@ public static class BenchCommand
         {
             Description = "Set DNNL_MAX_CPU_ISA for this run (e.g. ALL: oneDNN's AVX-512 and bfloat16 kernels); default: the library's choice (AVX2 on AMD AVX-512 CPUs, see TorchRuntime)",
         };
-        var verbose = new Option<bool>("--verbose") { Description = "Print each figure of each round to stderr as it is measured" };
         var command = new Command("bench", "Measure the 28x28 U-Net's training and sampling throughput (fp32, bf16), side by side with PyTorch")
-            { batch, iterations, rounds, threads, python, noPython, json, isa, verbose };
+            { batch, iterations, rounds, threads, python, noPython, json, isa };
         command.SetAction(parse => Run(parse.GetValue(batch), parse.GetValue(iterations), parse.GetValue(rounds), parse.GetValue(threads),
-            parse.GetValue(noPython) ? null : parse.GetValue(python), parse.GetValue(json), parse.GetValue(verbose)));
+            parse.GetValue(noPython) ? null : parse.GetValue(python), parse.GetValue(json), parse.GetValue(Cli.CliErrors.Verbose)));
         return command;
     }
 
@@ -64,8 +64,7 @@ public static class BenchCommand
     {
         if (batchSize < 1 || iterations < 1 || rounds < 1 || threads < 1)
         {
-            AnsiConsole.MarkupLine($"[red]--batch-size ({batchSize}), --iterations ({iterations}), --runs ({rounds}) and --threads ({threads}) must be >= 1.[/]");
-            return 2;
+            throw new CliException($"--batch-size ({batchSize}), --iterations ({iterations}), --runs ({rounds}) and --threads ({threads}) must be >= 1.");
         }
         torch.set_num_threads(threads);
         // With the AVX2 limit (TorchRuntime, AMD AVX-512 CPUs) oneDNN has no fast bfloat16 kernels: convolutions fall back to

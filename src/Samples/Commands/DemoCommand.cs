@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using Microsoft.ML.Diffusion.Imaging;
 using Spectre.Console;
+using Microsoft.ML.Diffusion.Samples.Cli;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;
 
@@ -25,15 +26,10 @@ public static class DemoCommand
 
     public static int Run(string modelPath, string outDir)
     {
-        if (!File.Exists(modelPath))
-        {
-            AnsiConsole.MarkupLine($"[red]Model '{Markup.Escape(modelPath)}' was not found.[/] Train one with `train --out model.zip`.");
-            return 2;
-        }
-        Directory.CreateDirectory(outDir);
         var ml = new MLContext(seed: 1);
         var watch = Stopwatch.StartNew();
-        var model = (DiffusionModel)ml.Model.Load(modelPath, out _);
+        var model = InputFiles.LoadDiffusionModel(ml, modelPath);
+        Directory.CreateDirectory(outDir);
         AnsiConsole.MarkupLine($"Loaded [bold]{Markup.Escape(Path.GetFileName(modelPath))}[/] ({model.ParameterCount:N0} parameters, " +
                                $"{model.ImageSize}x{model.ImageSize}, T = {model.Timesteps}) in {watch.Elapsed.TotalSeconds:F1} s.");
 

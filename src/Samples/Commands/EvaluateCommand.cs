@@ -7,6 +7,7 @@ using Microsoft.ML.Diffusion.Samples.Data;
 using Spectre.Console;
 using TorchSharp;
 using static TorchSharp.torch;
+using Microsoft.ML.Diffusion.Samples.Cli;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;
 
@@ -27,14 +28,14 @@ public static class EvaluateCommand
     {
         var model = new Option<string>("--model") { Description = "Model zip written by train", DefaultValueFactory = _ => DemoCommand.DefaultModelPath };
         var data = new Option<string>("--data") { Description = "Folder with the Fashion-MNIST IDX files", DefaultValueFactory = _ => FashionMnist.DefaultDirectory };
-        var count = new Option<int>("--count") { Description = "Generated images, and test images compared with them", DefaultValueFactory = _ => 1000 };
+        var count = new Option<int>("--count") { Description = "Generated images, and test images compared with them", DefaultValueFactory = _ => 1000 }.AtLeast(2);
         var sampler = new Option<string>("--sampler") { Description = "ddpm, ddim or dpm-solver++", DefaultValueFactory = _ => "ddim" };
-        sampler.AcceptOnlyFromAmong("ddpm", "ddim", "dpm-solver++");
-        var steps = new Option<int?>("--steps") { Description = "Network calls (default: T for ddpm, 50 for ddim, 20 for dpm-solver++)" };
+        sampler.OneOf(GenerateCommand.SamplerNames);
+        var steps = new Option<int?>("--steps") { Description = "Network calls (default: T for ddpm, 50 for ddim, 20 for dpm-solver++)" }.AtLeast(1);
         var seed = new Option<uint>("--seed") { Description = "Seed of the first image (image i uses seed + i)", DefaultValueFactory = _ => 0u };
         var json = new Option<string?>("--json") { Description = "Also write the figures to this JSON file" };
         var classifier = new Option<string>("--classifier") { Description = "Feature classifier weights (train-classifier)", DefaultValueFactory = _ => DefaultClassifierPath };
-        var batch = new Option<int>("--batch-size") { Description = "Images denoised together", DefaultValueFactory = _ => 64 };
+        var batch = new Option<int>("--batch-size") { Description = "Images denoised together", DefaultValueFactory = _ => 64 }.AtLeast(1);
         var precision = new Option<Precision>("--precision") { Description = "Number format of the network while sampling: Fp32 or Bf16Mixed", DefaultValueFactory = _ => Precision.Fp32 };
         var command = new Command("evaluate", "FID-like Frechet distance and KID of generated images against the test split")
             { model, data, count, sampler, steps, seed, json, classifier, batch, precision };
@@ -46,38 +47,22 @@ public static class EvaluateCommand
     public static int Run(string modelPath, string dataDir, int count, string samplerName, int? steps, uint seed, string? jsonPath,
         string classifierPath, int batchSize, Precision precision = Precision.Fp32)
     {
-        if (count < 2)
-        {
-            AnsiConsole.MarkupLine("[red]--count must be at least 2.[/]");
-            return 2;
-        }
-        if (!File.Exists(modelPath))
-        {
-            AnsiConsole.MarkupLine($"[red]Model '{Markup.Escape(modelPath)}' was not found; train one with the train command.[/]");
-            return 2;
-        }
-        if (!File.Exists(classifierPath))
-        {
-            AnsiConsole.MarkupLine($"[red]Classifier weights '{Markup.Escape(classifierPath)}' were not found.[/] Train them with");
-            AnsiConsole.MarkupLine("  dotnet run --project src/Samples -c Release -- train-classifier --data DIR --out src/Samples/Models/fashion-mnist-classifier.bin [[--epochs E]]");
-            AnsiConsole.MarkupLine("and rebuild (the file is copied next to the executable), or pass --classifier PATH.");
-            return 2;
-        }
-        using var net = new FeatureClassifier();
-        net.load(classifierPath);
-        net.eval();
+        if (count < 2) throw new CliException($"--count is {count}; expected a value >= 2.");
+        InputFiles.RequireFile(modelPath, "--model", InputFiles.DiffusionModelFile);
+        InputFiles.RequireFile(classifierPath, "--classifier", ClassifierFile);
+        var ml = new MLContext();
+        using var diffusion = InputFiles.LoadDiffusionModel(ml, modelPath);
+        using var net = LoadClassifier(classifierPath);
+        InputFiles.RequireFashionMnist(dataDir, "t10k");
 
         var (testX, testY) = FashionMnist.LoadTensors(dataDir, "t10k");
         using var _1 = testX; using var _2 = testY;
         if (count > testX.shape[0])
         {
-            AnsiConsole.MarkupLine($"[red]--count {count} exceeds the {testX.shape[0]} test images.[/]");
-            return 2;
+            throw new CliException($"--count {count} exceeds the {testX.shape[0]} test images.");
         }
         double accuracy = TrainClassifierCommand.Accuracy(net, testX, testY);
 
-        var ml = new MLContext();
-        using var diffusion = (DiffusionModel)ml.Model.Load(modelPath, out _);
         using var cts = ConsoleProgress.CancelOnCtrlC();
         var options = new SamplerOptions
         {
@@ -137,6 +122,27 @@ public static class EvaluateCommand
             AnsiConsole.MarkupLine($"wrote {Markup.Escape(jsonPath)}");
         }
         return 0;
+    }
+
+    /// <summary>What <c>--classifier</c> expects.</summary>
+    public const string ClassifierFile = "a feature classifier weights file written by train-classifier";
+
+    /// <summary>The feature classifier in <paramref name="path"/> (the <c>--classifier</c> option), in eval mode.</summary>
+    public static FeatureClassifier LoadClassifier(string path)
+    {
+        InputFiles.RequireFile(path, "--classifier", ClassifierFile);
+        var net = new FeatureClassifier();
+        try
+        {
+            net.load(path);
+        }
+        catch (Exception e)
+        {
+            net.Dispose();
+            throw InputFiles.Bad("--classifier", path, ClassifierFile, e);
+        }
+        net.eval();
+        return net;
     }
 
     private static Tensor Features(FeatureClassifier net, Tensor images, int batchSize = 500)

@@ -10,6 +10,7 @@ using Microsoft.ML.Diffusion.Samples.Data;
 using Spectre.Console;
 using TorchSharp;
 using static TorchSharp.torch;
+using Microsoft.ML.Diffusion.Samples.Cli;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;
 
@@ -29,17 +30,17 @@ public static class EvaluateGuidanceCommand
     {
         var model = new Option<string?>("--model") { Description = "Class-conditional model zip (train --conditional); with --noisy-classifier any model (default: the bundled unconditional one)" };
         var noisy = new Option<string?>("--noisy-classifier") { Description = "Noisy classifier zip (train-noisy-classifier): evaluate classifier guidance; the scales are then s" };
-        var perClass = new Option<int>("--per-class") { Description = "Images generated per class and guidance scale", DefaultValueFactory = _ => 50 };
+        var perClass = new Option<int>("--per-class") { Description = "Images generated per class and guidance scale", DefaultValueFactory = _ => 50 }.AtLeast(1);
         var guidance = new Option<string>("--guidance") { Description = "Comma-separated guidance scales w", DefaultValueFactory = _ => "0,1,3,5" };
         var sampler = new Option<string>("--sampler") { Description = "ddpm, ddim or dpm-solver++", DefaultValueFactory = _ => "dpm-solver++" };
-        sampler.AcceptOnlyFromAmong("ddpm", "ddim", "dpm-solver++");
-        var steps = new Option<int?>("--steps") { Description = "Network calls (default: T for ddpm, 50 for ddim, 20 for dpm-solver++)" };
+        sampler.OneOf(GenerateCommand.SamplerNames);
+        var steps = new Option<int?>("--steps") { Description = "Network calls (default: T for ddpm, 50 for ddim, 20 for dpm-solver++)" }.AtLeast(1);
         var seed = new Option<uint>("--seed") { Description = "Seed of the first image of each class (image i uses seed + i)", DefaultValueFactory = _ => 0u };
         var classifier = new Option<string>("--classifier") { Description = "Classifier weights (train-classifier)", DefaultValueFactory = _ => EvaluateCommand.DefaultClassifierPath };
         var json = new Option<string?>("--json") { Description = "Also write the figures to this JSON file" };
         var markdown = new Option<string?>("--markdown") { Description = "Also write the table as Markdown to this file" };
         var grid = new Option<string?>("--grid") { Description = "Also write a class grid PNG (one row per class, --grid-columns images) at --grid-guidance" };
-        var gridColumns = new Option<int>("--grid-columns") { Description = "Images per class in the grid", DefaultValueFactory = _ => 10 };
+        var gridColumns = new Option<int>("--grid-columns") { Description = "Images per class in the grid", DefaultValueFactory = _ => 10 }.AtLeast(1);
         var gridGuidance = new Option<float>("--grid-guidance") { Description = "Guidance scale of the grid", DefaultValueFactory = _ => 3f };
         var command = new Command("evaluate-guidance", "Classifier accuracy on generated images per class at several classifier-free (or, with --noisy-classifier, classifier) guidance scales")
             { model, noisy, perClass, guidance, sampler, steps, seed, classifier, json, markdown, grid, gridColumns, gridGuidance };
@@ -54,8 +55,7 @@ public static class EvaluateGuidanceCommand
     {
         if (modelArgument is null && noisyPath is null)
         {
-            AnsiConsole.MarkupLine("[red]Give --model (a class-conditional model) or --noisy-classifier (classifier guidance).[/]");
-            return 2;
+            throw new CliException("Give --model (a class-conditional model) or --noisy-classifier (classifier guidance).");
         }
         string modelPath = modelArgument ?? DemoCommand.DefaultModelPath;
         string what = noisyPath is null ? "w" : "s";
@@ -67,37 +67,28 @@ public static class EvaluateGuidanceCommand
         }
         catch (FormatException)
         {
-            AnsiConsole.MarkupLine($"[red]--guidance '{Markup.Escape(guidanceList)}' is not a comma-separated list of numbers (e.g. 0,1,3,5).[/]");
-            return 2;
+            throw new CliException($"--guidance '{guidanceList}' is not a comma-separated list of numbers (e.g. 0,1,3,5).");
         }
         if (perClass < 1 || scales.Length == 0 || scales.Any(w => !(w >= 0)))
         {
-            AnsiConsole.MarkupLine("[red]--per-class must be >= 1 and --guidance a non-empty list of scales >= 0.[/]");
-            return 2;
+            throw new CliException("--per-class must be >= 1 and --guidance a non-empty list of scales >= 0.");
         }
-        foreach (var (path, file) in new[] { (modelPath, "Model"), (classifierPath, "Classifier weights"), (noisyPath, "Noisy classifier") })
-        {
-            if (path is not null && !File.Exists(path))
-            {
-                AnsiConsole.MarkupLine($"[red]{file} '{Markup.Escape(path)}' was not found.[/]");
-                return 2;
-            }
-        }
+        InputFiles.RequireFile(modelPath, "--model", InputFiles.DiffusionModelFile);
+        if (noisyPath is not null) InputFiles.RequireFile(noisyPath, "--noisy-classifier", GenerateCommand.NoisyClassifierFile);
+        InputFiles.RequireFile(classifierPath, "--classifier", EvaluateCommand.ClassifierFile);
 
         var ml = new MLContext();
-        using var diffusion = (DiffusionModel)ml.Model.Load(modelPath, out _);
-        using var noisy = noisyPath is null ? null : (NoisyClassifierModel)ml.Model.Load(noisyPath, out _);
+        using var diffusion = InputFiles.LoadDiffusionModel(ml, modelPath);
+        using var noisy = noisyPath is null ? null
+            : InputFiles.LoadModel<NoisyClassifierModel>(ml, noisyPath, "--noisy-classifier", GenerateCommand.NoisyClassifierFile);
         int classes = noisy?.NumClasses ?? diffusion.NumClasses;
         if (classes != FeatureClassifier.ClassCount)
         {
-            AnsiConsole.MarkupLine(noisy is null
-                ? $"[red]The model has {classes} classes; this command needs a Fashion-MNIST class-conditional model (10 classes, train --conditional).[/]"
-                : $"[red]The noisy classifier has {classes} classes; this command needs one trained on Fashion-MNIST (10 classes, train-noisy-classifier).[/]");
-            return 2;
+            throw new CliException(noisy is null
+                ? $"--model '{modelPath}' has {classes} classes; this command needs a Fashion-MNIST class-conditional model (10 classes, train --conditional)."
+                : $"--noisy-classifier '{noisyPath}' has {classes} classes; this command needs one trained on Fashion-MNIST (10 classes, train-noisy-classifier).");
         }
-        using var net = new FeatureClassifier();
-        net.load(classifierPath);
-        net.eval();
+        using var net = EvaluateCommand.LoadClassifier(classifierPath);
         using var cts = ConsoleProgress.CancelOnCtrlC();
 
         // Every class at every scale: classes x perClass images, seeds seed .. seed + perClass - 1 for each class.
@@ -138,11 +129,6 @@ public static class EvaluateGuidanceCommand
         {
             AnsiConsole.MarkupLine("[yellow]Evaluation cancelled.[/]");
             return 130;
-        }
-        catch (ArgumentException bad)
-        {
-            AnsiConsole.MarkupLine($"[red]{Markup.Escape(bad.Message)}[/]");
-            return 2;
         }
 
         var table = new Table().AddColumn(what);

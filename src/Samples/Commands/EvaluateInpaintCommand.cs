@@ -10,6 +10,7 @@ using Microsoft.ML.Diffusion.Samples.Data;
 using Microsoft.ML.Diffusion.Sampling;
 using Microsoft.ML.Transforms.Image;
 using Spectre.Console;
+using Microsoft.ML.Diffusion.Samples.Cli;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;
 
@@ -29,12 +30,12 @@ public static class EvaluateInpaintCommand
     {
         var model = new Option<string>("--model") { Description = "Model zip (default: the bundled 28x28 Fashion-MNIST model)", DefaultValueFactory = _ => DemoCommand.DefaultModelPath };
         var data = new Option<string>("--data") { Description = "Folder with the Fashion-MNIST IDX files", DefaultValueFactory = _ => FashionMnist.DefaultDirectory };
-        var count = new Option<int>("--count") { Description = "Test images (the first N of t10k)", DefaultValueFactory = _ => 100 };
-        var steps = new Option<int>("--steps") { Description = "Sampling steps", DefaultValueFactory = _ => 50 };
-        var jump = new Option<int>("--jump") { Description = "Jump length j", DefaultValueFactory = _ => 5 };
-        var resamplings = new Option<int>("--resamplings") { Description = "Resamplings r of the resampling runs (the other runs use 1)", DefaultValueFactory = _ => 5 };
+        var count = new Option<int>("--count") { Description = "Test images (the first N of t10k)", DefaultValueFactory = _ => 100 }.AtLeast(1);
+        var steps = new Option<int>("--steps") { Description = "Sampling steps", DefaultValueFactory = _ => 50 }.AtLeast(1);
+        var jump = new Option<int>("--jump") { Description = "Jump length j", DefaultValueFactory = _ => 5 }.AtLeast(1);
+        var resamplings = new Option<int>("--resamplings") { Description = "Resamplings r of the resampling runs (the other runs use 1)", DefaultValueFactory = _ => 5 }.AtLeast(1);
         var seed = new Option<uint>("--seed") { Description = "Noise seed of image 0 (image i: seed + i); also seeds the thin/wide masks", DefaultValueFactory = _ => 0u };
-        var batch = new Option<int>("--batch-size") { Description = "Images filled together", DefaultValueFactory = _ => 100 };
+        var batch = new Option<int>("--batch-size") { Description = "Images filled together", DefaultValueFactory = _ => 100 }.AtLeast(1);
         var json = new Option<string?>("--json") { Description = "Write the figures to this JSON file" };
         var markdown = new Option<string?>("--markdown") { Description = "Write the table to this markdown file" };
         var command = new Command("evaluate-inpaint", "MSE of RePaint inpainting per mask and PSNR of x2 upscaling on Fashion-MNIST test images, beside simple baselines")
@@ -62,17 +63,16 @@ public static class EvaluateInpaintCommand
     public static int Run(string modelPath, string dataDir, int count, int steps, int jump, int resamplings, uint seed, int batchSize,
         string? jsonPath, string? markdownPath)
     {
-        if (!RePaintCliOptions.TryLoadModel(modelPath, out var diffusion)) return 2;
+        var diffusion = RePaintCliOptions.LoadModel(modelPath);
         if (diffusion.ImageSize != Size || diffusion.Channels != 1)
         {
-            AnsiConsole.MarkupLine($"[red]The model makes {diffusion.ImageSize}x{diffusion.ImageSize} images with {diffusion.Channels} channel(s); this evaluation needs a 28x28 grayscale Fashion-MNIST model.[/]");
-            return 2;
+            throw new CliException($"--model '{modelPath}' makes {diffusion.ImageSize}x{diffusion.ImageSize} images with {diffusion.Channels} channel(s); this evaluation needs a 28x28 grayscale Fashion-MNIST model.");
         }
+        InputFiles.RequireFashionMnist(dataDir, "t10k");
         var originals = FashionMnist.ReadRaw(dataDir, "t10k", count).ToList();
         if (originals.Count < count)
         {
-            AnsiConsole.MarkupLine($"[red]--count {count} exceeds the {originals.Count} test images.[/]");
-            return 2;
+            throw new CliException($"--count {count} exceeds the {originals.Count} test images.");
         }
 
         var ml = new MLContext(seed: 1);

@@ -4,6 +4,7 @@ using System.Diagnostics;
 using Microsoft.ML.Diffusion.Imaging;
 using Microsoft.ML.Diffusion.Sampling;
 using Spectre.Console;
+using Microsoft.ML.Diffusion.Samples.Cli;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;
 
@@ -16,15 +17,15 @@ public static class GenerateCommand
     public static Command Create()
     {
         var model = new Option<string>("--model") { Description = "Model zip written by train", Required = true };
-        var count = new Option<int>("--count") { Description = "Images to generate", DefaultValueFactory = _ => 16 };
+        var count = new Option<int>("--count") { Description = "Images to generate", DefaultValueFactory = _ => 16 }.AtLeast(1);
         var sampler = new Option<string>("--sampler") { Description = "ddpm, ddim or dpm-solver++", DefaultValueFactory = _ => "ddim" };
-        sampler.AcceptOnlyFromAmong("ddpm", "ddim", "dpm-solver++");
-        var steps = new Option<int?>("--steps") { Description = "Network calls (default: T for ddpm, 50 for ddim, 20 for dpm-solver++)" };
+        sampler.OneOf(SamplerNames);
+        var steps = new Option<int?>("--steps") { Description = "Network calls (default: T for ddpm, 50 for ddim, 20 for dpm-solver++)" }.AtLeast(1);
         var spacing = new Option<TimestepSpacing?>("--spacing") { Description = "Timestep spacing: Leading, Trailing or Linspace (default: the sampler's)" };
         var eta = new Option<float>("--eta") { Description = "DDIM eta (0 deterministic, 1 DDPM-like)", DefaultValueFactory = _ => 0f };
         var seed = new Option<uint>("--seed") { Description = "Seed of the first image (image i uses seed + i)", DefaultValueFactory = _ => 0u };
         var output = new Option<string>("--out") { Description = "Grid PNG to write", DefaultValueFactory = _ => "grid.png" };
-        var batch = new Option<int>("--batch-size") { Description = "Images denoised together", DefaultValueFactory = _ => 64 };
+        var batch = new Option<int>("--batch-size") { Description = "Images denoised together", DefaultValueFactory = _ => 64 }.AtLeast(1);
         var label = new Option<int?>("--label") { Description = "Class of every image (class-conditional models, e.g. 7 = Sneaker)" };
         var guidance = new Option<float>("--guidance") { Description = "Classifier-free guidance weight w: 0 unconditional, 1 conditional, > 1 guided", DefaultValueFactory = _ => 1f };
         var classGrid = new Option<bool>("--class-grid") { Description = "One row per class, --count images each (class-conditional models)" };
@@ -39,23 +40,13 @@ public static class GenerateCommand
         command.SetAction(parse =>
         {
             string path = parse.GetValue(model)!;
-            if (!File.Exists(path))
-            {
-                AnsiConsole.MarkupLine($"[red]Model '{Markup.Escape(path)}' was not found; train one with the train command.[/]");
-                return 2;
-            }
+            string? classifierPath = parse.GetValue(classifier);
+            InputFiles.RequireFile(path, "--model", InputFiles.DiffusionModelFile);
+            if (classifierPath is not null) InputFiles.RequireFile(classifierPath, "--classifier", NoisyClassifierFile);
             var ml = new MLContext();
-            var diffusion = (DiffusionModel)ml.Model.Load(path, out _);
-            NoisyClassifierModel? noisyClassifier = null;
-            if (parse.GetValue(classifier) is string classifierPath)
-            {
-                if (!File.Exists(classifierPath))
-                {
-                    AnsiConsole.MarkupLine($"[red]Noisy classifier '{Markup.Escape(classifierPath)}' was not found; train one with train-noisy-classifier.[/]");
-                    return 2;
-                }
-                noisyClassifier = (NoisyClassifierModel)ml.Model.Load(classifierPath, out _);
-            }
+            var diffusion = InputFiles.LoadDiffusionModel(ml, path);
+            NoisyClassifierModel? noisyClassifier = classifierPath is null ? null
+                : InputFiles.LoadModel<NoisyClassifierModel>(ml, classifierPath, "--classifier", NoisyClassifierFile);
             using var cts = ConsoleProgress.CancelOnCtrlC();
             var options = new SamplerOptions
             {
@@ -72,23 +63,19 @@ public static class GenerateCommand
             int classes = diffusion.NumClasses > 0 ? diffusion.NumClasses : noisyClassifier?.NumClasses ?? 0;
             if (options.GuidanceScale != 1f && diffusion.NumClasses == 0)
             {
-                AnsiConsole.MarkupLine("[red]--guidance needs a class-conditional model (train --conditional); use --classifier for classifier guidance.[/]");
-                return 2;
+                throw new CliException("--guidance needs a class-conditional model (train --conditional); use --classifier for classifier guidance.");
             }
             if ((fixedLabel is not null || perClass) && classes == 0)
             {
-                AnsiConsole.MarkupLine("[red]--label and --class-grid need a class-conditional model (train --conditional) or --classifier.[/]");
-                return 2;
+                throw new CliException("--label and --class-grid need a class-conditional model (train --conditional) or --classifier.");
             }
             if (noisyClassifier is not null && fixedLabel is null && !perClass)
             {
-                AnsiConsole.MarkupLine("[red]--classifier steers towards a class: give --label or --class-grid.[/]");
-                return 2;
+                throw new CliException("--classifier steers towards a class: give --label or --class-grid.");
             }
             if (fixedLabel is int fl && (fl < 0 || fl >= classes))
             {
-                AnsiConsole.MarkupLine($"[red]--label {fl} is outside the classes 0..{classes - 1}.[/]");
-                return 2;
+                throw new CliException($"--label {fl} is outside the classes 0..{classes - 1}.");
             }
             // --class-grid: row k holds n images of class k; --label: n images of one class; else no labels.
             int[]? labels = perClass
@@ -110,11 +97,6 @@ public static class GenerateCommand
                 AnsiConsole.MarkupLine("[yellow]Generation cancelled.[/]");
                 return 130;
             }
-            catch (ArgumentException bad)
-            {
-                AnsiConsole.MarkupLine($"[red]{Markup.Escape(bad.Message)}[/]");
-                return 2;
-            }
             finally
             {
                 noisyClassifier?.Dispose();
@@ -126,13 +108,19 @@ public static class GenerateCommand
         return command;
     }
 
+    /// <summary>The names <c>--sampler</c> accepts.</summary>
+    public static readonly string[] SamplerNames = { "ddpm", "ddim", "dpm-solver++" };
+
+    /// <summary>What <c>--classifier</c> (and evaluate-guidance's <c>--noisy-classifier</c>) expects.</summary>
+    public const string NoisyClassifierFile = "a noisy classifier zip written by train-noisy-classifier";
+
     /// <summary>The sampler named on the command line.</summary>
     public static SamplerKind ParseSampler(string name) => name switch
     {
         "ddpm" => SamplerKind.Ddpm,
         "ddim" => SamplerKind.Ddim,
         "dpm-solver++" => SamplerKind.DpmSolverPlusPlus,
-        _ => throw new ArgumentException($"Unknown sampler '{name}'; expected ddpm, ddim or dpm-solver++."),
+        _ => throw new CliException($"--sampler '{name}' is not recognised; expected one of ddpm, ddim, dpm-solver++."),
     };
 
     /// <summary>Generates with a progress bar of all denoising steps.</summary>
@@ -153,11 +141,18 @@ public static class GenerateCommand
         });
     }
 
-    /// <summary>Writes an image as PNG (creating the folder).</summary>
+    /// <summary>Writes an image as PNG (creating the folder); a path that cannot be written throws a <see cref="CliException"/> naming it.</summary>
     public static void SavePng(MLImage image, string path)
     {
-        string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (dir != null) Directory.CreateDirectory(dir);
-        image.Save(path);
+        try
+        {
+            string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
+            if (dir != null) Directory.CreateDirectory(dir);
+            image.Save(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+        {
+            throw new CliException($"Could not write the image '{path}' (expected a writable .png or .jpg path): {CliErrors.OneLine(e.Message)}", e);
+        }
     }
 }

@@ -5,6 +5,7 @@ using System.Diagnostics;
 using Microsoft.ML.Diffusion.Imaging;
 using Microsoft.ML.Diffusion.Sampling;
 using Spectre.Console;
+using Microsoft.ML.Diffusion.Samples.Cli;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;
 
@@ -31,19 +32,11 @@ public static class InpaintCommand
         rePaint.AddTo(command);
         command.SetAction(parse =>
         {
-            if (!RePaintCliOptions.TryLoadModel(parse.GetValue(model)!, out var diffusion)) return 2;
             string imagePath = parse.GetValue(image)!, maskArg = parse.GetValue(mask)!, outPath = parse.GetValue(output)!;
-            if (!File.Exists(imagePath))
-            {
-                AnsiConsole.MarkupLine($"[red]Image '{Markup.Escape(imagePath)}' was not found.[/]");
-                return 2;
-            }
+            var imageSize = InputFiles.RequireImage(imagePath, "--image");
             InpaintMaskKind? kind = ParseMask(maskArg);
-            if (kind is null && !File.Exists(maskArg))
-            {
-                AnsiConsole.MarkupLine($"[red]--mask '{Markup.Escape(maskArg)}' is neither one of {string.Join(", ", MaskNames)} nor an existing PNG file.[/]");
-                return 2;
-            }
+            if (kind is null) CheckMaskFile(maskArg, imagePath, imageSize);
+            var diffusion = RePaintCliOptions.LoadModel(parse.GetValue(model)!);
 
             using var cts = ConsoleProgress.CancelOnCtrlC();
             var options = rePaint.Read<InpaintOptions>(parse, cts.Token);
@@ -127,12 +120,28 @@ public static class InpaintCommand
         return result;
     }
 
+    /// <summary>Throws unless <paramref name="maskPath"/> is a readable image of the same size as the image to fill.</summary>
+    public static void CheckMaskFile(string maskPath, string imagePath, (int Width, int Height) imageSize)
+    {
+        if (!File.Exists(maskPath) && !Directory.Exists(maskPath))
+            throw new CliException($"--mask '{maskPath}' is neither one of {string.Join(", ", MaskNames)} nor an existing PNG file.");
+        var (w, h) = InputFiles.RequireImage(maskPath, "--mask");
+        if ((w, h) != imageSize)
+            throw new CliException($"--mask '{maskPath}' is {w}x{h}; expected the size of --image '{imagePath}' ({imageSize.Width}x{imageSize.Height}).");
+    }
+
     /// <summary>A mask PNG resized to <paramref name="size"/>: white (green channel &gt;= 128) keeps.</summary>
     public static bool[] ReadMask(MLContext ml, string path, int size)
     {
         string full = Path.GetFullPath(path);
         var files = ml.Data.LoadFromEnumerable(new[] { new InpaintRow { Path = Path.GetFileName(full) } });
-        var image = ImagePipeline(ml, Path.GetDirectoryName(full)!, size, 3).Fit(files).Transform(files).GetColumn<MLImage>("Image").Single();
+        var resized = ImagePipeline(ml, Path.GetDirectoryName(full)!, size, 3).Fit(files).Transform(files);
+        // Read the pixels inside the cursor: the image transforms dispose their images when the cursor moves on or closes.
+        using var cursor = resized.GetRowCursor(new[] { resized.Schema["Image"] });
+        var getImage = cursor.GetGetter<MLImage>(resized.Schema["Image"]);
+        if (!cursor.MoveNext()) throw new CliException($"--mask '{path}' could not be read.");
+        MLImage image = null!;
+        getImage(ref image);
         var px = image.Pixels.ToArray();
         return Enumerable.Range(0, size * size).Select(p => px[4 * p + 1] >= 128).ToArray();
     }
@@ -165,9 +174,9 @@ public static class InpaintCommand
 /// <summary>The RePaint options shared by the inpaint, upscale and evaluate-inpaint commands.</summary>
 public sealed class RePaintCliOptions
 {
-    private readonly Option<int> _steps = new("--steps") { Description = "Sampling steps (RePaint: 250)", DefaultValueFactory = _ => 100 };
-    private readonly Option<int> _jump = new("--jump") { Description = "Jump length j (RePaint: 10)", DefaultValueFactory = _ => 5 };
-    private readonly Option<int> _resamplings = new("--resamplings") { Description = "Resamplings r, 1 = none (RePaint: 10)", DefaultValueFactory = _ => 5 };
+    private readonly Option<int> _steps = new Option<int>("--steps") { Description = "Sampling steps (RePaint: 250)", DefaultValueFactory = _ => 100 }.AtLeast(1);
+    private readonly Option<int> _jump = new Option<int>("--jump") { Description = "Jump length j (RePaint: 10)", DefaultValueFactory = _ => 5 }.AtLeast(1);
+    private readonly Option<int> _resamplings = new Option<int>("--resamplings") { Description = "Resamplings r, 1 = none (RePaint: 10)", DefaultValueFactory = _ => 5 }.AtLeast(1);
     private readonly Option<uint> _seed = new("--seed") { Description = "Noise seed (and seed of the thin/wide masks)", DefaultValueFactory = _ => 0u };
 
     /// <summary>Adds the options to <paramref name="command"/>.</summary>
@@ -186,18 +195,8 @@ public sealed class RePaintCliOptions
         Seed = parse.GetValue(_seed), CancellationToken = token,
     };
 
-    /// <summary>Loads a model zip, or prints why not.</summary>
-    public static bool TryLoadModel(string path, out DiffusionModel model)
-    {
-        model = null!;
-        if (!File.Exists(path))
-        {
-            AnsiConsole.MarkupLine($"[red]Model '{Markup.Escape(path)}' was not found; train one with the train command.[/]");
-            return false;
-        }
-        model = (DiffusionModel)new MLContext().Model.Load(path, out _);
-        return true;
-    }
+    /// <summary>Loads the <c>--model</c> zip with the library's checked loader; a missing or bad file throws a <see cref="CliException"/>.</summary>
+    public static DiffusionModel LoadModel(string path) => InputFiles.LoadDiffusionModel(new MLContext(), path);
 
     /// <summary>Runs <paramref name="work"/> (RePaint on <paramref name="count"/> images) under a progress bar of all its schedule entries.</summary>
     public static T WithProgress<T>(DiffusionModel model, RePaintOptions options, int count, string label, Func<T> work)

@@ -6,6 +6,7 @@ using Microsoft.ML.Diffusion.Sampling;
 using Microsoft.ML.Diffusion.Training;
 using Microsoft.ML.Transforms.Image;
 using Spectre.Console;
+using Microsoft.ML.Diffusion.Samples.Cli;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;
 
@@ -21,12 +22,12 @@ public static class SoakCommand
 {
     public static Command Create()
     {
-        var trainSteps = new Option<int>("--train-steps") { Description = "Optimizer steps", DefaultValueFactory = _ => 300 };
-        var batch = new Option<int>("--batch-size") { Description = "Images per training step", DefaultValueFactory = _ => 16 };
-        var samplingSteps = new Option<int>("--sampling-steps") { Description = "Denoising steps in all (DDPM, 1000 per pass)", DefaultValueFactory = _ => 2000 };
-        var images = new Option<int>("--images") { Description = "Images denoised together", DefaultValueFactory = _ => 4 };
+        var trainSteps = new Option<int>("--train-steps") { Description = "Optimizer steps", DefaultValueFactory = _ => 300 }.AtLeast(1);
+        var batch = new Option<int>("--batch-size") { Description = "Images per training step", DefaultValueFactory = _ => 16 }.AtLeast(1);
+        var samplingSteps = new Option<int>("--sampling-steps") { Description = "Denoising steps in all (DDPM, 1000 per pass)", DefaultValueFactory = _ => 2000 }.AtLeast(1);
+        var images = new Option<int>("--images") { Description = "Images denoised together", DefaultValueFactory = _ => 4 }.AtLeast(1);
         var json = new Option<string?>("--json") { Description = "Also write the figures to this JSON file" };
-        var threads = new Option<int?>("--threads") { Description = "libtorch intra-op threads (default: libtorch's choice)" };
+        var threads = new Option<int?>("--threads") { Description = "libtorch intra-op threads (default: libtorch's choice)" }.AtLeast(1);
         var command = new Command("soak", "Measure resident memory over long training and sampling runs of the 28x28 default model, and cancellation latency")
         {
             trainSteps, batch, samplingSteps, images, json, threads,

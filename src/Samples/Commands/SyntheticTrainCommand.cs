@@ -2,6 +2,7 @@ using System.CommandLine;
 using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion.Training;
 using Microsoft.ML.Transforms.Image;
+using Microsoft.ML.Diffusion.Samples.Cli;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;
 
@@ -18,12 +19,12 @@ public static class SyntheticTrainCommand
 {
     public static Command Create()
     {
-        var count = new Option<int>("--count") { Description = "Synthetic images", DefaultValueFactory = _ => 24 };
-        var steps = new Option<long>("--max-steps") { Description = "Optimizer steps in all", DefaultValueFactory = _ => 4 };
+        var count = new Option<int>("--count") { Description = "Synthetic images", DefaultValueFactory = _ => 24 }.AtLeast(1);
+        var steps = new Option<long>("--max-steps") { Description = "Optimizer steps in all", DefaultValueFactory = _ => 4 }.AtLeast(1L);
         var checkpoints = new Option<string?>("--checkpoint-dir") { Description = "Write checkpoints here and resume from them" };
-        var interval = new Option<int>("--checkpoint-interval") { Description = "Steps between checkpoints", DefaultValueFactory = _ => 1 };
+        var interval = new Option<int>("--checkpoint-interval") { Description = "Steps between checkpoints", DefaultValueFactory = _ => 1 }.AtLeast(1);
         var output = new Option<string?>("--out") { Description = "Model zip to write at the end" };
-        var threads = new Option<int?>("--threads") { Description = "libtorch intra-op threads (default: libtorch's choice)" };
+        var threads = new Option<int?>("--threads") { Description = "libtorch intra-op threads (default: libtorch's choice)" }.AtLeast(1);
         var command = new Command("train-synthetic", "Train the tests' tiny model on synthetic images (used by the fault tests)")
         {
             count, steps, checkpoints, interval, output, threads,

@@ -5,6 +5,7 @@ using Microsoft.ML.Diffusion.Samples.Data;
 using Spectre.Console;
 using TorchSharp;
 using static TorchSharp.torch;
+using Microsoft.ML.Diffusion.Samples.Cli;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;
 
@@ -21,8 +22,8 @@ public static class TrainClassifierCommand
     {
         var data = new Option<string>("--data") { Description = "Folder with the Fashion-MNIST IDX files", DefaultValueFactory = _ => FashionMnist.DefaultDirectory };
         var output = new Option<string>("--out") { Description = "Weights file to write", DefaultValueFactory = _ => EvaluateCommand.DefaultClassifierPath };
-        var epochs = new Option<int>("--epochs") { Description = "Passes over the 60,000 training images", DefaultValueFactory = _ => 2 };
-        var batch = new Option<int>("--batch-size") { Description = "Images per step", DefaultValueFactory = _ => 128 };
+        var epochs = new Option<int>("--epochs") { Description = "Passes over the 60,000 training images", DefaultValueFactory = _ => 2 }.AtLeast(1);
+        var batch = new Option<int>("--batch-size") { Description = "Images per step", DefaultValueFactory = _ => 128 }.AtLeast(1);
         var lr = new Option<double>("--lr") { Description = "Adam learning rate", DefaultValueFactory = _ => 1e-3 };
         var seed = new Option<int>("--seed") { Description = "Seed of the initialisation and shuffling", DefaultValueFactory = _ => 0 };
         var command = new Command("train-classifier", "Train the Fashion-MNIST feature classifier used by evaluate") { data, output, epochs, batch, lr, seed };
@@ -33,6 +34,7 @@ public static class TrainClassifierCommand
 
     public static int Run(string dataDir, string outPath, int epochs, int batchSize, double lr, int seed)
     {
+        InputFiles.RequireFashionMnist(dataDir, "train", "t10k");
         var (trainX, trainY) = FashionMnist.LoadTensors(dataDir, "train");
         var (testX, testY) = FashionMnist.LoadTensors(dataDir, "t10k");
         using var _1 = trainX; using var _2 = trainY; using var _3 = testX; using var _4 = testY;

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using Microsoft.ML.Diffusion.Samples.Data;
 using Microsoft.ML.Diffusion.Training;
 using Spectre.Console;
+using Microsoft.ML.Diffusion.Samples.Cli;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;
 
@@ -15,17 +16,17 @@ public static class TrainCommand
     public static Command Create()
     {
         var data = new Option<string>("--data") { Description = "Folder with the Fashion-MNIST IDX files", DefaultValueFactory = _ => FashionMnist.DefaultDirectory };
-        var limit = new Option<int?>("--limit") { Description = "Train on the first N images only" };
-        var epochs = new Option<int>("--epochs") { Description = "Passes over the data", DefaultValueFactory = _ => 1 };
+        var limit = new Option<int?>("--limit") { Description = "Train on the first N images only" }.AtLeast(1);
+        var epochs = new Option<int>("--epochs") { Description = "Passes over the data", DefaultValueFactory = _ => 1 }.AtLeast(1);
         var output = new Option<string>("--out") { Description = "Model zip to write", DefaultValueFactory = _ => "model.zip" };
-        var batch = new Option<int>("--batch-size") { Description = "Images per optimizer step", DefaultValueFactory = _ => 64 };
-        var baseChannels = new Option<int>("--base-channels") { Description = "U-Net width", DefaultValueFactory = _ => 32 };
-        var timesteps = new Option<int>("--timesteps") { Description = "Diffusion timesteps T", DefaultValueFactory = _ => 1000 };
+        var batch = new Option<int>("--batch-size") { Description = "Images per optimizer step", DefaultValueFactory = _ => 64 }.AtLeast(1);
+        var baseChannels = new Option<int>("--base-channels") { Description = "U-Net width", DefaultValueFactory = _ => 32 }.AtLeast(1);
+        var timesteps = new Option<int>("--timesteps") { Description = "Diffusion timesteps T", DefaultValueFactory = _ => 1000 }.AtLeast(1);
         var schedule = new Option<NoiseSchedule>("--schedule") { Description = "Beta schedule", DefaultValueFactory = _ => NoiseSchedule.Linear };
         var lr = new Option<float>("--lr") { Description = "AdamW learning rate", DefaultValueFactory = _ => 2e-4f };
         var ema = new Option<float>("--ema") { Description = "EMA decay", DefaultValueFactory = _ => 0.995f };
         var seed = new Option<int>("--seed") { Description = "Seed of weights, noise and data order", DefaultValueFactory = _ => 1 };
-        var maxSteps = new Option<long?>("--max-steps") { Description = "Stop after this many optimizer steps" };
+        var maxSteps = new Option<long?>("--max-steps") { Description = "Stop after this many optimizer steps" }.AtLeast(1L);
         var checkpoints = new Option<string?>("--checkpoint-dir") { Description = "Write checkpoints here and resume from them" };
         var prediction = new Option<PredictionType>("--prediction") { Description = "What the network predicts: Epsilon, Sample or VPrediction", DefaultValueFactory = _ => PredictionType.Epsilon };
         var selfConditioning = new Option<bool>("--self-conditioning") { Description = "Self-conditioning (Chen et al. 2022, Analog Bits): feed the network its previous x_0 estimate" };
@@ -34,7 +35,10 @@ public static class TrainCommand
         var conditional = new Option<bool>("--conditional") { Description = "Class-conditional model on the Fashion-MNIST labels (classifier-free guidance, Ho & Salimans 2022)" };
         var conditionDrop = new Option<float>("--condition-drop") { Description = "With --conditional: probability of training on the null label", DefaultValueFactory = _ => DiffusionDefaults.ConditionDropProbability };
         var superResolution = new Option<int?>("--super-resolution") { Description = "Train an SR3-style super-resolution model for this factor (2 or 4)" };
-        superResolution.AcceptOnlyFromAmong("2", "4");
+        superResolution.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<int?>() is int f && f != 2 && f != 4) r.AddError($"--super-resolution is {f}; expected one of 2, 4.");
+        });
 
         var command = new Command("train", "Train a diffusion model on Fashion-MNIST")
         {
@@ -44,16 +48,8 @@ public static class TrainCommand
         command.SetAction(parse =>
         {
             string dir = parse.GetValue(data)!;
-            string imagesPath;
-            try
-            {
-                imagesPath = FashionMnist.ImagesPath(dir, "train");
-            }
-            catch (FileNotFoundException missing)
-            {
-                AnsiConsole.MarkupLine($"[red]{Markup.Escape(missing.Message)}[/]");
-                return 2;
-            }
+            InputFiles.RequireFashionMnist(dir, "train");
+            string imagesPath = FashionMnist.ImagesPath(dir, "train");
             int? n = parse.GetValue(limit);
             int total = n ?? IdxReader.ReadImageHeader(imagesPath).Count;
             int e = parse.GetValue(epochs), b = parse.GetValue(batch);

@@ -6,6 +6,7 @@ using Microsoft.ML.Diffusion.Imaging;
 using Microsoft.ML.Diffusion.Samples.Data;
 using Microsoft.ML.Diffusion.Training;
 using Spectre.Console;
+using Microsoft.ML.Diffusion.Samples.Cli;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;
 
@@ -22,13 +23,13 @@ public static class TrainLatentCommand
     public static Command Create()
     {
         var data = new Option<string>("--data") { Description = "Folder with the photos (python3-skimage's data folder)", DefaultValueFactory = _ => PhotoCrops.DefaultDirectory };
-        var crops = new Option<int>("--crops") { Description = "Number of random crops (one epoch)", DefaultValueFactory = _ => 512 };
-        var factor = new Option<int>("--factor") { Description = "Autoencoder downsampling factor (4 or 8)", DefaultValueFactory = _ => 4 };
-        var aeSteps = new Option<int>("--ae-steps") { Description = "Autoencoder optimizer steps", DefaultValueFactory = _ => 300 };
-        var steps = new Option<int>("--steps") { Description = "Latent diffusion optimizer steps", DefaultValueFactory = _ => 200 };
-        var pixelSteps = new Option<int>("--pixel-steps") { Description = "Pixel-space diffusion steps for the timing comparison (0 skips it)", DefaultValueFactory = _ => 20 };
-        var batch = new Option<int>("--batch-size") { Description = "Images per optimizer step (autoencoder and diffusion)", DefaultValueFactory = _ => 16 };
-        var baseChannels = new Option<int>("--base-channels") { Description = "U-Net and autoencoder width", DefaultValueFactory = _ => 32 };
+        var crops = new Option<int>("--crops") { Description = "Number of random crops (one epoch)", DefaultValueFactory = _ => 512 }.AtLeast(1);
+        var factor = new Option<int>("--factor") { Description = "Autoencoder downsampling factor (4 or 8)", DefaultValueFactory = _ => 4 }.OneOf(4, 8);
+        var aeSteps = new Option<int>("--ae-steps") { Description = "Autoencoder optimizer steps", DefaultValueFactory = _ => 300 }.AtLeast(1);
+        var steps = new Option<int>("--steps") { Description = "Latent diffusion optimizer steps", DefaultValueFactory = _ => 200 }.AtLeast(1);
+        var pixelSteps = new Option<int>("--pixel-steps") { Description = "Pixel-space diffusion steps for the timing comparison (0 skips it)", DefaultValueFactory = _ => 20 }.AtLeast(0);
+        var batch = new Option<int>("--batch-size") { Description = "Images per optimizer step (autoencoder and diffusion)", DefaultValueFactory = _ => 16 }.AtLeast(1);
+        var baseChannels = new Option<int>("--base-channels") { Description = "U-Net and autoencoder width", DefaultValueFactory = _ => 32 }.AtLeast(1);
         var seed = new Option<int>("--seed") { Description = "Seed of crops, weights and noise", DefaultValueFactory = _ => 1 };
         var output = new Option<string>("--out") { Description = "Latent model zip to write (autoencoder included)", DefaultValueFactory = _ => "latent-model.zip" };
         var grid = new Option<string>("--grid") { Description = "PNG grid of 16 generated images (DDIM 50)", DefaultValueFactory = _ => "latent-samples.png" };
@@ -50,8 +51,7 @@ public static class TrainLatentCommand
             }
             catch (IOException missing)
             {
-                AnsiConsole.MarkupLine($"[red]{Markup.Escape(missing.Message)}[/]");
-                return 2;
+                throw new CliException($"--data: {missing.Message}", missing);
             }
             var ml = new MLContext(seed: seedValue);
             var rows = PhotoCrops.Crops(photos, n, s, seedValue);

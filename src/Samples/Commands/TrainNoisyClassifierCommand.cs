@@ -4,6 +4,7 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion.Samples.Data;
 using Microsoft.ML.Diffusion.Training;
 using Spectre.Console;
+using Microsoft.ML.Diffusion.Samples.Cli;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;
 
@@ -24,15 +25,15 @@ public static class TrainNoisyClassifierCommand
     {
         var model = new Option<string>("--model") { Description = "The diffusion model zip to guide (its schedule, T and image size are used)", DefaultValueFactory = _ => DemoCommand.DefaultModelPath };
         var data = new Option<string>("--data") { Description = "Folder with the Fashion-MNIST IDX files", DefaultValueFactory = _ => FashionMnist.DefaultDirectory };
-        var limit = new Option<int?>("--limit") { Description = "Train on the first N images only" };
-        var epochs = new Option<int>("--epochs") { Description = "Passes over the data", DefaultValueFactory = _ => 1 };
-        var batch = new Option<int>("--batch-size") { Description = "Images per optimizer step", DefaultValueFactory = _ => 64 };
+        var limit = new Option<int?>("--limit") { Description = "Train on the first N images only" }.AtLeast(1);
+        var epochs = new Option<int>("--epochs") { Description = "Passes over the data", DefaultValueFactory = _ => 1 }.AtLeast(1);
+        var batch = new Option<int>("--batch-size") { Description = "Images per optimizer step", DefaultValueFactory = _ => 64 }.AtLeast(1);
         var baseChannels = new Option<int>("--base-channels") { Description = "Width of the first level", DefaultValueFactory = _ => 32 };
         var resBlocks = new Option<int>("--res-blocks") { Description = "Residual blocks per level", DefaultValueFactory = _ => 1 };
         var lr = new Option<float>("--lr") { Description = "AdamW learning rate", DefaultValueFactory = _ => 3e-4f };
         var weightDecay = new Option<float>("--weight-decay") { Description = "AdamW weight decay", DefaultValueFactory = _ => 0.05f };
         var seed = new Option<int>("--seed") { Description = "Seed of weights, timesteps, noise and data order", DefaultValueFactory = _ => 1 };
-        var maxSteps = new Option<long?>("--max-steps") { Description = "Stop after this many optimizer steps" };
+        var maxSteps = new Option<long?>("--max-steps") { Description = "Stop after this many optimizer steps" }.AtLeast(1L);
         var output = new Option<string>("--out") { Description = "Classifier zip to write", DefaultValueFactory = _ => "noisy-classifier.zip" };
 
         var command = new Command("train-noisy-classifier", "Train the noisy classifier of classifier guidance (Dhariwal & Nichol 2021) on Fashion-MNIST")
@@ -42,26 +43,13 @@ public static class TrainNoisyClassifierCommand
         command.SetAction(parse =>
         {
             string modelPath = parse.GetValue(model)!, dir = parse.GetValue(data)!;
-            if (!File.Exists(modelPath))
-            {
-                AnsiConsole.MarkupLine($"[red]Model '{Markup.Escape(modelPath)}' was not found.[/]");
-                return 2;
-            }
-            string imagesPath;
-            try
-            {
-                imagesPath = FashionMnist.ImagesPath(dir, "train");
-            }
-            catch (FileNotFoundException missing)
-            {
-                AnsiConsole.MarkupLine($"[red]{Markup.Escape(missing.Message)}[/]");
-                return 2;
-            }
+            var ml = new MLContext(seed: parse.GetValue(seed));
+            using var diffusion = InputFiles.LoadDiffusionModel(ml, modelPath);
+            InputFiles.RequireFashionMnist(dir, "train");
+            string imagesPath = FashionMnist.ImagesPath(dir, "train");
             int? n = parse.GetValue(limit);
             int total = n ?? IdxReader.ReadImageHeader(imagesPath).Count;
             int e = parse.GetValue(epochs), b = parse.GetValue(batch);
-            var ml = new MLContext(seed: parse.GetValue(seed));
-            using var diffusion = (DiffusionModel)ml.Model.Load(modelPath, out _);
             var images = FashionMnist.Load(ml, dir, "train", n);
             using var cts = ConsoleProgress.CancelOnCtrlC();
             var options = new NoisyClassifierTrainer.Options

@@ -4,6 +4,7 @@ using Microsoft.ML.Data;
 using System.Diagnostics;
 using Microsoft.ML.Diffusion.Imaging;
 using Spectre.Console;
+using Microsoft.ML.Diffusion.Samples.Cli;
 
 namespace Microsoft.ML.Diffusion.Samples.Commands;
 
@@ -18,20 +19,16 @@ public static class UpscaleCommand
         var model = new Option<string>("--model") { Description = "Model zip (default: the bundled Fashion-MNIST model)", DefaultValueFactory = _ => DemoCommand.DefaultModelPath };
         var image = new Option<string>("--image") { Description = "Image to upscale (resized to model size / factor first)", DefaultValueFactory = _ => Path.Combine(InpaintCommand.ImagesDirectory, "sneaker.png") };
         var factor = new Option<int>("--factor") { Description = "2 or 4", DefaultValueFactory = _ => 2 };
-        factor.AcceptOnlyFromAmong("2", "4");
+        factor.OneOf(2, 4);
         var output = new Option<string>("--out") { Description = "PNG to write: the input (pixel-repeated) and the result side by side", DefaultValueFactory = _ => "upscaled.png" };
         var rePaint = new RePaintCliOptions();
         var command = new Command("upscale", "Upscale an image by 2 or 4 with the diffusion model (RePaint-style super-resolution)") { model, image, factor, output };
         rePaint.AddTo(command);
         command.SetAction(parse =>
         {
-            if (!RePaintCliOptions.TryLoadModel(parse.GetValue(model)!, out var diffusion)) return 2;
             string imagePath = parse.GetValue(image)!, outPath = parse.GetValue(output)!;
-            if (!File.Exists(imagePath))
-            {
-                AnsiConsole.MarkupLine($"[red]Image '{Markup.Escape(imagePath)}' was not found.[/]");
-                return 2;
-            }
+            InputFiles.RequireImage(imagePath, "--image");
+            var diffusion = RePaintCliOptions.LoadModel(parse.GetValue(model)!);
 
             using var cts = ConsoleProgress.CancelOnCtrlC();
             var options = rePaint.Read<UpscaleOptions>(parse, cts.Token);
