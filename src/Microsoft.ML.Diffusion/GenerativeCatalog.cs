@@ -165,7 +165,7 @@ public sealed class GenerativeCatalog
     /// <param name="resamplings">RePaint's resamplings r (1 = none).</param>
     /// <param name="seed">Seed of the first row (row i uses seed + i).</param>
     public InpaintingEstimator Inpaint(DiffusionModel model, string outputColumnName = "Inpainted", string imageColumnName = DiffusionDefaults.ImageColumnName,
-        string? maskColumnName = null, Imaging.InpaintMaskKind mask = Imaging.InpaintMaskKind.Thin, int? steps = null, int jumpLength = 10,
+        string? maskColumnName = null, InpaintMaskKind mask = InpaintMaskKind.Thin, int? steps = null, int jumpLength = 10,
         int resamplings = 10, uint seed = 0) =>
         new(Context, model, outputColumnName, imageColumnName, maskColumnName,
             new InpaintOptions { Mask = mask, Steps = steps, JumpLength = jumpLength, Resamplings = resamplings, Seed = seed });
@@ -201,7 +201,7 @@ public sealed class GenerativeCatalog
     /// <param name="kind">Which mask (the RePaint paper's set).</param>
     /// <param name="size">Side in pixels, at least 4.</param>
     /// <param name="seed">Seed of the random strokes of Thin and Wide masks.</param>
-    public MLImage CreateMask(Imaging.InpaintMaskKind kind, int size, int seed = 0) => Imaging.InpaintMasks.CreateImage(kind, size, seed);
+    public MLImage CreateMask(InpaintMaskKind kind, int size, int seed = 0) => InpaintMasks.CreateImage(kind, size, seed);
 
     /// <summary>
     /// Loads a model zip saved with <c>mlContext.Model.Save</c>, like <c>mlContext.Model.Load</c>, but a damaged, truncated,

@@ -47,7 +47,7 @@ switch (args)
         var inpaint = ml.Transforms.LoadImages("Image", imageFolder, "Path")
             .Append(ml.Transforms.ResizeImages("Image", Size, Size))
             .Append(ml.Generative.Inpaint(model, "Inpainted", "Image", maskColumnName: null,
-                new InpaintOptions { Mask = Microsoft.ML.Diffusion.Imaging.InpaintMaskKind.Wide, Steps = 10, JumpLength = 2, Resamplings = 2, Seed = 1 }));
+                new InpaintOptions { Mask = Microsoft.ML.Diffusion.InpaintMaskKind.Wide, Steps = 10, JumpLength = 2, Resamplings = 2, Seed = 1 }));
         foreach (var row in ml.Data.CreateEnumerable<InpaintedRow>(inpaint.Fit(files).Transform(files), reuseRowObject: false).Take(2))
             Report($"inpainted-{Path.GetFileNameWithoutExtension(row.Path)}", row.Inpainted, outFolder);
 

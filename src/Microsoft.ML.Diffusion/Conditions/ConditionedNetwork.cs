@@ -18,7 +18,7 @@ namespace Microsoft.ML.Diffusion.Conditions;
 /// One per sampling batch; it owns copies of the condition on the network's device. It is the innermost denoiser, so the
 /// self-conditioning wrapper (<see cref="Training.SelfConditionedDenoiser"/>) composes with it (both branches see the same x0_hat).
 /// </summary>
-public sealed class ConditionedNetwork : IDisposable
+internal sealed class ConditionedNetwork : IDisposable
 {
     private readonly Func<Tensor, Tensor, Tensor?, Tensor> _network;
     private readonly float _guidanceScale;

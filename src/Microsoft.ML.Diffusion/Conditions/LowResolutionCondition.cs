@@ -8,7 +8,7 @@ namespace Microsoft.ML.Diffusion.Conditions;
 /// the low-resolution image is made by average pooling, and the network sees its bicubic upsampling to the full size.
 /// Knows TorchSharp only.
 /// </summary>
-public static class LowResolutionCondition
+internal static class LowResolutionCondition
 {
     /// <summary>Area downsampling: the mean of every <paramref name="factor"/> x <paramref name="factor"/> block of
     /// x [B, C, S, S] -> [B, C, S/f, S/f].</summary>

@@ -1,6 +1,6 @@
 using Microsoft.ML.Data;
 
-namespace Microsoft.ML.Diffusion.Imaging;
+namespace Microsoft.ML.Diffusion;
 
 /// <summary>Tiles equally sized images into one image (a sample grid, as in the papers' figures).</summary>
 public static class ImageGrid

@@ -7,7 +7,7 @@ namespace Microsoft.ML.Diffusion.Imaging;
 /// Converts between <see cref="MLImage"/> pixels and the network's value range: channel-first float
 /// values in [-1, 1] (DDPM section 4: "data scaled linearly to [-1, 1]").
 /// </summary>
-public static class ImageTensorConverter
+internal static class ImageTensorConverter
 {
     /// <summary>
     /// Writes one image as <paramref name="channels"/> planes of height x width floats in [-1, 1] into

@@ -1,4 +1,4 @@
-namespace Microsoft.ML.Diffusion.Imaging;
+namespace Microsoft.ML.Diffusion;
 
 /// <summary>The built-in inpainting masks: the set RePaint (Lugmayr et al. 2022, section 5) evaluates on.</summary>
 public enum InpaintMaskKind

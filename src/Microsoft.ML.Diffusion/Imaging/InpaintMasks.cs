@@ -1,6 +1,6 @@
 using Microsoft.ML.Data;
 
-namespace Microsoft.ML.Diffusion.Imaging;
+namespace Microsoft.ML.Diffusion;
 
 /// <summary>Builds the <see cref="InpaintMaskKind"/> masks. A mask is row-major, one value per pixel: true keeps the pixel, false fills it.</summary>
 public static class InpaintMasks

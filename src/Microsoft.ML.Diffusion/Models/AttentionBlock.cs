@@ -8,7 +8,7 @@ namespace Microsoft.ML.Diffusion.Models;
 /// Multi-head self-attention over the H x W positions (DDPM section 4 / guided-diffusion): GroupNorm, a 1x1 conv
 /// to q, k, v, softmax(q k^T / sqrt(d)) v, a zero-initialised 1x1 output conv, residual.
 /// </summary>
-public sealed class AttentionBlock : UNetBlock
+internal sealed class AttentionBlock : UNetBlock
 {
     private readonly GroupNorm norm;
     private readonly nn.Module<Tensor, Tensor> qkv;

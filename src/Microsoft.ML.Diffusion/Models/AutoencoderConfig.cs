@@ -1,7 +1,7 @@
-namespace Microsoft.ML.Diffusion.Models;
+namespace Microsoft.ML.Diffusion;
 
 /// <summary>
-/// Hyper-parameters of <see cref="KlAutoencoder"/>: the KL-regularised convolutional autoencoder of latent diffusion
+/// Hyper-parameters of the KL autoencoder: the KL-regularised convolutional autoencoder of latent diffusion
 /// (Rombach et al. 2022, appendix G; the structure of diffusers' AutoencoderKL), scaled down. A plain serialisable record.
 /// </summary>
 public sealed record AutoencoderConfig

@@ -11,7 +11,7 @@ namespace Microsoft.ML.Diffusion.Models;
 /// q(z | x) over latents [B, Z, S/f, S/f]; the decoder maps a latent back to an image. No attention in the middle block
 /// (diffusers has one; these small grids do not need it).
 /// </summary>
-public sealed class KlAutoencoder : nn.Module<Tensor, Tensor>
+internal sealed class KlAutoencoder : nn.Module<Tensor, Tensor>
 {
     private readonly AutoencoderEncoder encoder;
     private readonly nn.Module<Tensor, Tensor> quant_conv;
@@ -69,7 +69,7 @@ public sealed class KlAutoencoder : nn.Module<Tensor, Tensor>
 
 /// <summary>A residual block without time embedding (taming-transformers' ResnetBlock): GroupNorm -> SiLU -> conv3x3 -> GroupNorm
 /// -> SiLU -> conv3x3, added to the input (1x1 conv when the width changes).</summary>
-public sealed class AutoencoderResBlock : nn.Module<Tensor, Tensor>
+internal sealed class AutoencoderResBlock : nn.Module<Tensor, Tensor>
 {
     private readonly GroupNorm norm1;
     private readonly nn.Module<Tensor, Tensor> conv1;
@@ -99,7 +99,7 @@ public sealed class AutoencoderResBlock : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>Nearest-neighbour doubling then a 3x3 convolution (taming-transformers' Upsample with conv).</summary>
-public sealed class AutoencoderUpsample : nn.Module<Tensor, Tensor>
+internal sealed class AutoencoderUpsample : nn.Module<Tensor, Tensor>
 {
     private readonly nn.Module<Tensor, Tensor> conv;
 
@@ -121,7 +121,7 @@ public sealed class AutoencoderUpsample : nn.Module<Tensor, Tensor>
 
 /// <summary>The encoder: conv_in, per level NumResBlocks residual blocks then a stride-2 convolution (not after the last
 /// level), two middle residual blocks, GroupNorm -> SiLU -> conv_out to 2 x LatentChannels (mean and log-variance).</summary>
-public sealed class AutoencoderEncoder : nn.Module<Tensor, Tensor>
+internal sealed class AutoencoderEncoder : nn.Module<Tensor, Tensor>
 {
     private readonly nn.Module<Tensor, Tensor> conv_in;
     private readonly Sequential down;
@@ -167,7 +167,7 @@ public sealed class AutoencoderEncoder : nn.Module<Tensor, Tensor>
 
 /// <summary>The decoder: conv_in from LatentChannels, two middle residual blocks, per level (deepest first) NumResBlocks + 1
 /// residual blocks then a doubling (not after the first level), GroupNorm -> SiLU -> conv_out to the image channels.</summary>
-public sealed class AutoencoderDecoder : nn.Module<Tensor, Tensor>
+internal sealed class AutoencoderDecoder : nn.Module<Tensor, Tensor>
 {
     private readonly nn.Module<Tensor, Tensor> conv_in;
     private readonly AutoencoderResBlock mid1;

@@ -49,7 +49,7 @@ internal static class Layers
 }
 
 /// <summary>A U-Net stage: maps (x, time embedding) to a feature map.</summary>
-public abstract class UNetBlock : nn.Module<Tensor, Tensor, Tensor>
+internal abstract class UNetBlock : nn.Module<Tensor, Tensor, Tensor>
 {
     /// <summary>Creates the block.</summary>
     protected UNetBlock(string name) : base(name) { }

@@ -9,7 +9,7 @@ namespace Microsoft.ML.Diffusion.Models;
 /// backward passes: the float32 network stays the master copy; <see cref="Refresh"/> rounds its weights into the copy and
 /// <see cref="AccumulateGradientsInto"/> hands the copy's gradients back to the master in float32.
 /// </summary>
-public sealed class LowPrecisionCopy : IDisposable
+internal sealed class LowPrecisionCopy : IDisposable
 {
     private readonly Parameter[] _master;
     private readonly Parameter[] _work;

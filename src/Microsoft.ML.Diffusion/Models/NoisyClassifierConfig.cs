@@ -1,7 +1,7 @@
-namespace Microsoft.ML.Diffusion.Models;
+namespace Microsoft.ML.Diffusion;
 
 /// <summary>
-/// Hyper-parameters of <see cref="NoisyClassifierNetwork"/> (the U-Net's encoder half plus guided-diffusion's pooling head);
+/// Hyper-parameters of the noisy classifier network (the U-Net's encoder half plus guided-diffusion's pooling head);
 /// a plain serialisable record saved as JSON in model zips. Equality compares the arrays by content.
 /// </summary>
 public sealed record NoisyClassifierConfig

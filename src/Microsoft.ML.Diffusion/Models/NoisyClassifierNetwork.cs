@@ -11,7 +11,7 @@ namespace Microsoft.ML.Diffusion.Models;
 /// guided-diffusion's "adaptive" pooling head: GroupNorm -> SiLU -> global average pool -> zero-initialised linear layer to
 /// <see cref="NoisyClassifierConfig.NumClasses"/> logits (so training starts from the uniform distribution).
 /// </summary>
-public sealed class NoisyClassifierNetwork : nn.Module<Tensor, Tensor, Tensor>
+internal sealed class NoisyClassifierNetwork : nn.Module<Tensor, Tensor, Tensor>
 {
     private readonly TimestepEmbedding time_embedding;
     private readonly nn.Module<Tensor, Tensor> input_conv;

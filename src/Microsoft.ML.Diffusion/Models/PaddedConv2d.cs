@@ -18,7 +18,7 @@ namespace Microsoft.ML.Diffusion.Models;
 /// 1 to <see cref="MatrixProductChannels"/> channels padding would multiply the work by 8 to 32, so those layers use a
 /// matrix product (BLAS) instead, which is also faster than the plain convolution.
 /// </remarks>
-public sealed class PaddedConv2d : nn.Module<Tensor, Tensor>
+internal sealed class PaddedConv2d : nn.Module<Tensor, Tensor>
 {
     /// <summary>The smallest channel count handed to the backend.</summary>
     public const int MinimumChannels = 32;

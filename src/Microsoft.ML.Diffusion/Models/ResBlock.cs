@@ -9,7 +9,7 @@ namespace Microsoft.ML.Diffusion.Models;
 /// embedding, GroupNorm -> SiLU -> dropout -> conv3x3 (zero-initialised), added to the input (1x1 conv when
 /// the width changes).
 /// </summary>
-public sealed class ResBlock : UNetBlock
+internal sealed class ResBlock : UNetBlock
 {
     private readonly GroupNorm norm1;
     private readonly nn.Module<Tensor, Tensor> conv1;

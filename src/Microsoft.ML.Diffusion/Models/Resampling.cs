@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Diffusion.Models;
 
 /// <summary>Halves the feature map with a stride-2 3x3 convolution.</summary>
-public sealed class Downsample : UNetBlock
+internal sealed class Downsample : UNetBlock
 {
     private readonly nn.Module<Tensor, Tensor> conv;
     private readonly double _flops;
@@ -26,7 +26,7 @@ public sealed class Downsample : UNetBlock
 }
 
 /// <summary>Doubles the feature map: nearest-neighbour upsampling then a 3x3 convolution (computed as a sub-pixel convolution).</summary>
-public sealed class Upsample : UNetBlock
+internal sealed class Upsample : UNetBlock
 {
     private readonly nn.Module<Tensor, Tensor> conv;
     private readonly double _flops;
@@ -55,7 +55,7 @@ public sealed class Upsample : UNetBlock
 }
 
 /// <summary>A residual block optionally followed by self-attention: one U-Net stage.</summary>
-public sealed class ResAttentionBlock : UNetBlock
+internal sealed class ResAttentionBlock : UNetBlock
 {
     private readonly ResBlock res;
     private readonly AttentionBlock? attention;

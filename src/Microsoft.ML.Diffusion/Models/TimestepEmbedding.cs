@@ -8,7 +8,7 @@ namespace Microsoft.ML.Diffusion.Models;
 /// Sinusoidal timestep embedding (Vaswani et al. 2017, section 3.5; DDPM appendix B) followed by an MLP:
 /// Linear(dim, 4 dim) -> SiLU -> Linear(4 dim, 4 dim).
 /// </summary>
-public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor>
+internal sealed class TimestepEmbedding : nn.Module<Tensor, Tensor>
 {
     private readonly int _dim;
     private readonly Linear linear1;

@@ -11,7 +11,7 @@ namespace Microsoft.ML.Diffusion.Models;
 /// network (<see cref="UNetConfig.NumClasses"/> &gt; 0) adds a learned class embedding to the time embedding, as
 /// guided-diffusion's label_emb does; its last row is the null label of classifier-free guidance (Ho &amp; Salimans 2022).
 /// </summary>
-public sealed class UNet : nn.Module<Tensor, Tensor, Tensor>
+internal sealed class UNet : nn.Module<Tensor, Tensor, Tensor>
 {
     private readonly TimestepEmbedding time_embedding;
     private readonly Embedding? class_embedding;                  // null when unconditional

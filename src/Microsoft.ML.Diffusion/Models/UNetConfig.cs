@@ -1,9 +1,9 @@
 using System.Text.Json.Serialization;
 
-namespace Microsoft.ML.Diffusion.Models;
+namespace Microsoft.ML.Diffusion;
 
 /// <summary>
-/// Hyper-parameters of <see cref="UNet"/>; a plain serialisable record (saved as JSON in model zips).
+/// Hyper-parameters of the denoising U-Net; a plain serialisable record (saved as JSON in model zips).
 /// Equality compares the arrays by content.
 /// </summary>
 public sealed record UNetConfig

@@ -1,7 +1,7 @@
 using System.Text.Json;
 using Microsoft.ML.Diffusion.Models;
 
-namespace Microsoft.ML.Diffusion.Persistence;
+namespace Microsoft.ML.Diffusion;
 
 /// <summary>Everything needed to rebuild a trained <see cref="AutoencoderModel"/> besides its weights; saved as JSON in the model zip.</summary>
 public sealed record AutoencoderModelConfig

@@ -2,7 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Microsoft.ML.Diffusion.Models;
 
-namespace Microsoft.ML.Diffusion.Persistence;
+namespace Microsoft.ML.Diffusion;
 
 /// <summary>
 /// Everything needed to rebuild a trained <see cref="DiffusionModel"/> besides its weights: the network,
@@ -82,7 +82,7 @@ public sealed record DiffusionModelConfig
         if (Channels != 1 && Channels != 3) throw Bad(nameof(Channels), Channels, "1 (grayscale) or 3 (RGB)");
         if (Latent is { } latent)
         {
-            if (!Models.AutoencoderConfig.SupportedFactors.Contains(latent.DownsamplingFactor))
+            if (!AutoencoderConfig.SupportedFactors.Contains(latent.DownsamplingFactor))
                 throw Bad("Latent.DownsamplingFactor", latent.DownsamplingFactor, "2, 4 or 8");
             if (latent.LatentChannels < 1 || latent.LatentChannels > 64) throw Bad("Latent.LatentChannels", latent.LatentChannels, "1..64");
             if (!(latent.ScaleFactor > 0 && double.IsFinite(latent.ScaleFactor))) throw Bad("Latent.ScaleFactor", latent.ScaleFactor, "a positive number");

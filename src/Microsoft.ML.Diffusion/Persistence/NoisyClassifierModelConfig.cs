@@ -1,7 +1,7 @@
 using System.Text.Json;
 using Microsoft.ML.Diffusion.Models;
 
-namespace Microsoft.ML.Diffusion.Persistence;
+namespace Microsoft.ML.Diffusion;
 
 /// <summary>Everything needed to rebuild a trained <see cref="NoisyClassifierModel"/> besides its weights: the network, the diffusion
 /// process it was trained for (schedule and T) and its columns. Saved as JSON in the model zip.</summary>

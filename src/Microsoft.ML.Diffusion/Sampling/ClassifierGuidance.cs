@@ -14,7 +14,7 @@ namespace Microsoft.ML.Diffusion.Sampling;
 /// </list>
 /// One per sampling batch: it holds the batch's labels through <see cref="Gradient"/>. Knows TorchSharp only.
 /// </summary>
-public sealed class ClassifierGuidance
+internal sealed class ClassifierGuidance
 {
     private readonly Func<Tensor, Tensor, Tensor> _gradient;
 

@@ -9,7 +9,7 @@ namespace Microsoft.ML.Diffusion.Sampling;
 /// and applies the scheduler's steps. Each image draws its noise from its own generator seeded with its seed,
 /// so an image depends on its seed and the sampler settings only, not on the batch it is in.
 /// </summary>
-public static class DiffusionSampler
+internal static class DiffusionSampler
 {
     /// <summary>
     /// Samples one image per seed. <paramref name="denoiser"/> maps (x_t [B,C,H,W], t [B] int64) to the

@@ -11,7 +11,7 @@ namespace Microsoft.ML.Diffusion.Sampling;
 /// region is resampled in harmony with the known one. Like <see cref="DiffusionSampler"/>, each image draws all its noise
 /// from its own generator seeded with its seed, so an image does not depend on the batch it is in.
 /// </summary>
-public static class RePaintSampler
+internal static class RePaintSampler
 {
     /// <summary>
     /// Fills the unknown pixels of <paramref name="known"/>. Returns x_0 [B, C, H, W] in [-1, 1] on the CPU, equal to

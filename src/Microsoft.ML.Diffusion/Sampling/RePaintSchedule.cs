@@ -8,7 +8,7 @@ namespace Microsoft.ML.Diffusion.Sampling;
 /// level (eq. 9, no network call). Every <c>jumpLength</c> levels (at k = 0, L, 2L, ... below steps - L) the loop
 /// jumps back up L levels, <c>resamplings</c> - 1 times, so those L levels are denoised <c>resamplings</c> times.
 /// </summary>
-public static class RePaintSchedule
+internal static class RePaintSchedule
 {
     /// <summary>The schedule: step indices in visiting order, starting at <paramref name="steps"/> - 1 and ending at 0.</summary>
     /// <param name="steps">Number of sampling timesteps (RePaint: 250).</param>

@@ -78,7 +78,7 @@ public sealed class SamplerOptions
     public int BatchSize { get; set; } = 64;
 
     /// <summary>Receives one report per denoising step of each batch.</summary>
-    public IProgress<Sampling.SamplingProgress>? Progress { get; set; }
+    public IProgress<SamplingProgress>? Progress { get; set; }
 
     /// <summary>Stops sampling between two steps; the model stays usable.</summary>
     public CancellationToken CancellationToken { get; set; }

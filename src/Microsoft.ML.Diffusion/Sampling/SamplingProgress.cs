@@ -1,4 +1,4 @@
-namespace Microsoft.ML.Diffusion.Sampling;
+namespace Microsoft.ML.Diffusion;
 
 /// <summary>One denoising step done.</summary>
 /// <param name="Step">Steps done in this batch (1-based).</param>

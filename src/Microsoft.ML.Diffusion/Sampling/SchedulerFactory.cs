@@ -5,7 +5,7 @@ namespace Microsoft.ML.Diffusion.Sampling;
 
 /// <summary>Builds the scheduler a <see cref="SamplerOptions"/> asks for, with its timesteps set. A null
 /// <see cref="SamplerOptions.Spacing"/> keeps the scheduler's own default spacing.</summary>
-public static class SchedulerFactory
+internal static class SchedulerFactory
 {
     /// <summary>Creates and configures the scheduler; throws for invalid options.</summary>
     /// <param name="schedule">The forward-process schedule the model was trained with.</param>

@@ -8,7 +8,7 @@ namespace Microsoft.ML.Diffusion.Schedulers;
 /// eta = 1. Visits the timesteps of its <see cref="TimestepSpacing"/> (leading by default), steps from each to the
 /// next element of <see cref="Timesteps"/>, and treats alpha_bar of the timestep after the last as 1.
 /// </summary>
-public sealed class DdimScheduler : IDiffusionScheduler
+internal sealed class DdimScheduler : IDiffusionScheduler
 {
     private IReadOnlyList<int> _timesteps;
 

@@ -9,7 +9,7 @@ namespace Microsoft.ML.Diffusion.Schedulers;
 /// timestep, so beta'_t = 1 - alpha_bar_t/alpha_bar_prev plays the part of beta_t. "Previous" is the next element of
 /// <see cref="Timesteps"/>, so any <see cref="TimestepSpacing"/> works, uniform or not.
 /// </summary>
-public sealed class DdpmScheduler : IDiffusionScheduler
+internal sealed class DdpmScheduler : IDiffusionScheduler
 {
     private IReadOnlyList<int> _timesteps;
 

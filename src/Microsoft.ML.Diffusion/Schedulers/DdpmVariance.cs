@@ -1,7 +1,7 @@
 namespace Microsoft.ML.Diffusion.Schedulers;
 
 /// <summary>The variance of each DDPM reverse step p(x_{t-1} | x_t) (Ho et al. 2020, section 3.2).</summary>
-public enum DdpmVariance
+internal enum DdpmVariance
 {
     /// <summary>
     /// sigma_t^2 = beta_tilde_t = (1 - alpha_bar_prev)/(1 - alpha_bar_t) beta'_t, the posterior variance (DDPM eq. 7);

@@ -28,7 +28,7 @@ namespace Microsoft.ML.Diffusion.Schedulers;
 /// <see cref="TimestepSpacing.Trailing"/> (999, 899, ..., 99), which equals diffusers' timestep_spacing="trailing" for
 /// this solver exactly and is what Lin et al. recommend.</para>
 /// </remarks>
-public sealed class DpmSolverMultistepScheduler : IDiffusionScheduler, IDisposable
+internal sealed class DpmSolverMultistepScheduler : IDiffusionScheduler, IDisposable
 {
     private IReadOnlyList<int> _timesteps;
 

@@ -14,7 +14,7 @@ namespace Microsoft.ML.Diffusion.Schedulers;
 /// A sampling loop is: <c>SetTimesteps(n)</c>; x = noise; for each t in <see cref="Timesteps"/>:
 /// x = Step(model(x, t), t, x, NeedsNoise ? randn_like(x) : null).
 /// </remarks>
-public interface IDiffusionScheduler
+internal interface IDiffusionScheduler
 {
     /// <summary>The forward-process schedule (betas, alpha_bar) the model was trained with.</summary>
     DiffusionSchedule Schedule { get; }

@@ -4,7 +4,7 @@ namespace Microsoft.ML.Diffusion.Schedules;
 /// Beta schedules as short pure functions in float64 (lucidrains/denoising-diffusion-pytorch style).
 /// Each returns a new array of <c>timesteps</c> betas, beta_1 .. beta_T stored at indices 0 .. T-1.
 /// </summary>
-public static class BetaSchedules
+internal static class BetaSchedules
 {
     /// <summary>
     /// Linear schedule (Ho et al. 2020, DDPM, section 4): betas evenly spaced from <paramref name="betaStart"/>

@@ -12,7 +12,7 @@ namespace Microsoft.ML.Diffusion.Schedules;
 /// The arrays are computed once in the constructor; the properties return them directly, so callers must not
 /// modify them. Only <see cref="Extract"/> (float32) and <see cref="AddNoise"/> (in x0's dtype) make tensors, from the float64 values.
 /// </remarks>
-public sealed class DiffusionSchedule
+internal sealed class DiffusionSchedule
 {
     /// <summary>Creates the schedule of kind <paramref name="kind"/> over <paramref name="timesteps"/> steps (<see cref="BetaSchedules.Create"/>).</summary>
     /// <param name="kind">The beta schedule.</param>

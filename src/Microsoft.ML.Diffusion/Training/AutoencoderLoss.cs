@@ -9,7 +9,7 @@ namespace Microsoft.ML.Diffusion.Training;
 /// with z = mean + sigma * eps drawn by the reparameterisation trick (Kingma &amp; Welling 2014, section 2.4).
 /// The LPIPS perceptual term needs a pretrained VGG network, which is not available offline.
 /// </summary>
-public static class AutoencoderLoss
+internal static class AutoencoderLoss
 {
     /// <summary>z = mean + exp(logVar / 2) * eps (the reparameterisation trick).</summary>
     public static Tensor Sample(Tensor mean, Tensor logVar, Tensor eps) => mean + (0.5 * logVar).exp() * eps;

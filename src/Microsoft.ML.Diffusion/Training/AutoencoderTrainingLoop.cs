@@ -11,7 +11,7 @@ namespace Microsoft.ML.Diffusion.Training;
 /// finite is recomputed (the CPU kernels of some machines return NaN at random, see TorchRuntime); a failure that persists
 /// throws <see cref="NonFiniteLossException"/> and leaves the weights untouched. Knows TorchSharp only.
 /// </summary>
-public sealed class AutoencoderTrainingLoop : IDisposable
+internal sealed class AutoencoderTrainingLoop : IDisposable
 {
     private const int MaxAttempts = 3;
     private readonly Device _device;

@@ -10,7 +10,7 @@ namespace Microsoft.ML.Diffusion.Training;
 /// the network is trained to predict eps (DDPM eq. 14), x_0, or v = alpha_t eps - sigma_t x_0 (Salimans &amp; Ho 2022,
 /// section 4), optionally with Min-SNR-gamma weights (Hang et al. 2023).
 /// </summary>
-public static class DiffusionLoss
+internal static class DiffusionLoss
 {
     /// <summary>gamma of Min-SNR-gamma weighting; 5 as recommended by Hang et al. 2023.</summary>
     public const double MinSnrGamma = 5.0;

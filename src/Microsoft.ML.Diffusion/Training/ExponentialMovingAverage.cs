@@ -8,7 +8,7 @@ namespace Microsoft.ML.Diffusion.Training;
 /// usual warm-up: the decay used at update n is min(decay, (1 + n) / (10 + n)), so early averages are not
 /// dominated by the random initial weights.
 /// </summary>
-public sealed class ExponentialMovingAverage
+internal sealed class ExponentialMovingAverage
 {
     private readonly nn.Module _source;
     private readonly nn.Module _shadow;

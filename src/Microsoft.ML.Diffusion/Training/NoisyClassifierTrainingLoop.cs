@@ -14,7 +14,7 @@ namespace Microsoft.ML.Diffusion.Training;
 /// recomputed (some CPUs' kernels return NaN at random, see TorchRuntime); a failure that persists throws
 /// <see cref="NonFiniteLossException"/> and leaves the weights untouched. Knows TorchSharp only.
 /// </summary>
-public sealed class NoisyClassifierTrainingLoop : IDisposable
+internal sealed class NoisyClassifierTrainingLoop : IDisposable
 {
     private const int MaxAttempts = 3;
     private readonly DiffusionSchedule _schedule;

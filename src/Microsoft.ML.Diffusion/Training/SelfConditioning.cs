@@ -12,7 +12,7 @@ namespace Microsoft.ML.Diffusion.Training;
 /// network's own estimate from a first forward pass under stop-gradient; in sampling it is the estimate of the previous step
 /// (zero at the first step).
 /// </summary>
-public static class SelfConditioning
+internal static class SelfConditioning
 {
     /// <summary>concat(x_t, x0_hat) along dimension 1; a null <paramref name="selfCondition"/> is zeros shaped like x_t.</summary>
     public static Tensor Input(Tensor xt, Tensor? selfCondition)
@@ -63,7 +63,7 @@ public static class SelfConditioning
 }
 
 /// <summary>The per-batch state of self-conditioned sampling (see <see cref="SelfConditioning.Denoiser"/>). Not thread-safe: one per batch.</summary>
-public sealed class SelfConditionedDenoiser : IDisposable
+internal sealed class SelfConditionedDenoiser : IDisposable
 {
     private readonly Func<Tensor, Tensor, Tensor> _network;
     private readonly DiffusionSchedule _schedule;

@@ -6,7 +6,7 @@ namespace Microsoft.ML.Diffusion.Training;
 /// Training checkpoints in a directory: one file, <c>checkpoint.bin</c>, always complete. It is written to a
 /// temporary file, flushed to disk, then renamed over the old one, so a crash leaves the previous checkpoint.
 /// </summary>
-public static class TrainingCheckpoint
+internal static class TrainingCheckpoint
 {
     private const string Magic = "MLDIFFCK";
     private const int FormatVersion = 1;

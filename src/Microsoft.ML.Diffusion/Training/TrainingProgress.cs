@@ -1,4 +1,4 @@
-namespace Microsoft.ML.Diffusion.Training;
+namespace Microsoft.ML.Diffusion;
 
 /// <summary>A training report, sent after every optimizer step.</summary>
 /// <param name="Epoch">The current epoch (1-based).</param>

@@ -10,7 +10,7 @@ namespace Microsoft.ML.Diffusion.Training;
 /// p_theta(x_{t-1} | x_t)) for t &gt; 0 and L_0 = -log p_theta(x_0 | x_1) with a discretized Gaussian decoder, both in
 /// bits per dimension (nats / ln 2, averaged over the dimensions of one sample). Knows TorchSharp and the schedule only.
 /// </summary>
-public static class VariationalBound
+internal static class VariationalBound
 {
     /// <summary>lambda of the hybrid objective L_hybrid = L_simple + lambda L_vlb (Improved DDPM eq. 16).</summary>
     public const double HybridLambda = 0.001;

@@ -101,7 +101,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     public long ParameterCount => _network.ParameterCount;
 
     /// <summary>The noise schedule.</summary>
-    public DiffusionSchedule Schedule => _schedule;
+    internal DiffusionSchedule Schedule => _schedule;
 
     /// <summary>The device the network runs on.</summary>
     public Device Device => _device;

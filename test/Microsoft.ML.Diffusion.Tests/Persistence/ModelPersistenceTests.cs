@@ -81,7 +81,7 @@ public class ModelPersistenceTests
         string path = SaveModel();
         var options = new SamplerOptions { Sampler = SamplerKind.Ddim, Steps = 5, Seed = 4 };
         var expected = _model.Generate(4, options);
-        using var grid = Microsoft.ML.Diffusion.Imaging.ImageGrid.Create(expected);
+        using var grid = Microsoft.ML.Diffusion.ImageGrid.Create(expected);
         string png = Path.Combine(_dir, "child.png");
 
         string samples = SamplesApp.Path();

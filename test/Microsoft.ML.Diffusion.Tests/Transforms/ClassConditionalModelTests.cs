@@ -285,7 +285,7 @@ public class ClassConditionalModelTests
             (_model.Config.Network with { NumClasses = 0 }).MinimumParameterCount(), 1e-6, "the class embedding counts in the parameter lower bound");
     }
 
-    private const int UNetConfigMax = Microsoft.ML.Diffusion.Models.UNetConfig.MaxClasses;
+    private const int UNetConfigMax = UNetConfig.MaxClasses;
 
     [TestMethod]
     public void OldConfigsReadAsUnconditionalAndUnconditionalConfigsDoNotChange()
