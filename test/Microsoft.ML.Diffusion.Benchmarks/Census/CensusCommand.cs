@@ -50,7 +50,8 @@ internal static class CensusCommand
         Directory.CreateDirectory(o.Out);
         var shapes = CensusNetworks.CollectShapes().Where(s => o.Match is null || s.Label.Contains(o.Match, StringComparison.OrdinalIgnoreCase)).ToList();
         string shapesPath = Path.Combine(o.Out, "shapes.json");
-        File.WriteAllText(shapesPath, JsonSerializer.Serialize(shapes, Json));
+        if (File.Exists(shapesPath)) shapes = JsonSerializer.Deserialize<List<LayerShape>>(File.ReadAllText(shapesPath))!;   // resuming
+        else File.WriteAllText(shapesPath, JsonSerializer.Serialize(shapes, Json));
         Console.WriteLine($"{shapes.Count} shapes; levels {string.Join(",", o.Levels)}; dtypes {string.Join(",", o.DTypes)}; " +
                           $"loads {string.Join(",", o.Loads)}; {o.Processes} processes x {o.Calls} calls per shape and route.");
         var runs = new List<CensusRun>();
@@ -61,6 +62,13 @@ internal static class CensusCommand
                     for (int p = 0; p < o.Processes; p++)
                     {
                         string outPath = Path.Combine(o.Out, $"probe-{level}-{dtype}-{load}-{p}.json");
+                        if (File.Exists(outPath))
+                        {
+                            // A census outlives a session: a rerun with the same --out keeps the processes that finished.
+                            runs.Add(new CensusRun(level, dtype, load, p, 0, JsonSerializer.Deserialize<List<ProbeResult>>(File.ReadAllText(outPath))!));
+                            Console.WriteLine($"{level,-18} {dtype,-5} load {load,-4} process {p}: kept from an earlier run");
+                            continue;
+                        }
                         var watch = Stopwatch.StartNew();
                         using var busy = load == "busy" ? StartChild(new[] { "census", "busy" }, level) : null;
                         int code;
@@ -73,14 +81,20 @@ internal static class CensusCommand
                         if (busy is { HasExited: false }) busy.Kill();
                         var results = code == 0 && File.Exists(outPath) ? JsonSerializer.Deserialize<List<ProbeResult>>(File.ReadAllText(outPath))! : new();
                         runs.Add(new CensusRun(level, dtype, load, p, code, results));
+                        WriteReport(o, shapes, runs);     // after every process: a long census can be read while it runs
                         Console.WriteLine($"{level,-18} {dtype,-5} load {load,-4} process {p}: exit {code}, {results.Sum(r => r.Calls)} calls, " +
                                           $"{results.Sum(r => r.NonFinite + r.Wrong)} faults, {results.Sum(r => r.Nondeterministic)} nondeterministic, {watch.Elapsed.TotalSeconds:F0} s");
                     }
+        Console.WriteLine(WriteReport(o, shapes, runs));
+        return 0;
+    }
+
+    private static string WriteReport(Options o, List<LayerShape> shapes, List<CensusRun> runs)
+    {
         File.WriteAllText(Path.Combine(o.Out, "census.json"), JsonSerializer.Serialize(runs, Json));
         string report = CensusReport.Markdown(shapes, runs, o);
         File.WriteAllText(Path.Combine(o.Out, "census.md"), report);
-        Console.WriteLine(report);
-        return 0;
+        return report;
     }
 
     /// <summary>A child: every shape and route of the shapes file, in this process's instruction-set level.</summary>
