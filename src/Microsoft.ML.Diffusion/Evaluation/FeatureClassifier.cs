@@ -39,9 +39,9 @@ public sealed class FeatureClassifier : nn.Module<Tensor, Tensor>
         if (x.dim() != 4 || x.shape[1] != 1 || x.shape[2] != 28 || x.shape[3] != 28)
             throw new ArgumentException($"Expected images [B, 1, 28, 28]; got [{string.Join(", ", x.shape)}].", nameof(x));
         using var scope = NewDisposeScope();
-        var h = nn.functional.max_pool2d(nn.functional.relu(conv1.forward(x)), 2);
-        h = nn.functional.max_pool2d(nn.functional.relu(conv2.forward(h)), 2);
-        h = nn.functional.relu(fc1.forward(h.flatten(1)));
+        var h = nn.functional.max_pool2d(nn.functional.relu(conv1.call(x)), 2);
+        h = nn.functional.max_pool2d(nn.functional.relu(conv2.call(h)), 2);
+        h = nn.functional.relu(fc1.call(h.flatten(1)));
         return h.MoveToOuterDisposeScope();
     }
 
@@ -49,7 +49,7 @@ public sealed class FeatureClassifier : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var features = Features(x);
-        return fc2.forward(features);
+        return fc2.call(features);
     }
 
     /// <summary>Frees the layers' native memory.</summary>

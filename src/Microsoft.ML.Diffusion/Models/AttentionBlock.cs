@@ -39,7 +39,7 @@ internal sealed class AttentionBlock : UNetBlock
         long b = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
         long d = c / _heads;
         // [B, 3C, H, W] -> [3, B, heads, HW, d]
-        var parts = qkv.forward(norm.forward(x)).reshape(b, 3, _heads, d, h * w).permute(1, 0, 2, 4, 3);
+        var parts = qkv.call(norm.call(x)).reshape(b, 3, _heads, d, h * w).permute(1, 0, 2, 4, 3);
         var q = parts[0];
         var k = parts[1];
         var v = parts[2];
@@ -48,6 +48,6 @@ internal sealed class AttentionBlock : UNetBlock
         var weights = matmul(q, k.transpose(-1, -2)).mul_(1.0 / Math.Sqrt(d)).softmax(-1);
         var attended = matmul(weights, v);
         var merged = attended.permute(0, 1, 3, 2).reshape(b, c, h, w);
-        return (x + proj.forward(merged)).MoveToOuterDisposeScope();
+        return (x + proj.call(merged)).MoveToOuterDisposeScope();
     }
 }

@@ -44,7 +44,7 @@ internal sealed class KlAutoencoder : nn.Module<Tensor, Tensor>
     public (Tensor Mean, Tensor LogVar) Encode(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var moments = quant_conv.forward(encoder.forward(x));
+        var moments = quant_conv.call(encoder.call(x));
         var parts = moments.chunk(2, 1);
         var mean = parts[0];
         var logVar = parts[1].clamp(-30.0, 20.0);
@@ -55,7 +55,7 @@ internal sealed class KlAutoencoder : nn.Module<Tensor, Tensor>
     public Tensor Decode(Tensor z)
     {
         using var scope = NewDisposeScope();
-        return decoder.forward(post_quant_conv.forward(z)).MoveToOuterDisposeScope();
+        return decoder.call(post_quant_conv.call(z)).MoveToOuterDisposeScope();
     }
 
     /// <summary>The reconstruction through the posterior mean: Decode(Encode(x).Mean).</summary>
@@ -92,9 +92,9 @@ internal sealed class AutoencoderResBlock : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var h = conv1.forward(nn.functional.silu(norm1.forward(x)));
-        h = conv2.forward(nn.functional.silu(norm2.forward(h)));
-        return (skip.forward(x) + h).MoveToOuterDisposeScope();
+        var h = conv1.call(nn.functional.silu(norm1.call(x)));
+        h = conv2.call(nn.functional.silu(norm2.call(h)));
+        return (skip.call(x) + h).MoveToOuterDisposeScope();
     }
 }
 
@@ -115,7 +115,7 @@ internal sealed class AutoencoderUpsample : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var up = nn.functional.interpolate(x, scale_factor: new[] { 2.0, 2.0 }, mode: InterpolationMode.Nearest);
-        return conv.forward(up).MoveToOuterDisposeScope();
+        return conv.call(up).MoveToOuterDisposeScope();
     }
 }
 
@@ -159,9 +159,9 @@ internal sealed class AutoencoderEncoder : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var h = down.forward(conv_in.forward(x));
-        h = mid2.forward(mid1.forward(h));
-        return conv_out.forward(nn.functional.silu(norm_out.forward(h))).MoveToOuterDisposeScope();
+        var h = down.call(conv_in.call(x));
+        h = mid2.call(mid1.call(h));
+        return conv_out.call(nn.functional.silu(norm_out.call(h))).MoveToOuterDisposeScope();
     }
 }
 
@@ -206,8 +206,8 @@ internal sealed class AutoencoderDecoder : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor z)
     {
         using var scope = NewDisposeScope();
-        var h = mid2.forward(mid1.forward(conv_in.forward(z)));
-        h = up.forward(h);
-        return conv_out.forward(nn.functional.silu(norm_out.forward(h))).MoveToOuterDisposeScope();
+        var h = mid2.call(mid1.call(conv_in.call(z)));
+        h = up.call(h);
+        return conv_out.call(nn.functional.silu(norm_out.call(h))).MoveToOuterDisposeScope();
     }
 }

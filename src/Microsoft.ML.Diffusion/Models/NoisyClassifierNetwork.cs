@@ -75,12 +75,12 @@ internal sealed class NoisyClassifierNetwork : nn.Module<Tensor, Tensor, Tensor>
     public override Tensor forward(Tensor x, Tensor t)
     {
         using var scope = NewDisposeScope();
-        var temb = time_embedding.forward(t);
-        var h = input_conv.forward(x);
-        foreach (var block in down) h = block.forward(h, temb);
-        foreach (var block in middle) h = block.forward(h, temb);
+        var temb = time_embedding.call(t);
+        var h = input_conv.call(x);
+        foreach (var block in down) h = block.call(h, temb);
+        foreach (var block in middle) h = block.call(h, temb);
         // Pooling head: GroupNorm -> SiLU -> global average pool -> linear.
-        h = nn.functional.silu(output_norm.forward(h)).mean(new long[] { 2, 3 });
-        return head.forward(h).MoveToOuterDisposeScope();
+        h = nn.functional.silu(output_norm.call(h)).mean(new long[] { 2, 3 });
+        return head.call(h).MoveToOuterDisposeScope();
     }
 }

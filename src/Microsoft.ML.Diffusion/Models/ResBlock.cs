@@ -47,10 +47,10 @@ internal sealed class ResBlock : UNetBlock
         // Without autograd (sampling) the activations are updated in place: fewer fresh buffers per block. With autograd,
         // SiLU's backward needs its input, so the out-of-place forms are kept.
         bool inPlace = !is_grad_enabled();
-        var h = conv1.forward(Layers.Silu(norm1.forward(x), inPlace));
-        var t = time_proj.forward(nn.functional.silu(temb)).unsqueeze(-1).unsqueeze(-1);
+        var h = conv1.call(Layers.Silu(norm1.call(x), inPlace));
+        var t = time_proj.call(nn.functional.silu(temb)).unsqueeze(-1).unsqueeze(-1);
         h = inPlace ? h.add_(t) : h + t;
-        h = conv2.forward(dropout.forward(Layers.Silu(norm2.forward(h), inPlace)));
-        return (inPlace ? h.add_(skip.forward(x)) : skip.forward(x) + h).MoveToOuterDisposeScope();
+        h = conv2.call(dropout.call(Layers.Silu(norm2.call(h), inPlace)));
+        return (inPlace ? h.add_(skip.call(x)) : skip.call(x) + h).MoveToOuterDisposeScope();
     }
 }

@@ -22,7 +22,7 @@ internal sealed class Downsample : UNetBlock
     public override double Flops => _flops;
 
     /// <inheritdoc/>
-    public override Tensor forward(Tensor x, Tensor temb) => conv.forward(x);
+    public override Tensor forward(Tensor x, Tensor temb) => conv.call(x);
 }
 
 /// <summary>Doubles the feature map: nearest-neighbour upsampling then a 3x3 convolution (computed as a sub-pixel convolution).</summary>
@@ -50,7 +50,7 @@ internal sealed class Upsample : UNetBlock
         if (conv is Conv2d plain) return NearestUpsampleConv.Forward(x, plain.weight!, plain.bias);
         using var scope = NewDisposeScope();
         var up = nn.functional.interpolate(x, scale_factor: new[] { 2.0, 2.0 }, mode: InterpolationMode.Nearest);
-        return conv.forward(up).MoveToOuterDisposeScope();
+        return conv.call(up).MoveToOuterDisposeScope();
     }
 }
 
@@ -74,8 +74,8 @@ internal sealed class ResAttentionBlock : UNetBlock
     /// <inheritdoc/>
     public override Tensor forward(Tensor x, Tensor temb)
     {
-        if (attention is null) return res.forward(x, temb);
+        if (attention is null) return res.call(x, temb);
         using var scope = NewDisposeScope();
-        return attention.forward(res.forward(x, temb), temb).MoveToOuterDisposeScope();
+        return attention.call(res.call(x, temb), temb).MoveToOuterDisposeScope();
     }
 }

@@ -45,7 +45,7 @@ internal sealed class TimestepEmbedding : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         // The embedding is computed in float32 and cast to the weights' type (a no-op for a float32 network).
-        var h = linear1.forward(Sinusoidal(t, _dim).to(linear1.weight!.dtype));
-        return linear2.forward(nn.functional.silu(h)).MoveToOuterDisposeScope();
+        var h = linear1.call(Sinusoidal(t, _dim).to(linear1.weight!.dtype));
+        return linear2.call(nn.functional.silu(h)).MoveToOuterDisposeScope();
     }
 }

@@ -132,30 +132,30 @@ internal sealed class UNet : nn.Module<Tensor, Tensor, Tensor>
         if (classLabels is not null && class_embedding is null)
             throw new ArgumentException("This U-Net is unconditional (UNetConfig.NumClasses = 0); it takes no class labels.", nameof(classLabels));
         using var scope = NewDisposeScope();
-        var temb = time_embedding.forward(t);
+        var temb = time_embedding.call(t);
         if (class_embedding is not null)
         {
             // guided-diffusion: emb = emb + label_emb(y); the null label (index NumClasses) is the unconditional branch.
             var y = classLabels ?? full(new long[] { x.shape[0] }, (long)Config.NumClasses, dtype: int64, device: x.device);
-            temb = temb + class_embedding.forward(y);
+            temb = temb + class_embedding.call(y);
         }
-        var h = input_conv.forward(x);
+        var h = input_conv.call(x);
         var skips = new Stack<Tensor>();
         skips.Push(h);
         foreach (var block in down)
         {
-            h = block.forward(h, temb);
+            h = block.call(h, temb);
             skips.Push(h);
         }
         foreach (var block in middle)
-            h = block.forward(h, temb);
+            h = block.call(h, temb);
         foreach (var block in up)
         {
             if (block is SkipStage)
                 h = cat(new[] { h, skips.Pop() }, 1);
-            h = block.forward(h, temb);
+            h = block.call(h, temb);
         }
-        h = output_conv.forward(Layers.Silu(output_norm.forward(h), inPlace: !is_grad_enabled()));
+        h = output_conv.call(Layers.Silu(output_norm.call(h), inPlace: !is_grad_enabled()));
         return h.MoveToOuterDisposeScope();
     }
 
@@ -172,6 +172,6 @@ internal sealed class UNet : nn.Module<Tensor, Tensor, Tensor>
 
         public override double Flops => stage.Flops;
 
-        public override Tensor forward(Tensor x, Tensor temb) => stage.forward(x, temb);
+        public override Tensor forward(Tensor x, Tensor temb) => stage.call(x, temb);
     }
 }
