@@ -22,7 +22,7 @@ switch (args)
             .Append(ml.Generative.Diffusion(new DiffusionTrainer.Options
             {
                 ImageColumnName = "Image", ImageSize = Size, Channels = 1, BaseChannels = 8, ChannelMultipliers = [1, 2],
-                AttentionResolutions = [8], NumResBlocks = 1, GroupNormGroups = 4, Timesteps = 50, Epochs = 2, BatchSize = 5, LearningRate = 1e-3f, Seed = 3,
+                NumResBlocks = 1, GroupNormGroups = 4, Timesteps = 50, Epochs = 2, BatchSize = 5, LearningRate = 1e-3f, Seed = 3,
             }));
         var model = pipeline.Fit(files);
         ml.Model.Save(model, files.Schema, modelPath);

@@ -44,7 +44,7 @@ public static class DiffusionDefaults
     /// <summary>Channel multipliers per resolution.</summary>
     public static int[] ChannelMultipliers => new[] { 1, 2, 2 };
     /// <summary>Resolutions with self-attention for the default image size (28) and <see cref="ChannelMultipliers"/>: { 7 }.
-    /// For other sizes the trainer derives them (<see cref="Models.UNetConfig.DefaultAttentionResolutions"/>: the lowest
+    /// For other sizes the trainer derives them (<see cref="UNetConfig.DefaultAttentionResolutions"/>: the lowest
     /// resolution the network reaches) unless <c>DiffusionTrainer.Options.AttentionResolutions</c> is set.</summary>
-    public static int[] AttentionResolutions => Models.UNetConfig.DefaultAttentionResolutions(ImageSize, ChannelMultipliers);
+    public static int[] AttentionResolutions => UNetConfig.DefaultAttentionResolutions(ImageSize, ChannelMultipliers);
 }
