@@ -33,6 +33,7 @@ public sealed class PackageConsumerTests
             Run(repo, "dotnet", $"pack src/{PackageId}/{PackageId}.csproj -c {config} --no-build -o \"{feed}\"");
             string nupkg = Path.Combine(feed, $"{PackageId}.{Version}.nupkg");
             Assert.IsTrue(File.Exists(nupkg), "dotnet pack wrote no " + nupkg);
+            Console.WriteLine($"package: {new FileInfo(nupkg).Length / 1024} KB ({nupkg})");
             using (var zip = System.IO.Compression.ZipFile.OpenRead(nupkg))
             {
                 var entries = zip.Entries.Select(e => e.FullName).ToHashSet();
@@ -59,11 +60,13 @@ public sealed class PackageConsumerTests
             string model = Path.Combine(work, "model.zip");
 
             string trained = Run(app, "dotnet", $"\"{dll}\" train \"{images}\" \"{model}\"");
+            Console.WriteLine(trained);   // the scenario's output and timings, kept in the test results
             StringAssert.Contains(trained, "train: saved");
             Assert.IsTrue(new FileInfo(model).Length > 10_000, "the saved pipeline holds no weights");
 
             string outA = Path.Combine(work, "out-a"), outB = Path.Combine(work, "out-b");
             string used = Run(app, "dotnet", $"\"{dll}\" use \"{model}\" \"{images}\" \"{outA}\"");
+            Console.WriteLine(used);
             StringAssert.Contains(used, "loaded a TransformerChain");
             foreach (string name in new[] { "generated-0", "generated-1", "generated-2", "inpainted-bag", "inpainted-boot", "upscaled-bag", "upscaled-boot" })
             {
