@@ -19,10 +19,10 @@ public static class CliErrors
         Recursive = true,
     };
 
-    /// <summary>Prints the parse errors of <paramref name="parse"/>, one line each; returns <see cref="ExitCode"/>.</summary>
+    /// <summary>Prints the parse errors of <paramref name="parse"/> on one line (joined by "; "); returns <see cref="ExitCode"/>.</summary>
     public static int ReportParseErrors(ParseResult parse, TextWriter error)
     {
-        foreach (var e in parse.Errors) error.WriteLine("error: " + OneLine(e.Message));
+        error.WriteLine("error: " + string.Join("; ", parse.Errors.Select(e => OneLine(e.Message).TrimEnd('.'))) + ".");
         return ExitCode;
     }
 

@@ -51,6 +51,7 @@ public sealed class CliBadInputTests
         Case("generate --model {dir}/notes.txt", "--model", "notes.txt"),
         Case("generate --model {model} --steps 0", "--steps"),
         Case("generate --model {model} --steps -5", "--steps"),
+        Case("generate --steps 0", "--model"),                                   // two parse errors: still one line
         Case("generate --model {model} --sampler euler", "--sampler", "euler"),
         Case("generate --model {model} --count 0", "--count"),
         Case("generate --model {model} --classifier {dir}/foreign.zip --label 1", "--classifier", "foreign.zip"),
