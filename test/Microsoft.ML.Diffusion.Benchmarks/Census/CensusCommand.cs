@@ -55,7 +55,7 @@ internal static class CensusCommand
         Console.WriteLine($"{shapes.Count} shapes; levels {string.Join(",", o.Levels)}; dtypes {string.Join(",", o.DTypes)}; " +
                           $"loads {string.Join(",", o.Loads)}; {o.Processes} processes x {o.Calls} calls per shape and route.");
         var runs = new List<CensusRun>();
-        int seed = 0;
+        // Every process probes the same inputs (one seed), so that their first results can be compared bit for bit.
         foreach (string level in o.Levels)
             foreach (string dtype in o.DTypes)
                 foreach (string load in o.Loads)
@@ -73,7 +73,7 @@ internal static class CensusCommand
                         using var busy = load == "busy" ? StartChild(new[] { "census", "busy" }, level) : null;
                         int code;
                         using (var child = StartChild(new[] { "census", "probe", "--shapes", shapesPath, "--dtype", dtype, "--calls", o.Calls.ToString(),
-                                   "--max-seconds", o.MaxSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture), "--seed", (++seed).ToString(), "--out", outPath }, level))
+                                   "--max-seconds", o.MaxSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture), "--seed", o.Seed.ToString(), "--out", outPath }, level))
                         {
                             child.WaitForExit();
                             code = child.ExitCode;

@@ -15,7 +15,10 @@ public enum CensusRoute
 }
 
 /// <summary>The fault counts of one layer shape, one route, in one process.</summary>
-public sealed record ProbeResult(string Key, CensusRoute Route, int Calls, int NonFinite, int Wrong, int Nondeterministic, double MaxError, double Seconds);
+/// <param name="FirstHash">A hash of the first call's bits (output and gradients): processes that probe the same inputs at
+/// the same level should agree, or a model would give other images in another process.</param>
+public sealed record ProbeResult(string Key, CensusRoute Route, int Calls, int NonFinite, int Wrong, int Nondeterministic, double MaxError, double Seconds,
+    string FirstHash = "");
 
 /// <summary>
 /// Runs layers forward and backward many times in this process and compares every result (output, input gradient and
@@ -68,7 +71,16 @@ internal static class CensusProbe
             if (first is null) first = result.Select(r => r.detach().clone().MoveToOuterDisposeScope()).ToArray();
             else if (!result.Zip(first).All(p => p.First.eq(p.Second).all().item<bool>())) nondeterministic++;
         }
-        return new ProbeResult(shape.Key, route, done, nonFinite, wrong, nondeterministic, maxError, watch.Elapsed.TotalSeconds);
+        return new ProbeResult(shape.Key, route, done, nonFinite, wrong, nondeterministic, maxError, watch.Elapsed.TotalSeconds, Hash(first!));
+    }
+
+    /// <summary>SHA-256 (first 16 hex digits) of the tensors' values.</summary>
+    private static string Hash(Tensor[] tensors)
+    {
+        using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        foreach (var t in tensors)
+            sha.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(t.contiguous().data<double>().ToArray().AsSpan()));
+        return Convert.ToHexString(sha.GetHashAndReset())[..16];
     }
 
     /// <summary>The layer's output shape.</summary>
