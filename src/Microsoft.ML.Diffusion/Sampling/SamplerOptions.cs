@@ -67,7 +67,8 @@ public sealed class SamplerOptions
     /// the requested labels with <see cref="ClassifierScale"/>. Needs labels (<see cref="DiffusionModel.Generate(IReadOnlyList{int}, SamplerOptions?)"/>,
     /// <see cref="DiffusionModel.GenerateTensor(IReadOnlyList{uint}, IReadOnlyList{int}, SamplerOptions?)"/>, or requests with a label
     /// column); an unconditional diffusion model then accepts labels too, and a class-conditional one uses them for both
-    /// classifier-free guidance and the classifier. Not supported for latent diffusion models. Null (default): no classifier guidance.
+    /// classifier-free guidance and the classifier. Not supported for latent diffusion models, nor by the sigma-space samplers (Euler, Heun,
+    /// Euler ancestral: <see cref="Validate"/> names the samplers that support it). Null (default): no classifier guidance.
     /// Not saved with the model.
     /// </summary>
     public NoisyClassifierModel? Classifier { get; set; }
