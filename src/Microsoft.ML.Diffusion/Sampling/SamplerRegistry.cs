@@ -30,20 +30,20 @@ internal static class SamplerRegistry
     /// <summary>All samplers, in the order the CLI lists them.</summary>
     public static readonly IReadOnlyList<SamplerInfo> All = new SamplerInfo[]
     {
-        new(SamplerKind.Ddpm, "ddpm", "DDPM", t => t, TimestepSpacing.Leading, Both,
+        new(SamplerKind.Ddpm, "ddpm", DdpmScheduler.DisplayName, t => t, TimestepSpacing.Leading, Both,
             a => new DdpmScheduler(a.Schedule, a.Variance, a.Options.ClipSample, a.Spacing, a.Prediction, a.Options.DynamicThresholding)),
-        new(SamplerKind.Ddim, "ddim", "DDIM", t => Math.Min(50, t), TimestepSpacing.Leading, Both,
+        new(SamplerKind.Ddim, "ddim", DdimScheduler.DisplayName, t => Math.Min(50, t), TimestepSpacing.Leading, Both,
             a => new DdimScheduler(a.Schedule, a.Options.Eta, a.Options.ClipSample, a.Spacing, a.Prediction, a.Options.DynamicThresholding)),
-        new(SamplerKind.DpmSolverPlusPlus, "dpm-solver++", "DPM-Solver++(2M)", t => Math.Min(20, t), TimestepSpacing.Trailing,
+        new(SamplerKind.DpmSolverPlusPlus, "dpm-solver++", DpmSolverMultistepScheduler.DisplayName, t => Math.Min(20, t), TimestepSpacing.Trailing,
             SchedulerCapabilities.ClassifierGuidance,
             a => new DpmSolverMultistepScheduler(a.Schedule, a.Options.ClipSample, a.Spacing, a.Prediction, a.Options.DynamicThresholding)),
-        new(SamplerKind.EulerKarras, "euler-karras", "Euler (Karras sigmas)", t => Math.Min(25, t), TimestepSpacing.Linspace,
+        new(SamplerKind.EulerKarras, "euler-karras", EulerKarrasScheduler.DisplayName, t => Math.Min(25, t), TimestepSpacing.Linspace,
             SchedulerCapabilities.None,
             a => new EulerKarrasScheduler(a.Schedule, a.Options.ClipSample, a.Spacing, a.Prediction, a.Options.DynamicThresholding)),
-        new(SamplerKind.HeunKarras, "heun-karras", "Heun (Karras sigmas)", t => Math.Min(18, t), TimestepSpacing.Linspace,
+        new(SamplerKind.HeunKarras, "heun-karras", HeunKarrasScheduler.DisplayName, t => Math.Min(18, t), TimestepSpacing.Linspace,
             SchedulerCapabilities.None,
             a => new HeunKarrasScheduler(a.Schedule, a.Options.ClipSample, a.Spacing, a.Prediction, a.Options.DynamicThresholding)),
-        new(SamplerKind.EulerAncestral, "euler-ancestral", "Euler ancestral", t => Math.Min(30, t), TimestepSpacing.Linspace,
+        new(SamplerKind.EulerAncestral, "euler-ancestral", EulerAncestralScheduler.DisplayName, t => Math.Min(30, t), TimestepSpacing.Linspace,
             SchedulerCapabilities.None,
             a => new EulerAncestralScheduler(a.Schedule, a.Options.ClipSample, a.Spacing, a.Prediction, a.Options.DynamicThresholding)),
     };
@@ -61,6 +61,19 @@ internal static class SamplerRegistry
 
     /// <summary>The CLI names, in registry order.</summary>
     public static IReadOnlyList<string> CliNames => All.Select(r => r.CliName).ToArray();
+
+    /// <summary>Network calls of <paramref name="steps"/> steps of <paramref name="row"/>'s sampler (2 steps - 1 for Heun), counted on a
+    /// scheduler built for a linear schedule (the count depends on the steps only).</summary>
+    public static int NetworkCalls(SamplerInfo row, int steps)
+    {
+        var schedule = new DiffusionSchedule(NoiseSchedule.Linear, Math.Max(steps, 2));
+        var scheduler = row.Create(new SchedulerArguments(schedule, new SamplerOptions { Sampler = row.Kind }, row.DefaultSpacing,
+            PredictionType.Epsilon, VarianceType.FixedSmall));
+        scheduler.SetTimesteps(steps);
+        int calls = scheduler.Timesteps.Count;
+        (scheduler as IDisposable)?.Dispose();
+        return calls;
+    }
 
     /// <summary>"DDPM, DDIM": the display names of the samplers with <paramref name="capability"/>.</summary>
     public static string NamesWith(SchedulerCapabilities capability) =>

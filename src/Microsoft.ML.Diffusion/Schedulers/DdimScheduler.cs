@@ -40,6 +40,12 @@ internal sealed class DdimScheduler : IDiffusionScheduler
         _timesteps = SchedulerCore.SpacedTimesteps(spacing, schedule.Timesteps, schedule.Timesteps);
     }
 
+    /// <summary>The name in messages and in the sampler registry.</summary>
+    public const string DisplayName = "DDIM";
+
+    /// <inheritdoc/>
+    public string Name => DisplayName;
+
     /// <inheritdoc/>
     public DiffusionSchedule Schedule { get; }
 

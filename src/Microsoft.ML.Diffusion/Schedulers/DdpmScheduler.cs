@@ -61,6 +61,12 @@ internal sealed class DdpmScheduler : IDiffusionScheduler
             $"Unknown DDPM variance {variance}; expected one of {string.Join(", ", Enum.GetNames<DdpmVariance>())}."),
     };
 
+    /// <summary>The name in messages and in the sampler registry.</summary>
+    public const string DisplayName = "DDPM";
+
+    /// <inheritdoc/>
+    public string Name => DisplayName;
+
     /// <inheritdoc/>
     public DiffusionSchedule Schedule { get; }
 

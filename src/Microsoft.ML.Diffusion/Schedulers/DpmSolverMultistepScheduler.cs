@@ -58,6 +58,12 @@ internal sealed class DpmSolverMultistepScheduler : IDiffusionScheduler, IDispos
         Reset();
     }
 
+    /// <summary>The name in messages and in the sampler registry.</summary>
+    public const string DisplayName = "DPM-Solver++(2M)";
+
+    /// <inheritdoc/>
+    public string Name => DisplayName;
+
     /// <inheritdoc/>
     public DiffusionSchedule Schedule { get; }
 

@@ -26,8 +26,11 @@ internal sealed class EulerAncestralScheduler : SigmaSpaceScheduler
         PredictionType prediction = PredictionType.Epsilon, bool dynamicThresholding = false)
         : base(schedule, clipSample, spacing, prediction, dynamicThresholding) => SetTimesteps(Math.Min(50, schedule.Timesteps));
 
+    /// <summary>The name in messages and in the sampler registry.</summary>
+    public const string DisplayName = "Euler ancestral";
+
     /// <inheritdoc/>
-    public override string Name => "Euler ancestral";
+    public override string Name => DisplayName;
 
     /// <summary>True: every step but the last adds sigma_up z.</summary>
     public override bool NeedsNoise => true;

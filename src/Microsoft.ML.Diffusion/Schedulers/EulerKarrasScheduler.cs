@@ -24,8 +24,11 @@ internal sealed class EulerKarrasScheduler : SigmaSpaceScheduler
         PredictionType prediction = PredictionType.Epsilon, bool dynamicThresholding = false)
         : base(schedule, clipSample, spacing, prediction, dynamicThresholding) => SetTimesteps(Math.Min(50, schedule.Timesteps));
 
+    /// <summary>The name in messages and in the sampler registry.</summary>
+    public const string DisplayName = "Euler (Karras sigmas)";
+
     /// <inheritdoc/>
-    public override string Name => "Euler (Karras sigmas)";
+    public override string Name => DisplayName;
 
     /// <summary>False: an ODE solver.</summary>
     public override bool NeedsNoise => false;

@@ -32,8 +32,11 @@ internal sealed class HeunKarrasScheduler : SigmaSpaceScheduler, IDisposable
         PredictionType prediction = PredictionType.Epsilon, bool dynamicThresholding = false)
         : base(schedule, clipSample, spacing, prediction, dynamicThresholding) => SetTimesteps(Math.Min(50, schedule.Timesteps));
 
+    /// <summary>The name in messages and in the sampler registry.</summary>
+    public const string DisplayName = "Heun (Karras sigmas)";
+
     /// <inheritdoc/>
-    public override string Name => "Heun (Karras sigmas)";
+    public override string Name => DisplayName;
 
     /// <summary>2: two network calls per step.</summary>
     public override int Order => 2;

@@ -116,8 +116,13 @@ public static class GenerateCommand
 
     /// <summary><c>--steps</c>' help: each sampler's default, from the registry (for T = 1000).</summary>
     public static string StepsDescription =>
-        "Solver steps (default, for T = 1000: " + string.Join(", ", SamplerRegistry.All.Select(r => $"{r.DefaultSteps(1000)} for {r.CliName}")) +
-        "); one network call each, but 2 steps - 1 calls for heun-karras";
+        "Solver steps (default, for T = 1000: " + string.Join(", ", SamplerRegistry.All.Select(StepsHelp)) + ")";
+
+    private static string StepsHelp(SamplerInfo row)
+    {
+        int steps = row.DefaultSteps(1000), calls = SamplerRegistry.NetworkCalls(row, steps);
+        return $"{steps} for {row.CliName}" + (calls != steps ? $" ({calls} network calls)" : string.Empty);
+    }
 
     /// <summary>What <c>--classifier</c> (and evaluate-guidance's <c>--noisy-classifier</c>) expects.</summary>
     public const string NoisyClassifierFile = "a noisy classifier zip written by train-noisy-classifier";
