@@ -11,15 +11,16 @@ public sealed class SamplerOptions
 
     /// <summary>
     /// Number of solver steps, which is the number of network calls for every sampler but <see cref="SamplerKind.HeunKarras"/>
-    /// (2 Steps - 1 calls). Null means the sampler's default: all T timesteps for DDPM, 50 for DDIM, 20 for DPM-Solver++, 25 for
-    /// Euler (Karras), 18 for Heun (Karras), 30 for Euler ancestral. Must lie in 1..T.
+    /// (2 Steps - 1 calls). Null means the sampler's default (see <see cref="SamplerKind"/>): all T timesteps for DDPM, 50 for DDIM,
+    /// 20 for DPM-Solver++. Must lie in 1..T.
     /// </summary>
     public int? Steps { get; set; }
 
     /// <summary>
     /// How the <see cref="Steps"/> timesteps are spread over the T training timesteps. Null means the sampler's default:
-    /// <see cref="TimestepSpacing.Leading"/> for DDPM and DDIM, <see cref="TimestepSpacing.Trailing"/> for DPM-Solver++,
-    /// <see cref="TimestepSpacing.Linspace"/> (as diffusers) for the Euler and Heun samplers, where it also bounds the Karras sigmas.
+    /// <see cref="TimestepSpacing.Leading"/> for DDPM and DDIM, <see cref="TimestepSpacing.Trailing"/> for DPM-Solver++, and
+    /// diffusers' default for the others (<see cref="TimestepSpacing.Linspace"/> for the Euler and Heun samplers, where it also bounds
+    /// the Karras sigmas).
     /// </summary>
     public TimestepSpacing? Spacing { get; set; }
 

@@ -69,7 +69,10 @@ internal abstract class SigmaSpaceScheduler : IDiffusionScheduler
     /// <inheritdoc/>
     public abstract string Name { get; }
 
-    /// <summary>sqrt(sigma_max^2 + 1): the starting sample over sqrt(sigma^2 + 1) is standard normal, as every VP sampler's x_T.</summary>
+    /// <summary>sqrt(sigma_max^2 + 1): the starting sample over sqrt(sigma^2 + 1) is standard normal, as every VP sampler's x_T, so a
+    /// seed starts every sampler from the same x_T.</summary>
+    /// <remarks>diffusers returns sqrt(sigma_max^2 + 1) for "leading" spacing but sigma_max itself for "linspace" and "trailing"; the two
+    /// differ by a factor 1 + 1/(2 sigma_max^2) (2e-5 for the linear schedule with T = 1000, sigma_max = 157).</remarks>
     public double InitNoiseSigma => _loopSigmas.Length == 0 ? 1.0 : Math.Sqrt(_loopSigmas[0] * _loopSigmas[0] + 1.0);
 
     /// <inheritdoc/>
