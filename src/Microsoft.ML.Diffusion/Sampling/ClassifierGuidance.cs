@@ -55,17 +55,27 @@ internal sealed class ClassifierGuidance
     {
         ArgumentNullException.ThrowIfNull(scheduler);
         if (Scale == 0) return scheduler.Step(modelOutput, timestep, sample, noise);
+        CheckSupported(scheduler);
         using var scope = NewDisposeScope();
         var g = Gradient(sample, t);
-        if (scheduler is DdpmScheduler ddpm)
+        if (scheduler.GuidanceVariance(modelOutput, sample, timestep) is { } variance)
         {
             // Algorithm 1: x_{t-1} ~ N(mu + s Sigma grad log p(y | x_t), Sigma): the scheduler's mu + sigma z, plus s Sigma g.
-            var next = ddpm.Step(modelOutput, timestep, sample, noise);
-            var shift = StepVariance(ddpm, modelOutput, sample, timestep).mul(g).mul_(Scale);
+            var next = scheduler.Step(modelOutput, timestep, sample, noise);
+            var shift = variance.mul(g).mul_(Scale);
             return next.add_(shift).MoveToOuterDisposeScope();
         }
         var guided = GuideOutput(modelOutput, sample, g, Scale, scheduler.Schedule.AlphaBar(timestep), Prediction);
         return scheduler.Step(guided, timestep, sample, noise).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Throws unless the scheduler's capabilities include classifier guidance; the message names it and the samplers that do.</summary>
+    public static void CheckSupported(IDiffusionScheduler scheduler)
+    {
+        if (!scheduler.Capabilities.HasFlag(SchedulerCapabilities.ClassifierGuidance))
+            throw new ArgumentException(
+                $"Classifier guidance cannot steer {scheduler.Name} (the noisy classifier needs the VP sample x_t at an integer timestep); " +
+                $"supported samplers: {SamplerRegistry.NamesWith(SchedulerCapabilities.ClassifierGuidance)}.", nameof(scheduler));
     }
 
     /// <summary>
@@ -102,17 +112,6 @@ internal sealed class ClassifierGuidance
     public static Tensor StepVariance(DdpmScheduler scheduler, Tensor modelOutput, Tensor sample, int timestep)
     {
         ArgumentNullException.ThrowIfNull(scheduler);
-        if (scheduler.VarianceType == VarianceType.Learned)
-        {
-            var variance = SchedulerCore.SplitOutput(modelOutput, sample).Variance
-                ?? throw new ArgumentException(
-                    $"A learned-variance DDPM step needs the model output with 2 x {sample.shape[1]} channels; got [{string.Join(", ", modelOutput.shape)}].",
-                    nameof(modelOutput));
-            return scheduler.LogVariance(variance, timestep).exp_();
-        }
-        var (logBeta, logBetaTilde) = scheduler.LogVarianceBounds(timestep);
-        bool last = scheduler.PreviousTimestep(timestep) < 0;
-        double value = scheduler.VarianceType == VarianceType.FixedLarge && !last ? Math.Exp(logBeta) : Math.Exp(logBetaTilde);
-        return full(new long[] { 1 }, value, dtype: sample.dtype, device: sample.device);
+        return scheduler.GuidanceVariance(modelOutput, sample, timestep);
     }
 }

@@ -58,8 +58,16 @@ internal static class DiffusionSampler
         try
         {
             using var noGrad = no_grad();
-            // x_T ~ N(0, I) (DDPM algorithm 2, line 1), one stream per image.
+            // x_T ~ N(0, I) (DDPM algorithm 2, line 1), one stream per image; a sigma-space sampler starts from
+            // init_noise_sigma times it (so its model input at the first step is that same x_T).
             Tensor x = initialNoise is null ? NextNoise(generators, imageShape, device) : CopyTo(initialNoise, device);
+            double initSigma = scheduler.InitNoiseSigma;
+            if (initSigma != 1.0)
+            {
+                using Scalar s = initSigma.ToScalar();
+                x.mul_(s);
+            }
+
             var timesteps = scheduler.Timesteps;
             for (int i = 0; i < timesteps.Count; i++)
             {
@@ -68,11 +76,11 @@ internal static class DiffusionSampler
                 Tensor next;
                 using (var scope = NewDisposeScope())
                 {
-                    var tt = full(new long[] { seeds.Count }, t, dtype: int64, device: device);
-                    var eps = denoiser(x, tt);
+                    var tt = ModelTimesteps(scheduler.ModelTimestep(i), seeds.Count, device);
+                    var eps = denoiser(scheduler.ScaleModelInput(x, i), tt);
                     var z = scheduler.NeedsNoise ? NextNoise(generators, imageShape, device) : null;
-                    // Classifier guidance computes its gradient with autograd enabled inside this no_grad loop.
-                    next = (guidance is null ? scheduler.Step(eps, t, x, z) : guidance.Step(scheduler, eps, t, tt, x, z)).MoveToOuterDisposeScope();
+                    // Classifier guidance (integer-timestep samplers only) computes its gradient with autograd enabled inside this no_grad loop.
+                    next = (guidance is null ? scheduler.StepAt(i, eps, x, z).PrevSample : guidance.Step(scheduler, eps, t, tt, x, z)).MoveToOuterDisposeScope();
                 }
                 x.Dispose();
                 x = next;
@@ -87,6 +95,12 @@ internal static class DiffusionSampler
             foreach (var g in generators) g.Dispose();
         }
     }
+
+    /// <summary>The network's [B] time input: int64 for a whole-number timestep (every VP sampler), float32 for a continuous one.</summary>
+    internal static Tensor ModelTimesteps(double t, int batch, Device device) =>
+        t == Math.Floor(t)
+            ? full(new long[] { batch }, (long)t, dtype: int64, device: device)
+            : full(new long[] { batch }, t, dtype: float32, device: device);
 
     /// <summary>A float32 copy of <paramref name="x"/> on <paramref name="device"/> that the loop may dispose.</summary>
     private static Tensor CopyTo(Tensor x, Device device)

@@ -18,7 +18,7 @@ internal static class RePaintSampler
     /// <paramref name="known"/> wherever <paramref name="mask"/> keeps the pixel.
     /// </summary>
     /// <param name="denoiser">The network: (x_t [B,C,H,W], t [B] int64) to the output the scheduler expects.</param>
-    /// <param name="scheduler">A single-step scheduler (DDPM, or DDIM) with its timesteps set; its steps are the RePaint levels.</param>
+    /// <param name="scheduler">A scheduler with the RePaint capability (DDPM, or DDIM) with its timesteps set; its steps are the RePaint levels.</param>
     /// <param name="known">The image to fill, [B, C, H, W] in [-1, 1] (values under the filled region are ignored).</param>
     /// <param name="mask">[B, 1, H, W] or [B, C, H, W]: 1 (&gt;= 0.5) keeps the pixel of <paramref name="known"/>, 0 fills it.</param>
     /// <param name="seeds">One seed per image.</param>
@@ -48,8 +48,10 @@ internal static class RePaintSampler
         ArgumentNullException.ThrowIfNull(known);
         ArgumentNullException.ThrowIfNull(mask);
         ArgumentNullException.ThrowIfNull(seeds);
-        if (scheduler is DpmSolverMultistepScheduler)
-            throw new ArgumentException("RePaint jumps back in time, which a multistep solver cannot do; use the DDPM or DDIM scheduler.", nameof(scheduler));
+        if (!scheduler.Capabilities.HasFlag(SchedulerCapabilities.RePaint))
+            throw new ArgumentException(
+                $"RePaint jumps back in time, which {scheduler.Name} cannot follow (a multistep solver or a sigma-space sampler); " +
+                $"RePaint supports: {SamplerRegistry.NamesWith(SchedulerCapabilities.RePaint)}.", nameof(scheduler));
         if (known.dim() != 4 || known.shape[0] != seeds.Count)
             throw new ArgumentException($"known must be [B, C, H, W] with B = {seeds.Count} (one image per seed); got [{string.Join(", ", known.shape)}].", nameof(known));
         if (mask.dim() != 4 || mask.shape[0] != known.shape[0] || (mask.shape[1] != 1 && mask.shape[1] != known.shape[1])

@@ -14,4 +14,22 @@ public enum SamplerKind
     /// 10-25 steps. Trailing timestep spacing by default.
     /// </summary>
     DpmSolverPlusPlus,
+
+    /// <summary>
+    /// Euler's method on Karras sigmas (Karras et al. 2022, "EDM", Algorithm 2 without churn; diffusers' EulerDiscreteScheduler with
+    /// use_karras_sigmas): deterministic first-order ODE solver in sigma space; 25 steps by default. No RePaint or classifier guidance.
+    /// </summary>
+    EulerKarras,
+
+    /// <summary>
+    /// Heun's second-order method on Karras sigmas (EDM Algorithm 1): deterministic; n steps take 2n - 1 network calls (18 steps,
+    /// 35 calls, by default), more accurate per step than Euler. No RePaint or classifier guidance.
+    /// </summary>
+    HeunKarras,
+
+    /// <summary>
+    /// Euler ancestral (diffusers' EulerAncestralDiscreteScheduler): an Euler step plus fresh noise at every step; stochastic, varied
+    /// samples in 20-50 steps (30 by default). No RePaint or classifier guidance.
+    /// </summary>
+    EulerAncestral,
 }

@@ -1,3 +1,6 @@
+using Microsoft.ML.Diffusion.Sampling;
+using Microsoft.ML.Diffusion.Schedulers;
+
 namespace Microsoft.ML.Diffusion;
 
 /// <summary>How <see cref="DiffusionModel"/> samples images: sampler, number of steps, noise seed.</summary>
@@ -7,14 +10,17 @@ public sealed class SamplerOptions
     public SamplerKind Sampler { get; set; } = SamplerKind.Ddim;
 
     /// <summary>
-    /// Number of network calls. Null means the sampler's default: all T timesteps for DDPM, 50 for DDIM, 20 for
-    /// DPM-Solver++. Must lie in 1..T.
+    /// Number of solver steps, which is the number of network calls for every sampler but <see cref="SamplerKind.HeunKarras"/>
+    /// (2 Steps - 1 calls). Null means the sampler's default (see <see cref="SamplerKind"/>): all T timesteps for DDPM, 50 for DDIM,
+    /// 20 for DPM-Solver++. Must lie in 1..T.
     /// </summary>
     public int? Steps { get; set; }
 
     /// <summary>
     /// How the <see cref="Steps"/> timesteps are spread over the T training timesteps. Null means the sampler's default:
-    /// <see cref="TimestepSpacing.Leading"/> for DDPM and DDIM, <see cref="TimestepSpacing.Trailing"/> for DPM-Solver++.
+    /// <see cref="TimestepSpacing.Leading"/> for DDPM and DDIM, <see cref="TimestepSpacing.Trailing"/> for DPM-Solver++, and
+    /// diffusers' default for the others (<see cref="TimestepSpacing.Linspace"/> for the Euler and Heun samplers, where it also bounds
+    /// the Karras sigmas).
     /// </summary>
     public TimestepSpacing? Spacing { get; set; }
 
@@ -62,7 +68,8 @@ public sealed class SamplerOptions
     /// the requested labels with <see cref="ClassifierScale"/>. Needs labels (<see cref="DiffusionModel.Generate(IReadOnlyList{int}, SamplerOptions?)"/>,
     /// <see cref="DiffusionModel.GenerateTensor(IReadOnlyList{uint}, IReadOnlyList{int}, SamplerOptions?)"/>, or requests with a label
     /// column); an unconditional diffusion model then accepts labels too, and a class-conditional one uses them for both
-    /// classifier-free guidance and the classifier. Not supported for latent diffusion models. Null (default): no classifier guidance.
+    /// classifier-free guidance and the classifier. Not supported for latent diffusion models, nor by the sigma-space samplers (Euler, Heun,
+    /// Euler ancestral: <see cref="Validate"/> names the samplers that support it). Null (default): no classifier guidance.
     /// Not saved with the model.
     /// </summary>
     public NoisyClassifierModel? Classifier { get; set; }
@@ -87,12 +94,7 @@ public sealed class SamplerOptions
     public SamplerOptions Clone() => (SamplerOptions)MemberwiseClone();
 
     /// <summary>The number of steps this sampler takes on a model with <paramref name="timesteps"/> timesteps.</summary>
-    public int ResolveSteps(int timesteps) => Steps ?? Sampler switch
-    {
-        SamplerKind.Ddpm => timesteps,
-        SamplerKind.DpmSolverPlusPlus => Math.Min(20, timesteps),
-        _ => Math.Min(50, timesteps),
-    };
+    public int ResolveSteps(int timesteps) => Steps ?? SamplerRegistry.Get(Sampler, nameof(Sampler)).DefaultSteps(timesteps);
 
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the setting, its value and what is expected.</summary>
     public void Validate(int timesteps)
@@ -113,7 +115,12 @@ public sealed class SamplerOptions
             throw new ArgumentOutOfRangeException(nameof(Spacing), spacing, $"Unknown timestep spacing; expected one of {string.Join(", ", Enum.GetNames<TimestepSpacing>())}.");
         if (!Enum.IsDefined(Precision))
             throw new ArgumentOutOfRangeException(nameof(Precision), Precision, $"Unknown precision; expected one of {string.Join(", ", Enum.GetNames<Precision>())}.");
-        if (!Enum.IsDefined(Sampler))
-            throw new ArgumentOutOfRangeException(nameof(Sampler), Sampler, $"Unknown sampler; expected one of {string.Join(", ", Enum.GetNames<SamplerKind>())}.");
+        var row = SamplerRegistry.Find(Sampler)
+            ?? throw new ArgumentOutOfRangeException(nameof(Sampler), Sampler,
+                $"Unknown sampler; expected one of {string.Join(", ", SamplerRegistry.All.Select(r => r.Kind))}.");
+        if (Classifier is not null && !row.Capabilities.HasFlag(SchedulerCapabilities.ClassifierGuidance))
+            throw new ArgumentOutOfRangeException(nameof(Sampler), Sampler,
+                $"SamplerOptions.Classifier is set, but classifier guidance cannot steer the {row.DisplayName} sampler (it works in sigma space, " +
+                $"while the noisy classifier needs the VP sample at an integer timestep); use one of: {SamplerRegistry.NamesWith(SchedulerCapabilities.ClassifierGuidance)}.");
     }
 }

@@ -40,6 +40,12 @@ internal sealed class DdimScheduler : IDiffusionScheduler
         _timesteps = SchedulerCore.SpacedTimesteps(spacing, schedule.Timesteps, schedule.Timesteps);
     }
 
+    /// <summary>The name in messages and in the sampler registry.</summary>
+    public const string DisplayName = "DDIM";
+
+    /// <inheritdoc/>
+    public string Name => DisplayName;
+
     /// <inheritdoc/>
     public DiffusionSchedule Schedule { get; }
 
@@ -84,7 +90,14 @@ internal sealed class DdimScheduler : IDiffusionScheduler
     }
 
     /// <inheritdoc/>
-    public Tensor Step(Tensor modelOutput, int timestep, Tensor sample, Tensor? noise = null)
+    public Tensor Step(Tensor modelOutput, int timestep, Tensor sample, Tensor? noise = null) => SchedulerCore.PrevOnly(StepCore(modelOutput, timestep, sample, noise));
+
+    /// <inheritdoc/>
+    public SchedulerOutput StepAt(int index, Tensor modelOutput, Tensor sample, Tensor? noise = null) =>
+        StepCore(modelOutput, _timesteps[index], sample, noise);
+
+    /// <summary>Both results of the step; see <see cref="Step"/>.</summary>
+    private SchedulerOutput StepCore(Tensor modelOutput, int timestep, Tensor sample, Tensor? noise)
     {
         SchedulerCore.CheckStepArguments(modelOutput, sample);
         int prev = PreviousTimestep(timestep);
@@ -119,6 +132,9 @@ internal sealed class DdimScheduler : IDiffusionScheduler
             SchedulerCore.AddScaled_(xPrev, sigma, z);
         }
 
-        return xPrev.MoveToOuterDisposeScope();
+        return new SchedulerOutput(xPrev.MoveToOuterDisposeScope(), x0.MoveToOuterDisposeScope());
     }
+
+    /// <summary>RePaint and classifier guidance (by the shifted noise prediction of Algorithm 2).</summary>
+    public SchedulerCapabilities Capabilities => SchedulerCapabilities.RePaint | SchedulerCapabilities.ClassifierGuidance;
 }

@@ -61,6 +61,12 @@ internal sealed class DdpmScheduler : IDiffusionScheduler
             $"Unknown DDPM variance {variance}; expected one of {string.Join(", ", Enum.GetNames<DdpmVariance>())}."),
     };
 
+    /// <summary>The name in messages and in the sampler registry.</summary>
+    public const string DisplayName = "DDPM";
+
+    /// <inheritdoc/>
+    public string Name => DisplayName;
+
     /// <inheritdoc/>
     public DiffusionSchedule Schedule { get; }
 
@@ -151,7 +157,14 @@ internal sealed class DdpmScheduler : IDiffusionScheduler
     /// <remarks>With <see cref="VarianceType.Learned"/>, <paramref name="modelOutput"/> has 2 C channels and the step noise is
     /// exp(log Sigma / 2) z per element (<see cref="LogVariance"/>); the fixed variances also accept such an output and ignore its
     /// variance half.</remarks>
-    public Tensor Step(Tensor modelOutput, int timestep, Tensor sample, Tensor? noise = null)
+    public Tensor Step(Tensor modelOutput, int timestep, Tensor sample, Tensor? noise = null) => SchedulerCore.PrevOnly(StepCore(modelOutput, timestep, sample, noise));
+
+    /// <inheritdoc/>
+    public SchedulerOutput StepAt(int index, Tensor modelOutput, Tensor sample, Tensor? noise = null) =>
+        StepCore(modelOutput, _timesteps[index], sample, noise);
+
+    /// <summary>Both results of the step; see <see cref="Step"/>.</summary>
+    private SchedulerOutput StepCore(Tensor modelOutput, int timestep, Tensor sample, Tensor? noise)
     {
         SchedulerCore.CheckStepArguments(modelOutput, sample);
         int prev = PreviousTimestep(timestep);
@@ -206,6 +219,33 @@ internal sealed class DdpmScheduler : IDiffusionScheduler
             }
         }
 
-        return xPrev.MoveToOuterDisposeScope();
+        return new SchedulerOutput(xPrev.MoveToOuterDisposeScope(), x0.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>RePaint and classifier guidance (by the mean shift of Algorithm 1).</summary>
+    public SchedulerCapabilities Capabilities => SchedulerCapabilities.RePaint | SchedulerCapabilities.ClassifierGuidance;
+
+    /// <summary>
+    /// Sigma, the variance of the DDPM step from <paramref name="timestep"/> that classifier guidance's mean shift s Sigma g uses, as
+    /// guided-diffusion's model_variance: fixed small: beta_tilde'_t (DDPM eq. 7 over the visited timesteps); fixed large: beta'_t =
+    /// 1 - alpha_bar_t / alpha_bar_prev; learned: exp(log Sigma) of Improved DDPM eq. 15. On the last step (which adds no noise) the
+    /// clipped value of <see cref="LogVarianceBounds"/> (the beta_tilde' of the step above) is used for the fixed variances, as
+    /// guided-diffusion's posterior_log_variance_clipped does. Returns a tensor broadcastable to the sample.
+    /// </summary>
+    public Tensor GuidanceVariance(Tensor modelOutput, Tensor sample, int timestep)
+    {
+        if (VarianceType == VarianceType.Learned)
+        {
+            var variance = SchedulerCore.SplitOutput(modelOutput, sample).Variance
+                ?? throw new ArgumentException(
+                    $"A learned-variance DDPM step needs the model output with 2 x {sample.shape[1]} channels; got [{string.Join(", ", modelOutput.shape)}].",
+                    nameof(modelOutput));
+            return LogVariance(variance, timestep).exp_();
+        }
+
+        var (logBeta, logBetaTilde) = LogVarianceBounds(timestep);
+        bool last = PreviousTimestep(timestep) < 0;
+        double value = VarianceType == VarianceType.FixedLarge && !last ? Math.Exp(logBeta) : Math.Exp(logBetaTilde);
+        return full(new long[] { 1 }, value, dtype: sample.dtype, device: sample.device);
     }
 }

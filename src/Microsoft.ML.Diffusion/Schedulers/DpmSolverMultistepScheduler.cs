@@ -58,6 +58,12 @@ internal sealed class DpmSolverMultistepScheduler : IDiffusionScheduler, IDispos
         Reset();
     }
 
+    /// <summary>The name in messages and in the sampler registry.</summary>
+    public const string DisplayName = "DPM-Solver++(2M)";
+
+    /// <inheritdoc/>
+    public string Name => DisplayName;
+
     /// <inheritdoc/>
     public DiffusionSchedule Schedule { get; }
 
@@ -109,7 +115,21 @@ internal sealed class DpmSolverMultistepScheduler : IDiffusionScheduler, IDispos
     /// and the last step, second order (Algorithm 2) otherwise. <paramref name="noise"/> is ignored.
     /// </summary>
     /// <inheritdoc/>
-    public Tensor Step(Tensor modelOutput, int timestep, Tensor sample, Tensor? noise = null)
+    public Tensor Step(Tensor modelOutput, int timestep, Tensor sample, Tensor? noise = null) =>
+        StepCore(modelOutput, timestep, sample, withX0: false).PrevSample;
+
+    /// <summary>As <see cref="Step"/> at Timesteps[<paramref name="index"/>]; the predicted x_0 is a copy of the x_theta kept for
+    /// the next step (x_prev itself on the last step).</summary>
+    /// <inheritdoc/>
+    public SchedulerOutput StepAt(int index, Tensor modelOutput, Tensor sample, Tensor? noise = null) =>
+        StepCore(modelOutput, _timesteps[index], sample, withX0: true);
+
+    /// <summary>Neither: RePaint jumps back in time, which a multistep solver cannot follow; classifier guidance by the shifted
+    /// noise prediction (Algorithm 2) applies.</summary>
+    public SchedulerCapabilities Capabilities => SchedulerCapabilities.ClassifierGuidance;
+
+    /// <summary>The step; <see cref="SchedulerOutput.PredictedX0"/> is null! unless <paramref name="withX0"/>.</summary>
+    private SchedulerOutput StepCore(Tensor modelOutput, int timestep, Tensor sample, bool withX0)
     {
         SchedulerCore.CheckStepArguments(modelOutput, sample);
         int prev = PreviousTimestep(timestep);
@@ -176,7 +196,7 @@ internal sealed class DpmSolverMultistepScheduler : IDiffusionScheduler, IDispos
         _previousX0 = final ? null : x0;
         _previousTimestep = final ? int.MinValue : timestep;
         _landedOn = final ? int.MinValue : prev;
-        return xPrev;
+        return new SchedulerOutput(xPrev, final ? xPrev : withX0 ? x0.clone() : null!);
     }
 
     /// <summary>alpha_t = sqrt(alpha_bar_t), sigma_t = sqrt(1 - alpha_bar_t) and lambda_t = log(alpha_t) - log(sigma_t), in float64.</summary>

@@ -11,8 +11,14 @@ namespace Microsoft.ML.Diffusion.Schedulers;
 /// one sampling loop at a time (<see cref="SetTimesteps"/> resets it, and so does starting again at the first timestep).
 /// </summary>
 /// <remarks>
-/// A sampling loop is: <c>SetTimesteps(n)</c>; x = noise; for each t in <see cref="Timesteps"/>:
-/// x = Step(model(x, t), t, x, NeedsNoise ? randn_like(x) : null).
+/// <para>A sampling loop (diffusers' SchedulerMixin contract) is: <c>SetTimesteps(n)</c>; x = <see cref="InitNoiseSigma"/> * noise;
+/// for each loop position i of <see cref="Timesteps"/>: x = StepAt(i, model(ScaleModelInput(x, i), ModelTimestep(i)), x,
+/// NeedsNoise ? randn_like(x) : null).PrevSample. The members with a body are the defaults of a sampler on the VP sample x_t at
+/// integer timesteps (DDPM, DDIM, DPM-Solver++): no input scaling, unit initial noise, one network call per step.</para>
+/// <para>Sigma-space samplers (Karras et al. 2022: x = x_0 + sigma eps) override them: their sample is the VP sample times
+/// sqrt(sigma^2 + 1), the network sees x / sqrt(sigma^2 + 1) at a continuous timestep, and a Heun step takes two loop positions.
+/// Their <see cref="Timesteps"/> are the network timesteps rounded (for progress reports) and may repeat, so they are stepped by
+/// loop position only: <see cref="Capabilities"/> says what else (RePaint, classifier guidance) a sampler supports.</para>
 /// </remarks>
 internal interface IDiffusionScheduler
 {
@@ -55,4 +61,60 @@ internal interface IDiffusionScheduler
     /// </summary>
     /// <param name="timestep">A timestep in [0, T).</param>
     int PreviousTimestep(int timestep);
+
+    /// <summary>diffusers' <c>order</c>: network calls per solver step (2 for Heun's method; 1 for single-call and multistep methods).</summary>
+    int Order => 1;
+
+    /// <summary>What the model output passed to a step is (epsilon, x_0 or v).</summary>
+    PredictionType Prediction => PredictionType.Epsilon;
+
+    /// <summary>What this sampler supports beyond plain generation.</summary>
+    SchedulerCapabilities Capabilities => SchedulerCapabilities.None;
+
+    /// <summary>A short name for messages.</summary>
+    string Name => GetType().Name;
+
+    /// <summary>diffusers' <c>init_noise_sigma</c>: the standard deviation of the loop's starting sample (1 for VP samplers).</summary>
+    double InitNoiseSigma => 1.0;
+
+    /// <summary>
+    /// The timestep the network sees at loop position <paramref name="index"/> of <see cref="Timesteps"/>: the integer timestep itself
+    /// for VP samplers, a continuous one for sigma-space samplers (a whole number is passed to the network as int64, any other as float32).
+    /// </summary>
+    /// <param name="index">A loop position, 0 .. Timesteps.Count - 1.</param>
+    double ModelTimestep(int index) => Timesteps[index];
+
+    /// <summary>diffusers' <c>scale_model_input</c>: what the network sees for <paramref name="sample"/> at loop position
+    /// <paramref name="index"/>; the sample itself (not a copy) for VP samplers.</summary>
+    /// <param name="sample">The loop's current sample.</param>
+    /// <param name="index">A loop position, 0 .. Timesteps.Count - 1.</param>
+    Tensor ScaleModelInput(Tensor sample, int index) => sample;
+
+    /// <summary>
+    /// The step at loop position <paramref name="index"/>: <see cref="Step"/> at Timesteps[index] for VP samplers, also returning the
+    /// x_0 it predicted. This default recomputes x_0 from the output without clipping; the library's schedulers return the one
+    /// their update used.
+    /// </summary>
+    /// <param name="index">A loop position, 0 .. Timesteps.Count - 1.</param>
+    /// <param name="modelOutput">The network's output for <see cref="ScaleModelInput"/> at <see cref="ModelTimestep"/>.</param>
+    /// <param name="sample">The loop's current sample (unscaled).</param>
+    /// <param name="noise">Standard normal noise shaped like <paramref name="sample"/> when <see cref="NeedsNoise"/>.</param>
+    SchedulerOutput StepAt(int index, Tensor modelOutput, Tensor sample, Tensor? noise = null)
+    {
+        int t = Timesteps[index];
+        var prev = Step(modelOutput, t, sample, noise);
+        using var scope = NewDisposeScope();
+        var (x0, _) = SchedulerCore.ToX0AndEps(SchedulerCore.SplitOutput(modelOutput, sample).Prediction, sample, Schedule.AlphaBar(t), Prediction);
+        return new SchedulerOutput(prev, x0.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// The variance Sigma of a stochastic step's Gaussian from <paramref name="timestep"/>, broadcastable to the sample, for classifier
+    /// guidance's mean shift x_prev = mu + s Sigma g (Dhariwal &amp; Nichol 2021, Algorithm 1); null (the default) when guidance should
+    /// shift the noise prediction instead (Algorithm 2, eq. 14).
+    /// </summary>
+    /// <param name="modelOutput">The network's output (a learned-variance model's variance channels included).</param>
+    /// <param name="sample">x_t.</param>
+    /// <param name="timestep">t.</param>
+    Tensor? GuidanceVariance(Tensor modelOutput, Tensor sample, int timestep) => null;
 }

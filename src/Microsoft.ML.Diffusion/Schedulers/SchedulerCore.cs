@@ -188,6 +188,17 @@ internal static class SchedulerCore
         return noise;
     }
 
+    /// <summary>The previous sample of a step's output, disposing the predicted x_0 (for the <see cref="IDiffusionScheduler.Step"/> form).</summary>
+    public static Tensor PrevOnly(SchedulerOutput output)
+    {
+        if (!ReferenceEquals(output.PredictedX0, output.PrevSample))
+        {
+            output.PredictedX0.Dispose();
+        }
+
+        return output.PrevSample;
+    }
+
     /// <summary>a * x + b * y, keeping x's dtype.</summary>
     public static Tensor Combine(double a, Tensor x, double b, Tensor y)
     {

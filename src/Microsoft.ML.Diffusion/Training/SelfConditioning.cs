@@ -98,9 +98,8 @@ internal sealed class SelfConditionedDenoiser : IDisposable
         {
             var input = SelfConditioning.Input(x, _lastX0);
             output = _network(input, t).MoveToOuterDisposeScope();
-            int step = (int)t[0].item<long>();
             var (pred, _) = SchedulerCore.SplitOutput(output, x);
-            var (est, _) = SchedulerCore.ToX0AndEps(pred, x, _schedule.AlphaBar(step), _prediction);
+            var (est, _) = SchedulerCore.ToX0AndEps(pred, x, AlphaBarAt(t), _prediction);
             x0 = SchedulerCore.ClampUnit(est).MoveToOuterDisposeScope();
         }
 
@@ -109,6 +108,17 @@ internal sealed class SelfConditionedDenoiser : IDisposable
         _lastX0 = x0;
         return output;
     }
+
+    /// <summary>alpha_bar at the batch's timestep: the schedule's for an integer one; for a continuous one (sigma-space samplers)
+    /// 1 / (sigma^2 + 1) with sigma interpolated in log space between the bracketing training timesteps.</summary>
+    private double AlphaBarAt(Tensor t)
+    {
+        if (!t.is_floating_point()) return _schedule.AlphaBar((int)t[0].item<long>());
+        double tc = t[0].to_type(ScalarType.Float64).item<double>();
+        return SigmaSpace.AlphaBar(SigmaSpace.SigmaAtLog(tc, _sigmas ??= SigmaSpace.TrainingSigmas(_schedule)));
+    }
+
+    private double[]? _sigmas;
 
     /// <inheritdoc/>
     public void Dispose()

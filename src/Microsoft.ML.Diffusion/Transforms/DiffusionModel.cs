@@ -376,8 +376,8 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         if (probe.NeedsNoise)
         {
             throw new ArgumentException(
-                $"Interpolate needs a deterministic sampler (DDIM with Eta = 0, or DPM-Solver++); {options.Sampler}" +
-                (options.Sampler == SamplerKind.Ddim ? $" with Eta = {options.Eta}" : string.Empty) +
+                $"Interpolate needs a deterministic sampler (DDIM with Eta = 0, DPM-Solver++, Euler or Heun); {SamplerRegistry.Get(options.Sampler).DisplayName}" +
+                (options.Eta > 0 ? $" with Eta = {options.Eta}" : string.Empty) +
                 " adds fresh noise at every step, so the images would not follow the interpolated starting noise.", nameof(options));
         }
 

@@ -29,9 +29,9 @@ public static class EvaluateCommand
         var model = new Option<string>("--model") { Description = "Model zip written by train", DefaultValueFactory = _ => DemoCommand.DefaultModelPath };
         var data = new Option<string>("--data") { Description = "Folder with the Fashion-MNIST IDX files", DefaultValueFactory = _ => FashionMnist.DefaultDirectory };
         var count = new Option<int>("--count") { Description = "Generated images, and test images compared with them", DefaultValueFactory = _ => 1000 }.AtLeast(2);
-        var sampler = new Option<string>("--sampler") { Description = "ddpm, ddim or dpm-solver++", DefaultValueFactory = _ => "ddim" };
+        var sampler = new Option<string>("--sampler") { Description = GenerateCommand.SamplerDescription, DefaultValueFactory = _ => "ddim" };
         sampler.OneOf(GenerateCommand.SamplerNames);
-        var steps = new Option<int?>("--steps") { Description = "Network calls (default: T for ddpm, 50 for ddim, 20 for dpm-solver++)" }.AtLeast(1);
+        var steps = new Option<int?>("--steps") { Description = GenerateCommand.StepsDescription }.AtLeast(1);
         var seed = new Option<uint>("--seed") { Description = "Seed of the first image (image i uses seed + i)", DefaultValueFactory = _ => 0u };
         var json = new Option<string?>("--json") { Description = "Also write the figures to this JSON file" };
         var classifier = new Option<string>("--classifier") { Description = "Feature classifier weights (train-classifier)", DefaultValueFactory = _ => DefaultClassifierPath };

@@ -32,9 +32,9 @@ public static class EvaluateGuidanceCommand
         var noisy = new Option<string?>("--noisy-classifier") { Description = "Noisy classifier zip (train-noisy-classifier): evaluate classifier guidance; the scales are then s" };
         var perClass = new Option<int>("--per-class") { Description = "Images generated per class and guidance scale", DefaultValueFactory = _ => 50 }.AtLeast(1);
         var guidance = new Option<string>("--guidance") { Description = "Comma-separated guidance scales w", DefaultValueFactory = _ => "0,1,3,5" };
-        var sampler = new Option<string>("--sampler") { Description = "ddpm, ddim or dpm-solver++", DefaultValueFactory = _ => "dpm-solver++" };
+        var sampler = new Option<string>("--sampler") { Description = GenerateCommand.SamplerDescription, DefaultValueFactory = _ => "dpm-solver++" };
         sampler.OneOf(GenerateCommand.SamplerNames);
-        var steps = new Option<int?>("--steps") { Description = "Network calls (default: T for ddpm, 50 for ddim, 20 for dpm-solver++)" }.AtLeast(1);
+        var steps = new Option<int?>("--steps") { Description = GenerateCommand.StepsDescription }.AtLeast(1);
         var seed = new Option<uint>("--seed") { Description = "Seed of the first image of each class (image i uses seed + i)", DefaultValueFactory = _ => 0u };
         var classifier = new Option<string>("--classifier") { Description = "Classifier weights (train-classifier)", DefaultValueFactory = _ => EvaluateCommand.DefaultClassifierPath };
         var json = new Option<string?>("--json") { Description = "Also write the figures to this JSON file" };

@@ -18,9 +18,9 @@ public static class GenerateCommand
     {
         var model = new Option<string>("--model") { Description = "Model zip written by train", Required = true };
         var count = new Option<int>("--count") { Description = "Images to generate", DefaultValueFactory = _ => 16 }.AtLeast(1);
-        var sampler = new Option<string>("--sampler") { Description = "ddpm, ddim or dpm-solver++", DefaultValueFactory = _ => "ddim" };
+        var sampler = new Option<string>("--sampler") { Description = SamplerDescription, DefaultValueFactory = _ => "ddim" };
         sampler.OneOf(SamplerNames);
-        var steps = new Option<int?>("--steps") { Description = "Network calls (default: T for ddpm, 50 for ddim, 20 for dpm-solver++)" }.AtLeast(1);
+        var steps = new Option<int?>("--steps") { Description = StepsDescription }.AtLeast(1);
         var spacing = new Option<TimestepSpacing?>("--spacing") { Description = "Timestep spacing: Leading, Trailing or Linspace (default: the sampler's)" };
         var eta = new Option<float>("--eta") { Description = "DDIM eta (0 deterministic, 1 DDPM-like)", DefaultValueFactory = _ => 0f };
         var seed = new Option<uint>("--seed") { Description = "Seed of the first image (image i uses seed + i)", DefaultValueFactory = _ => 0u };
@@ -108,20 +108,29 @@ public static class GenerateCommand
         return command;
     }
 
-    /// <summary>The names <c>--sampler</c> accepts.</summary>
-    public static readonly string[] SamplerNames = { "ddpm", "ddim", "dpm-solver++" };
+    /// <summary>The names <c>--sampler</c> accepts, from the sampler registry.</summary>
+    public static readonly string[] SamplerNames = SamplerRegistry.CliNames.ToArray();
+
+    /// <summary><c>--sampler</c>'s help: the registry's names.</summary>
+    public static string SamplerDescription => "Sampler: " + string.Join(", ", SamplerNames);
+
+    /// <summary><c>--steps</c>' help: each sampler's default, from the registry (for T = 1000).</summary>
+    public static string StepsDescription =>
+        "Solver steps (default, for T = 1000: " + string.Join(", ", SamplerRegistry.All.Select(StepsHelp)) + ")";
+
+    private static string StepsHelp(SamplerInfo row)
+    {
+        int steps = row.DefaultSteps(1000), calls = SamplerRegistry.NetworkCalls(row, steps);
+        return $"{steps} for {row.CliName}" + (calls != steps ? $" ({calls} network calls)" : string.Empty);
+    }
 
     /// <summary>What <c>--classifier</c> (and evaluate-guidance's <c>--noisy-classifier</c>) expects.</summary>
     public const string NoisyClassifierFile = "a noisy classifier zip written by train-noisy-classifier";
 
     /// <summary>The sampler named on the command line.</summary>
-    public static SamplerKind ParseSampler(string name) => name switch
-    {
-        "ddpm" => SamplerKind.Ddpm,
-        "ddim" => SamplerKind.Ddim,
-        "dpm-solver++" => SamplerKind.DpmSolverPlusPlus,
-        _ => throw new CliException($"--sampler '{name}' is not recognised; expected one of ddpm, ddim, dpm-solver++."),
-    };
+    public static SamplerKind ParseSampler(string name) =>
+        SamplerRegistry.FindByCliName(name)?.Kind
+        ?? throw new CliException($"--sampler '{name}' is not recognised; expected one of {string.Join(", ", SamplerNames)}.");
 
     /// <summary>Generates with a progress bar of all denoising steps.</summary>
     public static IReadOnlyList<MLImage> Generate(DiffusionModel model, int count, SamplerOptions options) =>
@@ -136,7 +145,17 @@ public static class GenerateCommand
         return ConsoleProgress.Run(ctx =>
         {
             var task = ctx.AddTask($"Sampling {count} images", maxValue: perBatch * batches);
-            options.Progress = new SyncProgress<SamplingProgress>(p => task.Value = p.BatchIndex * perBatch + p.Step);
+            options.Progress = new SyncProgress<SamplingProgress>(p =>
+            {
+                // A Heun step takes two network calls: the reports' total is the number of loop positions per batch.
+                if (p.TotalSteps != perBatch)
+                {
+                    perBatch = p.TotalSteps;
+                    task.MaxValue = perBatch * batches;
+                }
+
+                task.Value = p.BatchIndex * perBatch + p.Step;
+            });
             return sample();
         });
     }

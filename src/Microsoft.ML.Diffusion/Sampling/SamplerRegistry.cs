@@ -1,0 +1,81 @@
+using Microsoft.ML.Diffusion.Schedulers;
+using Microsoft.ML.Diffusion.Schedules;
+
+namespace Microsoft.ML.Diffusion.Sampling;
+
+/// <summary>What a sampler's factory receives: the model's schedule, prediction and variance, the options, and the resolved spacing.</summary>
+internal readonly record struct SchedulerArguments(
+    DiffusionSchedule Schedule, SamplerOptions Options, TimestepSpacing Spacing, PredictionType Prediction, VarianceType Variance);
+
+/// <summary>One sampler: everything the options, their validation, the factory and the CLI know about it.</summary>
+/// <param name="Kind">The public enum value.</param>
+/// <param name="CliName">The name <c>--sampler</c> accepts.</param>
+/// <param name="DisplayName">The name in messages and the README.</param>
+/// <param name="DefaultSteps">Steps when <see cref="SamplerOptions.Steps"/> is null, for a model of T timesteps.</param>
+/// <param name="DefaultSpacing">Spacing when <see cref="SamplerOptions.Spacing"/> is null.</param>
+/// <param name="Capabilities">What it supports beyond plain generation.</param>
+/// <param name="Create">Builds the scheduler (its timesteps are set by <see cref="SchedulerFactory"/>).</param>
+internal sealed record SamplerInfo(
+    SamplerKind Kind, string CliName, string DisplayName, Func<int, int> DefaultSteps, TimestepSpacing DefaultSpacing,
+    SchedulerCapabilities Capabilities, Func<SchedulerArguments, IDiffusionScheduler> Create);
+
+/// <summary>
+/// The samplers, one row each. Adding a sampler is one scheduler file in Schedulers/, one <see cref="SamplerKind"/> value and one row
+/// here; the options, their validation, the factory, the messages and the CLI read the rows.
+/// </summary>
+internal static class SamplerRegistry
+{
+    private const SchedulerCapabilities Both = SchedulerCapabilities.RePaint | SchedulerCapabilities.ClassifierGuidance;
+
+    /// <summary>All samplers, in the order the CLI lists them.</summary>
+    public static readonly IReadOnlyList<SamplerInfo> All = new SamplerInfo[]
+    {
+        new(SamplerKind.Ddpm, "ddpm", DdpmScheduler.DisplayName, t => t, TimestepSpacing.Leading, Both,
+            a => new DdpmScheduler(a.Schedule, a.Variance, a.Options.ClipSample, a.Spacing, a.Prediction, a.Options.DynamicThresholding)),
+        new(SamplerKind.Ddim, "ddim", DdimScheduler.DisplayName, t => Math.Min(50, t), TimestepSpacing.Leading, Both,
+            a => new DdimScheduler(a.Schedule, a.Options.Eta, a.Options.ClipSample, a.Spacing, a.Prediction, a.Options.DynamicThresholding)),
+        new(SamplerKind.DpmSolverPlusPlus, "dpm-solver++", DpmSolverMultistepScheduler.DisplayName, t => Math.Min(20, t), TimestepSpacing.Trailing,
+            SchedulerCapabilities.ClassifierGuidance,
+            a => new DpmSolverMultistepScheduler(a.Schedule, a.Options.ClipSample, a.Spacing, a.Prediction, a.Options.DynamicThresholding)),
+        new(SamplerKind.EulerKarras, "euler-karras", EulerKarrasScheduler.DisplayName, t => Math.Min(25, t), TimestepSpacing.Linspace,
+            SchedulerCapabilities.None,
+            a => new EulerKarrasScheduler(a.Schedule, a.Options.ClipSample, a.Spacing, a.Prediction, a.Options.DynamicThresholding)),
+        new(SamplerKind.HeunKarras, "heun-karras", HeunKarrasScheduler.DisplayName, t => Math.Min(18, t), TimestepSpacing.Linspace,
+            SchedulerCapabilities.None,
+            a => new HeunKarrasScheduler(a.Schedule, a.Options.ClipSample, a.Spacing, a.Prediction, a.Options.DynamicThresholding)),
+        new(SamplerKind.EulerAncestral, "euler-ancestral", EulerAncestralScheduler.DisplayName, t => Math.Min(30, t), TimestepSpacing.Linspace,
+            SchedulerCapabilities.None,
+            a => new EulerAncestralScheduler(a.Schedule, a.Options.ClipSample, a.Spacing, a.Prediction, a.Options.DynamicThresholding)),
+    };
+
+    /// <summary>The row of <paramref name="kind"/>, or null for a value without one.</summary>
+    public static SamplerInfo? Find(SamplerKind kind) => All.FirstOrDefault(r => r.Kind == kind);
+
+    /// <summary>The row of <paramref name="kind"/>; throws naming the known samplers.</summary>
+    public static SamplerInfo Get(SamplerKind kind, string paramName = "kind") =>
+        Find(kind) ?? throw new ArgumentOutOfRangeException(paramName, kind,
+            $"Unknown sampler {kind}; expected one of {string.Join(", ", All.Select(r => r.Kind))}.");
+
+    /// <summary>The row whose CLI name is <paramref name="cliName"/> (ordinal), or null.</summary>
+    public static SamplerInfo? FindByCliName(string cliName) => All.FirstOrDefault(r => r.CliName == cliName);
+
+    /// <summary>The CLI names, in registry order.</summary>
+    public static IReadOnlyList<string> CliNames => All.Select(r => r.CliName).ToArray();
+
+    /// <summary>Network calls of <paramref name="steps"/> steps of <paramref name="row"/>'s sampler (2 steps - 1 for Heun), counted on a
+    /// scheduler built for a linear schedule (the count depends on the steps only).</summary>
+    public static int NetworkCalls(SamplerInfo row, int steps)
+    {
+        var schedule = new DiffusionSchedule(NoiseSchedule.Linear, Math.Max(steps, 2));
+        var scheduler = row.Create(new SchedulerArguments(schedule, new SamplerOptions { Sampler = row.Kind }, row.DefaultSpacing,
+            PredictionType.Epsilon, VarianceType.FixedSmall));
+        scheduler.SetTimesteps(steps);
+        int calls = scheduler.Timesteps.Count;
+        (scheduler as IDisposable)?.Dispose();
+        return calls;
+    }
+
+    /// <summary>"DDPM, DDIM": the display names of the samplers with <paramref name="capability"/>.</summary>
+    public static string NamesWith(SchedulerCapabilities capability) =>
+        string.Join(", ", All.Where(r => r.Capabilities.HasFlag(capability)).Select(r => r.DisplayName));
+}
