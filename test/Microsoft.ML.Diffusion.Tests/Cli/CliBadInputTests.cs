@@ -170,7 +170,8 @@ public sealed class CliBadInputTests
 
     private static object[] Case(string arguments, params string[] expected) => new object[] { arguments, expected };
 
-    private static string BundledModel
+    /// <summary>The bundled unconditional model's zip in this repository.</summary>
+    internal static string BundledModel
     {
         get
         {

@@ -18,7 +18,7 @@ public sealed class CliSamplerTests
         {
             string png = Path.Combine(dir, "grid.png");
             var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-            foreach (var a in new[] { Persistence.SamplesApp.Path(), "generate", "--model", BundledModel, "--count", "2", "--sampler", name, "--steps", "3", "--out", png })
+            foreach (var a in new[] { Persistence.SamplesApp.Path(), "generate", "--model", CliBadInputTests.BundledModel, "--count", "2", "--sampler", name, "--steps", "3", "--out", png })
                 psi.ArgumentList.Add(a);
             psi.Environment["NO_COLOR"] = "1";
             using var child = Process.Start(psi)!;
@@ -45,16 +45,5 @@ public sealed class CliSamplerTests
         child.WaitForExit(60_000);
         foreach (var name in new[] { "ddpm", "ddim", "dpm-solver++", "euler-karras", "heun-karras", "euler-ancestral" })
             StringAssert.Contains(output, name);
-    }
-
-    private static string BundledModel
-    {
-        get
-        {
-            var dir = new DirectoryInfo(AppContext.BaseDirectory);
-            while (dir != null && !File.Exists(Path.Combine(dir.FullName, "Diffusion.MLNet.sln"))) dir = dir.Parent;
-            Assert.IsNotNull(dir, "repository root not found above " + AppContext.BaseDirectory);
-            return Path.Combine(dir.FullName, "src", "Samples", "Models", "fashion-mnist-ddpm.zip");
-        }
     }
 }
