@@ -131,6 +131,19 @@ public class UNetOnnxExportTests
         Assert.IsTrue(diff <= Tolerance, $"max |onnx - torch| = {diff}");
     }
 
+    /// <summary>The bundled Fashion-MNIST models (28x28, base 32, mults 1,2,2, attention at 7): the unconditional one and the
+    /// class-conditional one.</summary>
+    [TestMethod]
+    [DataRow("fashion-mnist-ddpm.zip")]
+    [DataRow("fashion-mnist-cond.zip")]
+    public void BundledModelMatchesTorchSharp(string file)
+    {
+        string path = Path.Combine(Path.GetDirectoryName(Cli.CliBadInputTests.BundledModel)!, file);
+        using var model = new MLContext(seed: 1).Generative.LoadDiffusionModel(path);
+        float diff = MaxDifference(model, 2, withLabels: model.NumClasses > 0);
+        Assert.IsTrue(diff <= Tolerance, $"max |onnx - torch| = {diff}");
+    }
+
     [TestMethod]
     public void MetadataHoldsTheConfigAndTheBatchIsSymbolic()
     {
