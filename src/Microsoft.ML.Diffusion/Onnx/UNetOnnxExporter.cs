@@ -52,10 +52,7 @@ internal sealed class UNetOnnxExporter
         ArgumentNullException.ThrowIfNull(network);
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(stream);
-        var model = Build(network, config);
-        using var output = new CodedOutputStream(stream, leaveOpen: true);
-        model.WriteTo(output);
-        output.Flush();
+        Build(network, config).WriteTo(stream);
     }
 
     /// <summary>Builds the ONNX model of <paramref name="network"/> with <paramref name="config"/> in its metadata.</summary>
