@@ -538,6 +538,46 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
 
     // ---- persistence ----
 
+    /// <summary>
+    /// Writes the denoising network as a standard ONNX model (opset 17, dynamic batch dimension) to <paramref name="path"/>;
+    /// see <see cref="ExportOnnx(Stream)"/>.
+    /// </summary>
+    /// <param name="path">The .onnx file to create or overwrite.</param>
+    /// <exception cref="NotSupportedException">The model is a latent, self-conditioned or image-conditioned one.</exception>
+    public void ExportOnnx(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        CheckOnnxExportable();
+        using var file = File.Create(path);
+        ExportOnnx(file);
+    }
+
+    /// <summary>
+    /// Writes the denoising network as a standard ONNX model (opset 17, dynamic batch dimension, weights as initializers) to
+    /// <paramref name="stream"/>. Inputs: <c>x_t</c> float32 [B, Channels, ImageSize, ImageSize], <c>t</c> int64 [B] (timesteps
+    /// 0..T-1) and, for a class-conditional model, <c>class_labels</c> int64 [B] (0..NumClasses - 1, or NumClasses for the null
+    /// label of classifier-free guidance). Output: <c>prediction</c> float32 [B, OutChannels, ImageSize, ImageSize], what the
+    /// network predicts (<see cref="DiffusionModelConfig.Prediction"/>; with learned variance the 2 x Channels output of the
+    /// network). The metadata (metadata_props) holds <see cref="Config"/> as JSON under <c>diffusion_model_config</c>, and the
+    /// schedule, T, prediction and variance type, image size, channels and class count under their own keys.
+    /// </summary>
+    /// <param name="stream">A writable stream; it is left open.</param>
+    /// <exception cref="NotSupportedException">The model is a latent, self-conditioned or image-conditioned one.</exception>
+    public void ExportOnnx(Stream stream)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        CheckOnnxExportable();
+        Onnx.UNetOnnxExporter.Export(_network, Config, stream);
+    }
+
+    private void CheckOnnxExportable()
+    {
+        if (Config.Latent is not null || Config.SelfConditioning || Config.Conditioning is not null)
+            throw new NotSupportedException("ONNX export covers pixel-space models without self-conditioning or image conditioning; " +
+                "this model is " + (Config.Latent is not null ? "a latent diffusion model." : Config.SelfConditioning ? "self-conditioned." : "image-conditioned."));
+    }
+
     void ICanSaveModel.Save(ModelSaveContext ctx) => DiffusionModelFormat.Save(ctx, Config, _network, Autoencoder);
 
     private static DiffusionModel Create(IHostEnvironment env, ModelLoadContext ctx)
