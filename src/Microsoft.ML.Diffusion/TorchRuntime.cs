@@ -7,21 +7,28 @@ namespace Microsoft.ML.Diffusion;
 /// Process-wide settings of the native backend, applied when this assembly loads (before its first tensor op).
 /// </summary>
 /// <remarks>
-/// On AMD EPYC (Zen) virtual machines with AVX-512 (this project's build and CI machines), libtorch 2.10's AVX-512
-/// kernels (1) return NaN or wrong values at random, more often the busier the machine is, mostly in oneDNN's
-/// convolution backward, and (2) give results that differ in the last bits from one process to another, so a saved
-/// model would not reproduce its images exactly elsewhere. With AVX2 kernels both are gone in our tests (and
-/// <see cref="Models.PaddedConv2d"/> keeps narrow layers on wide kernels; the training loop recomputes a step whose
-/// loss or gradients are not finite). On such CPUs this sets, in the process environment and only where not set
-/// already, <c>DNNL_MAX_CPU_ISA=AVX2</c> (oneDNN), <c>ATEN_CPU_CAPABILITY=avx2</c> (libtorch's own kernels) and
-/// <c>MKL_ENABLE_INSTRUCTIONS=AVX2</c> (MKL). Set <c>DNNL_MAX_CPU_ISA</c> yourself (e.g. to <c>ALL</c>) to keep the
-/// AVX-512 kernels: about 1.5x faster convolutions, without these guarantees.
+/// <para>
+/// CPU instruction sets. libtorch runs on the CPU's full instruction set by default (AVX-512 and AVX-512 BF16 where the
+/// CPU has them): about 1.5x faster float32 convolutions than AVX2, and fast bfloat16. The library's networks keep their
+/// narrow layers off oneDNN's narrow-channel kernels (<see cref="Models.PaddedConv2d"/>), and the fault census
+/// (docs/engineering/fault-census.md: every convolution, linear and GroupNorm shape of every network, forward and
+/// backward, compared with float64, in many processes, with and without a competing load) found no wrong, non-finite or
+/// process-dependent result at the full instruction set.
+/// </para>
+/// <para>
+/// Set <c>MLNET_DIFFUSION_CPU_ISA=AVX2</c> to limit libtorch to AVX2: this then sets, in the process environment and only
+/// where not set already, <c>DNNL_MAX_CPU_ISA=AVX2</c> (oneDNN), <c>ATEN_CPU_CAPABILITY=avx2</c> (libtorch's own
+/// kernels) and <c>MKL_ENABLE_INSTRUCTIONS=AVX2</c> (MKL). Kernels of one instruction set sum in one order, so the limit
+/// makes float32 results equal between AVX2 and AVX-512 machines; it has no fast bfloat16 kernels. Setting
+/// <c>DNNL_MAX_CPU_ISA</c> yourself always wins.
+/// </para>
 /// </remarks>
 public static class TorchRuntime
 {
     private static int _initialized;
 
-    /// <summary>The oneDNN ISA limit applied by this library, or null when none was applied.</summary>
+    /// <summary>The instruction-set limit applied by this library (<c>"AVX2"</c> when <c>MLNET_DIFFUSION_CPU_ISA=AVX2</c> asks for
+    /// it), or null when none was applied (the default).</summary>
     public static string? AppliedOneDnnIsaLimit { get; private set; }
 
 #pragma warning disable CA2255 // The settings must precede the first tensor op, which may come from any entry point of the library.
@@ -36,7 +43,7 @@ public static class TorchRuntime
     /// Applies the settings once; call it before any TorchSharp use if TorchSharp runs before this library loads.
     /// </summary>
     /// <remarks>
-    /// Besides the oneDNN ISA limit (see the type's remarks), on Linux with glibc this raises malloc's mmap threshold to
+    /// Besides the optional instruction-set limit (see the type's remarks), on Linux with glibc this raises malloc's mmap threshold to
     /// its largest value (32 MiB) and its trim threshold to 2 GiB, unless <c>GLIBC_TUNABLES</c>,
     /// <c>MALLOC_MMAP_THRESHOLD_</c> or <c>MALLOC_TRIM_THRESHOLD_</c> is set, or <c>MLNET_DIFFUSION_MALLOC=default</c>.
     /// libtorch allocates every activation afresh; with glibc's defaults each one of a few MB is a new mmap, and its
@@ -137,9 +144,9 @@ public static class TorchRuntime
     {
         try
         {
+            if (!string.Equals(Environment.GetEnvironmentVariable("MLNET_DIFFUSION_CPU_ISA"), "AVX2", StringComparison.OrdinalIgnoreCase)) return;
             if (Environment.GetEnvironmentVariable("DNNL_MAX_CPU_ISA") is not null ||
                 Environment.GetEnvironmentVariable("ONEDNN_MAX_CPU_ISA") is not null) return;
-            if (!IsAmdWithAvx512()) return;
             // .NET's Environment.SetEnvironmentVariable does not reach the native environment on Unix: call libc.
             foreach (var (name, value) in new[] { ("DNNL_MAX_CPU_ISA", "AVX2"), ("ATEN_CPU_CAPABILITY", "avx2"), ("MKL_ENABLE_INSTRUCTIONS", "AVX2") })
             {
@@ -170,21 +177,6 @@ public static class TorchRuntime
         {
             // Not glibc (e.g. musl has no mallopt): keep the allocator as it is.
         }
-    }
-
-    private static bool IsAmdWithAvx512()
-    {
-        const string cpuinfo = "/proc/cpuinfo";
-        if (!File.Exists(cpuinfo)) return false;
-        bool amd = false, avx512 = false;
-        foreach (var line in File.ReadLines(cpuinfo))
-        {
-            if (line.StartsWith("vendor_id", StringComparison.Ordinal)) amd |= line.Contains("AuthenticAMD", StringComparison.Ordinal);
-            else if (line.StartsWith("flags", StringComparison.Ordinal)) avx512 |= line.Contains(" avx512f", StringComparison.Ordinal);
-            if (amd && avx512) return true;
-            if (line.Length == 0) break; // first processor only
-        }
-        return amd && avx512;
     }
 
     [DllImport("libc")]

@@ -288,7 +288,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         using var ch = _host.Start("Diffusion training");
         if (o.Precision == Precision.Bf16Mixed && device.type == DeviceType.CPU && TorchRuntime.AppliedOneDnnIsaLimit is string isa)
             ch.Warning($"Precision.Bf16Mixed on the CPU while oneDNN is limited to {isa} (see TorchRuntime): bfloat16 convolutions then run on " +
-                       "slow reference kernels. Set DNNL_MAX_CPU_ISA=ALL in the environment before the process starts to use the AVX-512 BF16 kernels.");
+                       "slow reference kernels. Unset MLNET_DIFFUSION_CPU_ISA (the default is the full instruction set) to use the AVX-512 BF16 kernels.");
         UNet model, ema;
         lock (TorchGlobalSeed)
         {

@@ -33,7 +33,7 @@ public static class BenchCommand
         var json = new Option<string?>("--json") { Description = "Also write the figures to this JSON file" };
         var isa = new Option<string?>(OneDnnIsaOption)
         {
-            Description = "Set DNNL_MAX_CPU_ISA for this run (e.g. ALL: oneDNN's AVX-512 and bfloat16 kernels); default: the library's choice (AVX2 on AMD AVX-512 CPUs, see TorchRuntime)",
+            Description = "Set DNNL_MAX_CPU_ISA for this run (e.g. ALL: oneDNN's AVX-512 and bfloat16 kernels); default: the library's choice (the full instruction set unless MLNET_DIFFUSION_CPU_ISA=AVX2, see TorchRuntime)",
         };
         var command = new Command("bench", "Measure the 28x28 U-Net's training and sampling throughput (fp32, bf16), side by side with PyTorch")
             { batch, iterations, rounds, threads, python, noPython, json, isa };

@@ -30,7 +30,7 @@ public static class TrainCommand
         var checkpoints = new Option<string?>("--checkpoint-dir") { Description = "Write checkpoints here and resume from them" };
         var prediction = new Option<PredictionType>("--prediction") { Description = "What the network predicts: Epsilon, Sample or VPrediction", DefaultValueFactory = _ => PredictionType.Epsilon };
         var selfConditioning = new Option<bool>("--self-conditioning") { Description = "Self-conditioning (Chen et al. 2022, Analog Bits): feed the network its previous x_0 estimate" };
-        var precision = new Option<Precision>("--precision") { Description = "Fp32 or Bf16Mixed (bfloat16 forward/backward, float32 master weights; needs DNNL_MAX_CPU_ISA=ALL on AMD AVX-512 CPUs)", DefaultValueFactory = _ => Precision.Fp32 };
+        var precision = new Option<Precision>("--precision") { Description = "Fp32 or Bf16Mixed (bfloat16 forward/backward, float32 master weights; needs the full instruction set, the default)", DefaultValueFactory = _ => Precision.Fp32 };
         var weighting = new Option<LossWeighting>("--loss-weighting") { Description = "None or MinSnr (gamma 5)", DefaultValueFactory = _ => LossWeighting.None };
         var conditional = new Option<bool>("--conditional") { Description = "Class-conditional model on the Fashion-MNIST labels (classifier-free guidance, Ho & Salimans 2022)" };
         var conditionDrop = new Option<float>("--condition-drop") { Description = "With --conditional: probability of training on the null label", DefaultValueFactory = _ => DiffusionDefaults.ConditionDropProbability };
