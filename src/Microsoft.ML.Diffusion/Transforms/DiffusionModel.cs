@@ -548,8 +548,17 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         CheckOnnxExportable();
-        using var file = File.Create(path);
-        ExportOnnx(file);
+        // Written next to the target, then moved over it: a failed export leaves no partial .onnx file.
+        string temp = path + ".tmp";
+        try
+        {
+            using (var file = File.Create(temp)) ExportOnnx(file);
+            File.Move(temp, path, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(temp)) File.Delete(temp);
+        }
     }
 
     /// <summary>
