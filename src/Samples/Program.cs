@@ -18,12 +18,12 @@ internal static class SamplesApp
     {
         var root = CreateRoot();
         var parse = root.Parse(args);
-        // Bad options fail here, before any model is loaded: one line per problem, exit code 1.
+        // Bad options fail here, before any model is loaded: one line, exit code 1.
         if (parse.Errors.Count > 0 && parse.Action is ParseErrorAction) return CliErrors.ReportParseErrors(parse, Console.Error);
         bool verbose = parse.GetValue(CliErrors.Verbose);
         try
         {
-            // Backend settings before the first tensor op (see TorchRuntime: oneDNN ISA on AMD AVX-512 CPUs).
+            // Backend settings before the first tensor op (see TorchRuntime: malloc thresholds, the opt-in AVX2 limit).
             Microsoft.ML.Diffusion.TorchRuntime.EnsureInitialized();
             return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
         }

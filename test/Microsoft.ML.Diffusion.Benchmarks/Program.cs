@@ -1,6 +1,6 @@
 using BenchmarkDotNet.Running;
 
-// Backend settings before the first tensor op (see TorchRuntime: oneDNN ISA on AMD AVX-512 CPUs).
+// Backend settings before the first tensor op (see TorchRuntime: malloc thresholds, the opt-in AVX2 limit).
 Microsoft.ML.Diffusion.TorchRuntime.EnsureInitialized();
 // census: the fault census of libtorch's kernels (see Census/CensusCommand.cs), not a BenchmarkDotNet run.
 if (args.Length > 0 && args[0] == "census") return Microsoft.ML.Diffusion.Benchmarks.Census.CensusCommand.Run(args.Skip(1).ToArray());

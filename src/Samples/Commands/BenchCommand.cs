@@ -67,7 +67,7 @@ public static class BenchCommand
             throw new CliException($"--batch-size ({batchSize}), --iterations ({iterations}), --runs ({rounds}) and --threads ({threads}) must be >= 1.");
         }
         torch.set_num_threads(threads);
-        // With the AVX2 limit (TorchRuntime, AMD AVX-512 CPUs) oneDNN has no fast bfloat16 kernels: convolutions fall back to
+        // With the opt-in AVX2 limit (TorchRuntime, MLNET_DIFFUSION_CPU_ISA=AVX2) oneDNN has no fast bfloat16 kernels: convolutions fall back to
         // generic code that runs more than 10x slower than fp32, so the bf16 figures need --onednn-isa ALL.
         bool bf16 = TorchRuntime.AppliedOneDnnIsaLimit is null;
         if (!bf16)

@@ -35,7 +35,7 @@ public class MixedPrecisionTests
     [TestMethod]
     public void Bf16MixedTrainingReducesTheLossLikeFp32()
     {
-        // Few steps: on CPUs where the library limits oneDNN to AVX2 (see TorchRuntime) bfloat16 runs on slow reference kernels.
+        // Few steps: under the opt-in AVX2 limit (see TorchRuntime) or on CPUs without AVX-512 BF16, bfloat16 runs on slow reference kernels.
         const int steps = 12, window = 3;
         var fp32 = Losses(Precision.Fp32, steps);
         var bf16 = Losses(Precision.Bf16Mixed, steps);
