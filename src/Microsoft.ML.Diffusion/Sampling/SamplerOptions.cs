@@ -53,6 +53,12 @@ public sealed class SamplerOptions
     public Precision Precision { get; set; } = Precision.Fp32;
 
     /// <summary>
+    /// Where the network calls run: <see cref="InferenceEngine.TorchSharp"/> (default) or <see cref="InferenceEngine.OnnxRuntime"/>
+    /// (the exported graph in ONNX Runtime; see there for what it covers). Not saved with the model.
+    /// </summary>
+    public InferenceEngine Engine { get; set; } = InferenceEngine.TorchSharp;
+
+    /// <summary>
     /// Classifier-free guidance weight w for class-conditional models (Ho &amp; Salimans 2022, eq. 6, in the form diffusers
     /// uses): eps = eps_uncond + w (eps_cond - eps_uncond). 0 samples the unconditional model (the null label), 1 (default)
     /// the plain conditional model, w &gt; 1 follows the class more strongly at the cost of diversity (diffusers' DiT
@@ -115,6 +121,8 @@ public sealed class SamplerOptions
             throw new ArgumentOutOfRangeException(nameof(Spacing), spacing, $"Unknown timestep spacing; expected one of {string.Join(", ", Enum.GetNames<TimestepSpacing>())}.");
         if (!Enum.IsDefined(Precision))
             throw new ArgumentOutOfRangeException(nameof(Precision), Precision, $"Unknown precision; expected one of {string.Join(", ", Enum.GetNames<Precision>())}.");
+        if (!Enum.IsDefined(Engine))
+            throw new ArgumentOutOfRangeException(nameof(Engine), Engine, $"Unknown inference engine; expected one of {string.Join(", ", Enum.GetNames<InferenceEngine>())}.");
         var row = SamplerRegistry.Find(Sampler)
             ?? throw new ArgumentOutOfRangeException(nameof(Sampler), Sampler,
                 $"Unknown sampler; expected one of {string.Join(", ", SamplerRegistry.All.Select(r => r.Kind))}.");

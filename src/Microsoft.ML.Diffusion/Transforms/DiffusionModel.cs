@@ -35,6 +35,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     private readonly bool _ownsAutoencoder;
     private readonly object _lowPrecisionLock = new();
     private LowPrecisionCopy? _bf16;                       // made on first bfloat16 use (SamplerOptions.Precision)
+    private Onnx.OnnxRuntimeNetwork? _onnx;                 // made on first ONNX Runtime use (SamplerOptions.Engine)
     private bool _disposed;
 
     internal DiffusionModel(IHostEnvironment env, DiffusionModelConfig config, UNet network, Device device, bool ownsNetwork = true,
@@ -118,6 +119,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         sampler.Validate(Timesteps);
         CheckGuidance(sampler);
         sampler.Classifier?.CheckCompatible(this);
+        CheckEngine(sampler);
         return new DiffusionModel(_host, Config with { DefaultSampler = SamplerSettings.From(sampler) }, _network, _device, ownsNetwork: false, sampler,
             autoencoder: Autoencoder, ownsAutoencoder: false);
     }
@@ -306,6 +308,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         if (classes is not null && classes.Length != seeds.Count)
             throw new ArgumentException($"There are {classes.Length} labels for {seeds.Count} seeds; expected one label per seed.", nameof(classes));
         CheckClassifier(options, classes);
+        CheckEngine(options);
         options = ForSampling(options);
         var shape = SampleShape;
         int batches = (seeds.Count + options.BatchSize - 1) / options.BatchSize;
@@ -323,7 +326,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
                     using var channels = conditionChannels?.narrow(0, start, n);
                     using var labels = classes is null ? null : tensor(classes.AsSpan(start, n).ToArray(), dtype: int64);
                     // The network sees the labels only when class-conditional; an unconditional model takes them for the classifier alone.
-                    using var network = new ConditionedNetwork(NetworkIn(options.Precision), channels, _device, NumClasses > 0 ? labels : null,
+                    using var network = new ConditionedNetwork(NetworkIn(options), channels, _device, NumClasses > 0 ? labels : null,
                         options.GuidanceScale, NumClasses, Channels);
                     using var selfConditioned = NewSelfConditionedDenoiser(network.Forward);
                     using var classifierLabels = options.Classifier is null ? null : labels!.to(_device, copy: true);
@@ -433,6 +436,40 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
             _bf16 ??= new LowPrecisionCopy(_network, bfloat16);
             return _bf16.Forward;
         }
+    }
+
+    /// <summary>The network call of <paramref name="options"/>: <see cref="NetworkIn(Precision)"/> on TorchSharp, or this model's
+    /// ONNX Runtime session (exported and opened on first use, then reused) for <see cref="InferenceEngine.OnnxRuntime"/>.</summary>
+    private Func<Tensor, Tensor, Tensor?, Tensor> NetworkIn(SamplerOptions options)
+    {
+        if (options.Engine != InferenceEngine.OnnxRuntime) return NetworkIn(options.Precision);
+        CheckEngine(options);
+        lock (_lowPrecisionLock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_onnx is null)
+            {
+                using var stream = new MemoryStream();
+                Onnx.UNetOnnxExporter.Export(_network, Config, stream);
+                _onnx = new Onnx.OnnxRuntimeNetwork(stream.ToArray(), Config.Network);
+            }
+            return _onnx.Forward;
+        }
+    }
+
+    /// <summary>Throws <see cref="NotSupportedException"/> naming what <see cref="InferenceEngine.OnnxRuntime"/> does not cover
+    /// (a model ExportOnnx refuses, bfloat16 precision); nothing for <see cref="InferenceEngine.TorchSharp"/>.</summary>
+    private void CheckEngine(SamplerOptions options)
+    {
+        if (options.Engine != InferenceEngine.OnnxRuntime) return;
+        if (Config.Latent is not null || Config.SelfConditioning || Config.Conditioning is not null)
+            throw new NotSupportedException("SamplerOptions.Engine = InferenceEngine.OnnxRuntime runs the ONNX export of the network, which covers " +
+                "pixel-space models without self-conditioning or image conditioning; this model is " +
+                (Config.Latent is not null ? "a latent diffusion model" : Config.SelfConditioning ? "self-conditioned" : "image-conditioned") +
+                ": use InferenceEngine.TorchSharp.");
+        if (options.Precision != Precision.Fp32)
+            throw new NotSupportedException($"SamplerOptions.Engine = InferenceEngine.OnnxRuntime runs the float32 network; Precision {options.Precision} " +
+                "needs InferenceEngine.TorchSharp.");
     }
 
     /// <summary>For a self-conditioned model (<see cref="DiffusionModelConfig.SelfConditioning"/>), a new per-batch denoiser that feeds
@@ -595,7 +632,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         return new DiffusionModel(env, config, network, DeviceSelection.Select(env), autoencoder: autoencoder, ownsAutoencoder: true);
     }
 
-    /// <summary>Frees the network's native memory and its bfloat16 copy, if one was made (models made by <see cref="WithSampler"/> share the network and free only their own copy).</summary>
+    /// <summary>Frees the network's native memory, its bfloat16 copy and its ONNX Runtime session, if they were made (models made by <see cref="WithSampler"/> share the network and free only their own copy).</summary>
     public void Dispose()
     {
         lock (_lowPrecisionLock)
@@ -603,6 +640,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
             if (_disposed) return;
             _disposed = true;
             _bf16?.Dispose();
+            _onnx?.Dispose();
         }
         if (_ownsNetwork) _network.Dispose();
         if (_ownsAutoencoder) Autoencoder?.Dispose();
