@@ -17,14 +17,14 @@ public class UNetOnnxExportTests
     private const float Tolerance = 1e-4f;
 
     /// <summary>UNetTests' tiny network: 8x8, base 8, mults 1,2, attention at 4, 4 groups, 2 heads.</summary>
-    private static UNetConfig Tiny(int inCh = 1, int outCh = 1, int numClasses = 0, int baseChannels = 8) => new()
+    internal static UNetConfig Tiny(int inCh = 1, int outCh = 1, int numClasses = 0, int baseChannels = 8) => new()
     {
         ImageSize = 8, InChannels = inCh, OutChannels = outCh, BaseChannels = baseChannels, ChannelMultipliers = new[] { 1, 2 },
         NumResBlocks = 1, AttentionResolutions = new[] { 4 }, GroupNormGroups = 4, AttentionHeads = 2, NumClasses = numClasses,
     };
 
     /// <summary>A model around <paramref name="net"/> with every parameter drawn at random (norm scales near 1).</summary>
-    private static DiffusionModel RandomModel(UNetConfig net, VarianceType variance = VarianceType.FixedSmall, long seed = 7)
+    internal static DiffusionModel RandomModel(UNetConfig net, VarianceType variance = VarianceType.FixedSmall, long seed = 7)
     {
         var config = new DiffusionModelConfig
         {
