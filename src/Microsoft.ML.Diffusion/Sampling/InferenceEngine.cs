@@ -11,7 +11,8 @@ public enum InferenceEngine
     /// ONNX Runtime (CPU) runs the network exported by <see cref="DiffusionModel.ExportOnnx(System.IO.Stream)"/>: one inference
     /// session per model, made on first use and freed with the model. Covers the models ExportOnnx covers (pixel space, no
     /// self-conditioning or image conditioning) with samplers whose network timesteps are whole numbers (DDPM, DDIM,
-    /// DPM-Solver++; not the Karras-sigma samplers) at <see cref="Precision.Fp32"/>; anything else throws
+    /// DPM-Solver++, and Euler ancestral when its timesteps land on whole numbers; not EulerKarras or HeunKarras) at
+    /// <see cref="Precision.Fp32"/>; anything else throws
     /// <see cref="NotSupportedException"/> naming what is not covered. Images agree with <see cref="TorchSharp"/> to float32
     /// rounding. Inpainting (RePaint) still runs on TorchSharp.
     /// </summary>

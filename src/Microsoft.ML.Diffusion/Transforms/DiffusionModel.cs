@@ -322,6 +322,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
                 var scheduler = SchedulerFactory.Create(_schedule, options, Config.Prediction, Config.Variance);
                 try
                 {
+                    if (b == 0) CheckEngineTimesteps(scheduler, options);
                     using var noise = initialNoise?.narrow(0, start, n);
                     using var channels = conditionChannels?.narrow(0, start, n);
                     using var labels = classes is null ? null : tensor(classes.AsSpan(start, n).ToArray(), dtype: int64);
@@ -454,6 +455,22 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
                 _onnx = new Onnx.OnnxRuntimeNetwork(stream.ToArray(), Config.Network);
             }
             return _onnx.Forward;
+        }
+    }
+
+    /// <summary>Throws <see cref="NotSupportedException"/> before sampling when <see cref="InferenceEngine.OnnxRuntime"/> is asked for a
+    /// sampler that calls the network at a fractional timestep (the exported graph takes int64 t).</summary>
+    private static void CheckEngineTimesteps(Schedulers.IDiffusionScheduler scheduler, SamplerOptions options)
+    {
+        if (options.Engine != InferenceEngine.OnnxRuntime) return;
+        for (int i = 0; i < scheduler.Timesteps.Count; i++)
+        {
+            double t = scheduler.ModelTimestep(i);
+            if (t != Math.Floor(t))
+                throw new NotSupportedException(
+                    $"SamplerOptions.Engine = InferenceEngine.OnnxRuntime needs whole-number timesteps (the exported graph takes int64 t), but the " +
+                    $"{options.Sampler} sampler calls the network at t = {t} (step {i + 1}); use InferenceEngine.TorchSharp, or the Ddpm, Ddim or " +
+                    "DpmSolverPlusPlus sampler.");
         }
     }
 

@@ -30,12 +30,13 @@ public static class GenerateCommand
         var guidance = new Option<float>("--guidance") { Description = "Classifier-free guidance weight w: 0 unconditional, 1 conditional, > 1 guided", DefaultValueFactory = _ => 1f };
         var classGrid = new Option<bool>("--class-grid") { Description = "One row per class, --count images each (class-conditional models)" };
         var precision = new Option<Precision>("--precision") { Description = "Fp32 or Bf16Mixed (bfloat16 network, float32 sampler)", DefaultValueFactory = _ => Precision.Fp32 };
+        var engine = new Option<InferenceEngine>("--engine") { Description = "Where the network runs: TorchSharp, or OnnxRuntime (the exported graph; pixel-space models, DDPM/DDIM/DPM-Solver++, Fp32)", DefaultValueFactory = _ => InferenceEngine.TorchSharp };
         var classifier = new Option<string?>("--classifier") { Description = "Noisy classifier zip (train-noisy-classifier) for classifier guidance (Dhariwal & Nichol 2021); needs --label or --class-grid" };
         var classifierScale = new Option<float>("--classifier-scale") { Description = "Classifier guidance scale s (0 = none; 1-10 typical)", DefaultValueFactory = _ => 1f };
 
         var command = new Command("generate", "Generate a grid of images with a trained model")
         {
-            model, count, sampler, steps, spacing, eta, seed, output, batch, label, guidance, classGrid, precision, classifier, classifierScale,
+            model, count, sampler, steps, spacing, eta, seed, output, batch, label, guidance, classGrid, precision, engine, classifier, classifierScale,
         };
         command.SetAction(parse =>
         {
@@ -53,7 +54,7 @@ public static class GenerateCommand
                 Sampler = ParseSampler(parse.GetValue(sampler)!),
                 Steps = parse.GetValue(steps), Spacing = parse.GetValue(spacing), Eta = parse.GetValue(eta), Seed = parse.GetValue(seed),
                 BatchSize = parse.GetValue(batch), CancellationToken = cts.Token, GuidanceScale = parse.GetValue(guidance),
-                Precision = parse.GetValue(precision), Classifier = noisyClassifier, ClassifierScale = parse.GetValue(classifierScale),
+                Precision = parse.GetValue(precision), Engine = parse.GetValue(engine), Classifier = noisyClassifier, ClassifierScale = parse.GetValue(classifierScale),
             };
             string outPath = parse.GetValue(output)!;
             int n = parse.GetValue(count);

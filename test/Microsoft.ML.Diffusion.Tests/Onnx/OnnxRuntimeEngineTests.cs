@@ -31,6 +31,8 @@ public class OnnxRuntimeEngineTests
     [TestMethod]
     [DataRow(SamplerKind.Ddim)]
     [DataRow(SamplerKind.DpmSolverPlusPlus)]
+    [DataRow(SamplerKind.Ddpm)]
+    [DataRow(SamplerKind.EulerAncestral)]
     public void UnconditionalImagesMatchTorchSharp(SamplerKind sampler)
     {
         using var model = RandomModel(Tiny());
@@ -45,6 +47,21 @@ public class OnnxRuntimeEngineTests
         using var rebatched = model.GenerateTensor(seeds, Options(sampler, InferenceEngine.OnnxRuntime, batchSize: 2));
         diff = MaxDifference(onnxImages, rebatched);
         Assert.IsTrue(diff <= TensorTolerance, $"{sampler}, batches of 2: max |onnx - onnx| = {diff}");
+    }
+
+    /// <summary>The bundled Fashion-MNIST model (28x28, base 32): identical 8-bit images up to rounding.</summary>
+    [TestMethod]
+    public void BundledModelImagesMatchTorchSharp()
+    {
+        string path = Path.Combine(Path.GetDirectoryName(Cli.CliBadInputTests.BundledModel)!, "fashion-mnist-ddpm.zip");
+        using var model = new MLContext(seed: 1).Generative.LoadDiffusionModel(path);
+        var torchImages = model.Generate(2, Options(SamplerKind.DpmSolverPlusPlus, InferenceEngine.TorchSharp));
+        var onnxImages = model.Generate(2, Options(SamplerKind.DpmSolverPlusPlus, InferenceEngine.OnnxRuntime));
+        for (int i = 0; i < 2; i++)
+        {
+            int diff = TestData.Pixels(torchImages[i]).Zip(TestData.Pixels(onnxImages[i]), (p, q) => Math.Abs(p - q)).Max();
+            Assert.IsTrue(diff <= PixelTolerance, $"image {i}: max pixel difference {diff}");
+        }
     }
 
     [TestMethod]
@@ -144,8 +161,14 @@ public class OnnxRuntimeEngineTests
     public void ContinuousTimestepSamplersNameTheLimit(SamplerKind sampler)
     {
         using var model = RandomModel(Tiny());
-        var error = Assert.ThrowsExactly<NotSupportedException>(() => model.GenerateTensor(new uint[] { 1 }, Options(sampler, InferenceEngine.OnnxRuntime)));
+        int calls = 0;
+        var progress = new Progress<SamplingProgress>(_ => calls++);
+        var options = Options(sampler, InferenceEngine.OnnxRuntime);
+        options.Progress = progress;
+        var error = Assert.ThrowsExactly<NotSupportedException>(() => model.GenerateTensor(new uint[] { 1 }, options));
         StringAssert.Contains(error.Message, "int64");
+        StringAssert.Contains(error.Message, sampler.ToString());
+        Assert.AreEqual(0, calls, "the error comes before the first step");
     }
 
     [TestMethod]
