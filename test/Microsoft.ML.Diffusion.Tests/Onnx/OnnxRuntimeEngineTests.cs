@@ -156,6 +156,29 @@ public class OnnxRuntimeEngineTests
     }
 
     [TestMethod]
+    public void LatentModelNamesTheFeature()
+    {
+        var aeConfig = new AutoencoderConfig
+        {
+            ImageSize = 8, Channels = 1, LatentChannels = 2, DownsamplingFactor = 2, BaseChannels = 8, NumResBlocks = 1, GroupNormGroups = 4,
+            ChannelMultipliers = AutoencoderConfig.DefaultMultipliers(2).ToArray(),
+        };
+        var ml = new MLContext();
+        using var autoencoder = new AutoencoderModel(ml, new AutoencoderModelConfig { Network = aeConfig }, new KlAutoencoder(aeConfig), CPU);
+        var net = Tiny(inCh: 2, outCh: 2) with { ImageSize = 4 };
+        var config = new DiffusionModelConfig
+        {
+            Network = net, ImageSize = 8, Channels = 1, Latent = new LatentSpace { DownsamplingFactor = 2, LatentChannels = 2 },
+        };
+        using var model = new DiffusionModel(ml, config, new UNet(net), CPU, autoencoder: autoencoder);
+        var options = Options(SamplerKind.Ddim, InferenceEngine.OnnxRuntime);
+        var error = Assert.ThrowsExactly<NotSupportedException>(() => model.GenerateTensor(new uint[] { 1 }, options));
+        StringAssert.Contains(error.Message, "latent diffusion model");
+        StringAssert.Contains(error.Message, "InferenceEngine.TorchSharp");
+        Assert.ThrowsExactly<NotSupportedException>(() => model.WithSampler(options));
+    }
+
+    [TestMethod]
     [DataRow(SamplerKind.EulerKarras)]
     [DataRow(SamplerKind.HeunKarras)]
     public void ContinuousTimestepSamplersNameTheLimit(SamplerKind sampler)
