@@ -14,6 +14,12 @@ internal sealed record TrainingSettings
     public double LearningRate { get; init; } = 2e-4;
     /// <summary>AdamW decoupled weight decay.</summary>
     public double WeightDecay { get; init; } = 1e-6;
+    /// <summary>Optimizer steps of the linear learning-rate warm-up (0: none).</summary>
+    public long WarmupSteps { get; init; }
+    /// <summary>The learning rate after the warm-up (<see cref="LearningRateCurve"/>).</summary>
+    public LearningRateSchedule LearningRateSchedule { get; init; } = LearningRateSchedule.Constant;
+    /// <summary>The run's total optimizer steps; needed by <see cref="LearningRateSchedule.Cosine"/>.</summary>
+    public long? TotalSteps { get; init; }
     /// <summary>Gradients are rescaled so that their global L2 norm is at most this (0 disables).</summary>
     public double GradientClipNorm { get; init; } = 1.0;
     /// <summary>EMA decay of the weights used for sampling.</summary>
@@ -73,6 +79,10 @@ internal sealed class DiffusionTrainingLoop : IDisposable
             throw new ArgumentOutOfRangeException(nameof(settings), settings.LossWeighting, $"Unknown loss weighting {settings.LossWeighting}.");
         if (!Enum.IsDefined(settings.Precision))
             throw new ArgumentOutOfRangeException(nameof(settings), settings.Precision, $"Unknown precision {settings.Precision}.");
+        if (settings.WarmupSteps < 0)
+            throw new ArgumentOutOfRangeException(nameof(settings), settings.WarmupSteps, "WarmupSteps must be 0 or more.");
+        if (settings.LearningRateSchedule == LearningRateSchedule.Cosine && settings.TotalSteps is null)
+            throw new ArgumentException("A cosine learning-rate schedule needs TrainingSettings.TotalSteps.", nameof(settings));
         if (settings.NumClasses != model.Config.NumClasses)
             throw new ArgumentException(
                 $"TrainingSettings.NumClasses is {settings.NumClasses} but the network has {model.Config.NumClasses} classes.", nameof(settings));
@@ -204,12 +214,25 @@ internal sealed class DiffusionTrainingLoop : IDisposable
                 }
                 Retries++;
             }
+            SetLearningRate(LearningRateAt(Step));
             _optimizer.step();
         }
         Ema.Update();
         Step++;
         LastFiniteLoss = lossValue;
         return lossValue;
+    }
+
+    /// <summary>The learning rate of optimizer step <paramref name="step"/> (0-based; <see cref="LearningRateCurve.At"/>).</summary>
+    public double LearningRateAt(long step) =>
+        LearningRateCurve.At(step, Settings.LearningRate, Settings.WarmupSteps, Settings.LearningRateSchedule, Settings.TotalSteps);
+
+    /// <summary>The learning rate the optimizer used at its last step.</summary>
+    public double CurrentLearningRate => _optimizer.ParamGroups.First().LearningRate;
+
+    private void SetLearningRate(double lr)
+    {
+        foreach (var group in _optimizer.ParamGroups) group.LearningRate = lr;
     }
 
     /// <summary>The network's output in float32: the float32 network, or the bfloat16 working copy in mixed precision.</summary>

@@ -72,6 +72,13 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         public long? MaxSteps { get; set; }
         /// <summary>AdamW learning rate.</summary>
         public float LearningRate { get; set; } = DiffusionDefaults.LearningRate;
+        /// <summary>Optimizer steps over which the learning rate rises linearly from LearningRate / steps to LearningRate
+        /// (0, the default: no warm-up). Counted from the run's first step, resumed steps included.</summary>
+        public int LearningRateWarmupSteps { get; set; }
+        /// <summary>The learning rate after the warm-up: <see cref="Diffusion.LearningRateSchedule.Constant"/> (default) or
+        /// <see cref="Diffusion.LearningRateSchedule.Cosine"/>, a half-cosine decay to zero at the run's last step (which needs a
+        /// row count the data view knows, or MaxSteps).</summary>
+        public LearningRateSchedule LearningRateSchedule { get; set; } = LearningRateSchedule.Constant;
         /// <summary>AdamW decoupled weight decay.</summary>
         public float WeightDecay { get; set; } = DiffusionDefaults.WeightDecay;
         /// <summary>Global gradient-norm clip (0 disables).</summary>
@@ -216,6 +223,12 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         Positive(o.LogInterval, nameof(o.LogInterval));
         if (!(o.LearningRate > 0 && float.IsFinite(o.LearningRate)))
             throw new ArgumentOutOfRangeException(nameof(o.LearningRate), o.LearningRate, "DiffusionTrainer.Options.LearningRate must be a positive number.");
+        if (o.LearningRateWarmupSteps < 0)
+            throw new ArgumentOutOfRangeException(nameof(o.LearningRateWarmupSteps), o.LearningRateWarmupSteps,
+                "DiffusionTrainer.Options.LearningRateWarmupSteps must be 0 (no warm-up) or more.");
+        if (!Enum.IsDefined(o.LearningRateSchedule))
+            throw new ArgumentOutOfRangeException(nameof(o.LearningRateSchedule), o.LearningRateSchedule,
+                "DiffusionTrainer.Options.LearningRateSchedule must be Constant or Cosine.");
         if (!(o.EmaDecay >= 0 && o.EmaDecay < 1))
             throw new ArgumentOutOfRangeException(nameof(o.EmaDecay), o.EmaDecay, "DiffusionTrainer.Options.EmaDecay must be in [0, 1).");
         if (o.MaxSteps is long m && m < 1)
@@ -301,9 +314,16 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         ema.to(device);
         ema.eval();
 
+        long? plannedSteps = input.GetRowCount() is long rows ? (rows + o.BatchSize - 1) / o.BatchSize * o.Epochs : null;
+        if (o.MaxSteps is long cap) plannedSteps = plannedSteps is long p ? Math.Min(p, cap) : cap;
+        if (o.LearningRateSchedule == LearningRateSchedule.Cosine && plannedSteps is null)
+            throw new InvalidOperationException(
+                $"DiffusionTrainer.Options.LearningRateSchedule is Cosine, which decays to zero at the run's last step, but the input data view " +
+                $"does not know its row count; set MaxSteps, or use LearningRateSchedule.Constant.");
         var settings = new TrainingSettings
         {
             LearningRate = o.LearningRate, WeightDecay = o.WeightDecay, GradientClipNorm = o.GradientClipNorm,
+            WarmupSteps = o.LearningRateWarmupSteps, LearningRateSchedule = o.LearningRateSchedule, TotalSteps = plannedSteps,
             EmaDecay = o.EmaDecay, Seed = seed, Prediction = o.Prediction, LossWeighting = o.LossWeighting,
             LearnedVariance = o.Variance == VarianceType.Learned, SelfConditioning = o.SelfConditioning,
             LowResolutionFactor = o.Conditioning?.Factor ?? 0,
@@ -335,6 +355,11 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         // And the precision (added after class conditioning): only when not float32.
         if (o.Precision != Precision.Fp32)
             identity = JsonSerializer.Serialize(new { Run = identity, o.Precision }, DiffusionModelConfig.Json);
+
+        // And the learning-rate curve (added after the precision): only when not constant without warm-up. The total step count
+        // is left out, so raising Epochs continues a cosine run (stretching its decay).
+        if (o.LearningRateWarmupSteps != 0 || o.LearningRateSchedule != LearningRateSchedule.Constant)
+            identity = JsonSerializer.Serialize(new { Run = identity, o.LearningRateWarmupSteps, o.LearningRateSchedule }, DiffusionModelConfig.Json);
 
         // And the latent space (added after the conditioning): only with an autoencoder; its scale factor is computed below.
         LatentSpace? latent = null;

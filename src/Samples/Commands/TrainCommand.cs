@@ -24,6 +24,9 @@ public static class TrainCommand
         var timesteps = new Option<int>("--timesteps") { Description = "Diffusion timesteps T", DefaultValueFactory = _ => 1000 }.AtLeast(1);
         var schedule = new Option<NoiseSchedule>("--schedule") { Description = "Beta schedule", DefaultValueFactory = _ => NoiseSchedule.Linear };
         var lr = new Option<float>("--lr") { Description = "AdamW learning rate", DefaultValueFactory = _ => 2e-4f };
+        var warmup = new Option<int>("--lr-warmup") { Description = "Optimizer steps of linear learning-rate warm-up", DefaultValueFactory = _ => 0 }.AtLeast(0);
+        var lrSchedule = new Option<LearningRateSchedule>("--lr-schedule") { Description = "Learning rate after the warm-up: Constant or Cosine (decays to zero at the last step)", DefaultValueFactory = _ => LearningRateSchedule.Constant };
+        var threads = new Option<int?>("--threads") { Description = "CPU threads for libtorch (default: all cores)" }.AtLeast(1);
         var ema = new Option<float>("--ema") { Description = "EMA decay", DefaultValueFactory = _ => 0.995f };
         var seed = new Option<int>("--seed") { Description = "Seed of weights, noise and data order", DefaultValueFactory = _ => 1 };
         var maxSteps = new Option<long?>("--max-steps") { Description = "Stop after this many optimizer steps" }.AtLeast(1L);
@@ -42,7 +45,7 @@ public static class TrainCommand
 
         var command = new Command("train", "Train a diffusion model on Fashion-MNIST")
         {
-            data, limit, epochs, output, batch, baseChannels, timesteps, schedule, lr, ema, seed, maxSteps, checkpoints, prediction, weighting, selfConditioning,
+            data, limit, epochs, output, batch, baseChannels, timesteps, schedule, lr, ema, seed, maxSteps, checkpoints, warmup, lrSchedule, threads, prediction, weighting, selfConditioning,
             conditional, conditionDrop, superResolution, precision,
         };
         command.SetAction(parse =>
@@ -54,6 +57,7 @@ public static class TrainCommand
             int total = n ?? IdxReader.ReadImageHeader(imagesPath).Count;
             int e = parse.GetValue(epochs), b = parse.GetValue(batch);
 
+            if (parse.GetValue(threads) is int t) TorchSharp.torch.set_num_threads(t);
             var ml = new MLContext(seed: parse.GetValue(seed));
             var images = FashionMnist.Load(ml, dir, "train", n);
             using var cts = ConsoleProgress.CancelOnCtrlC();
@@ -62,6 +66,7 @@ public static class TrainCommand
                 ImageColumnName = "Image", OutputColumnName = "GeneratedImage", ImageSize = 28, Channels = 1,
                 BaseChannels = parse.GetValue(baseChannels), Timesteps = parse.GetValue(timesteps), Schedule = parse.GetValue(schedule),
                 Epochs = e, BatchSize = b, LearningRate = parse.GetValue(lr), EmaDecay = parse.GetValue(ema),
+                LearningRateWarmupSteps = parse.GetValue(warmup), LearningRateSchedule = parse.GetValue(lrSchedule),
                 Seed = parse.GetValue(seed), MaxSteps = parse.GetValue(maxSteps), CheckpointDirectory = parse.GetValue(checkpoints),
                 Prediction = parse.GetValue(prediction), LossWeighting = parse.GetValue(weighting),
                 SelfConditioning = parse.GetValue(selfConditioning), Precision = parse.GetValue(precision),
