@@ -126,6 +126,7 @@ public class UNetOnnxExportTests
     private static void AssertMatches(DiffusionModel model, int batch, bool fractional = false)
     {
         float diff = MaxOnnxDifference(model, batch, fractional);
+        Console.WriteLine($"batch {batch}: max |onnx - torch| = {diff:G3}");
         Assert.IsTrue(diff <= Tolerance, $"batch {batch}: max |onnx - torch| = {diff}");
     }
 
