@@ -83,6 +83,12 @@ internal sealed class OnnxRuntimeNetwork : IDisposable
         }
         if (xc.shape[1] != _sampleChannels)
             throw new ArgumentException($"x has {xc.shape[1]} channels; this U-Net's x_t has {_sampleChannels}.", nameof(x));
+        if (sc is not null && !sc.shape.SequenceEqual(xc.shape))
+            throw new ArgumentException(
+                $"The self-condition has shape [{string.Join(", ", sc.shape)}]; expected x_t's [{string.Join(", ", xc.shape)}].", nameof(selfCondition));
+        if (lowResolution is not null && lowResolution.shape[0] != batch)
+            throw new ArgumentException(
+                $"The low-resolution images have batch {lowResolution.shape[0]}; x_t has {batch} (one low-resolution image per sample).", nameof(lowResolution));
         // The graph takes float32 t: whole-number timesteps convert exactly (T <= 100,000 < 2^24), continuous ones as they are.
         var tc = OrtTensors.Cpu(t, float32);
         var yc = _net.NumClasses == 0 ? null

@@ -270,7 +270,8 @@ public class OnnxRuntimeEngineTests
     }
 
     /// <summary>The network call of the other loops (RePaint): the TorchSharp network's concatenated input concat(x_t, x0_hat) is
-    /// split into the graph's two inputs; an image-conditioned graph refuses the concatenated form by name.</summary>
+    /// split into the graph's two inputs; an image-conditioned graph refuses the concatenated form by name, and wrong condition
+    /// inputs are named.</summary>
     [TestMethod]
     public void ConcatenatedSelfConditionInputIsSplit()
     {
@@ -286,6 +287,10 @@ public class OnnxRuntimeEngineTests
         using var sr = ConditionedModel(selfConditioning: false, factor: 2);
         var error = Assert.ThrowsExactly<ArgumentException>(() => sr.OnnxNetwork().Forward(randn(1, 2, 8, 8), tensor(new long[] { 5 }), null));
         StringAssert.Contains(error.Message, "low_resolution");
+        error = Assert.ThrowsExactly<ArgumentException>(() => sr.OnnxNetwork().Forward(randn(2, 1, 8, 8), tensor(new long[] { 5, 6 }), null, null, randn(1, 1, 4, 4)));
+        StringAssert.Contains(error.Message, "batch 1; x_t has 2");
+        error = Assert.ThrowsExactly<ArgumentException>(() => sr.OnnxNetwork().Forward(randn(1, 1, 8, 8), tensor(new long[] { 5 }), null, randn(1, 1, 8, 8), randn(1, 1, 4, 4)));
+        StringAssert.Contains(error.Message, "not self-conditioned");
     }
 
     [TestMethod]
