@@ -20,10 +20,12 @@ namespace Microsoft.ML.Diffusion.Conditions;
 /// </summary>
 internal sealed class ConditionedNetwork : IDisposable
 {
-    private readonly Func<Tensor, Tensor, Tensor?, Tensor> _network;
+    private readonly Func<Tensor, Tensor, Tensor?, Tensor>? _network;
+    private readonly Func<Tensor, Tensor, Tensor?, Tensor?, Tensor?, Tensor>? _separate;
     private readonly float _guidanceScale;
     private readonly int _predictionChannels;
     private Tensor? _channels;
+    private Tensor? _channelsTwice;                // the low-resolution image repeated for a guided 2B batch (separate inputs)
     private Tensor? _labels;
     private Tensor? _nullLabels;
     private bool _disposed;
@@ -39,13 +41,40 @@ internal sealed class ConditionedNetwork : IDisposable
     /// variance) are taken from the conditional branch.</param>
     public ConditionedNetwork(Func<Tensor, Tensor, Tensor?, Tensor> network, Tensor? channels, Device device,
         Tensor? labels = null, float guidanceScale = 1f, int nullLabel = 0, int predictionChannels = 0)
+        : this(device, channels, labels, guidanceScale, nullLabel, predictionChannels)
     {
         ArgumentNullException.ThrowIfNull(network);
+        _network = network;
+    }
+
+    /// <summary>
+    /// The call of a network that takes its conditions as separate inputs (the ONNX graph:
+    /// <see cref="Onnx.OnnxRuntimeNetwork"/>) rather than as channels appended to x_t: it receives (x_t, t, labels, x0_hat or
+    /// null, <paramref name="lowResolution"/> or null), the low-resolution image as it is (the network upsamples it).
+    /// </summary>
+    /// <param name="separateInputs">(x_t, t, labels, self-condition, low-resolution image) -> output.</param>
+    /// <param name="lowResolution">[B, C, s, s], the low-resolution image of a super-resolution model (copied to
+    /// <paramref name="device"/>); null: none.</param>
+    /// <param name="device">The network's device.</param>
+    /// <param name="labels">As for the other constructor.</param>
+    /// <param name="guidanceScale">As for the other constructor.</param>
+    /// <param name="nullLabel">As for the other constructor.</param>
+    /// <param name="predictionChannels">As for the other constructor.</param>
+    public static ConditionedNetwork WithSeparateInputs(Func<Tensor, Tensor, Tensor?, Tensor?, Tensor?, Tensor> separateInputs, Tensor? lowResolution,
+        Device device, Tensor? labels = null, float guidanceScale = 1f, int nullLabel = 0, int predictionChannels = 0)
+    {
+        ArgumentNullException.ThrowIfNull(separateInputs);
+        return new ConditionedNetwork(device, lowResolution, labels, guidanceScale, nullLabel, predictionChannels, separateInputs);
+    }
+
+    private ConditionedNetwork(Device device, Tensor? channels, Tensor? labels, float guidanceScale, int nullLabel, int predictionChannels,
+        Func<Tensor, Tensor, Tensor?, Tensor?, Tensor?, Tensor>? separateInputs = null)
+    {
+        _separate = separateInputs;
         if (!(guidanceScale >= 0) || float.IsInfinity(guidanceScale))
             throw new ArgumentOutOfRangeException(nameof(guidanceScale), guidanceScale, "The guidance scale must be a finite number >= 0.");
         if (labels is not null && labels.dim() != 1)
             throw new ArgumentException($"labels must be a vector [B]; got shape [{string.Join(", ", labels.shape)}].", nameof(labels));
-        _network = network;
         _guidanceScale = guidanceScale;
         _predictionChannels = predictionChannels;
         _channels = OwnedCopy(channels, float32, device);
@@ -107,24 +136,58 @@ internal sealed class ConditionedNetwork : IDisposable
 
     /// <summary>Runs the network on concat(<paramref name="input"/>, condition) at timesteps <paramref name="t"/> with the
     /// batch's labels, guided when <see cref="Guided"/>.</summary>
-    public Tensor Forward(Tensor input, Tensor t)
+    public Tensor Forward(Tensor input, Tensor t) => Forward(input, t, selfCondition: null);
+
+    /// <summary>
+    /// Runs the network on x_t <paramref name="input"/>, the self-condition <paramref name="selfCondition"/> (x0_hat of a
+    /// self-conditioned model; null: none) and the batch's condition at timesteps <paramref name="t"/> with the batch's labels,
+    /// guided when <see cref="Guided"/> (both branches see the same x0_hat). A network that takes concatenated channels gets
+    /// concat(x_t, x0_hat, condition) (<see cref="Training.SelfConditioning.Input"/>, then <see cref="AppendChannels"/>); one that
+    /// takes separate inputs gets them apart.
+    /// </summary>
+    public Tensor Forward(Tensor input, Tensor t, Tensor? selfCondition)
     {
         ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(t);
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (_labels is null && _channels is null) return _network(input, t, null);
+        if (_separate is not null) return ForwardSeparate(input, t, selfCondition);
+        if (_labels is null && _channels is null && selfCondition is null) return _network!(input, t, null);
         using var scope = NewDisposeScope();
-        var x = AppendChannels(input, _channels);
+        var x = AppendChannels(selfCondition is null ? input : cat(new[] { input, selfCondition }, 1), _channels);
         if (!Guided)
         {
             // w = 1: the conditional model alone; w = 0: the unconditional one (the null label).
             var labels = _labels is null ? null : _guidanceScale == 0f ? _nullLabels : _labels;
-            return _network(x, t, labels).MoveToOuterDisposeScope();
+            return _network!(x, t, labels).MoveToOuterDisposeScope();
         }
         long b = input.shape[0];
         // Both branches in one forward pass of 2B images: conditional first, then the null label.
-        var both = _network(cat(new[] { x, x }, 0), cat(new[] { t, t }, 0), cat(new[] { _labels!, _nullLabels! }, 0));
+        var both = _network!(cat(new[] { x, x }, 0), cat(new[] { t, t }, 0), cat(new[] { _labels!, _nullLabels! }, 0));
         return Guide(both.narrow(0, 0, b), both.narrow(0, b, b), _guidanceScale, _predictionChannels).MoveToOuterDisposeScope();
+    }
+
+    /// <summary><see cref="Forward(Tensor, Tensor, Tensor?)"/> for a network with separate inputs: the condition is handed over as
+    /// it is (repeated once per batch, not per step, for a guided 2B call).</summary>
+    private Tensor ForwardSeparate(Tensor input, Tensor t, Tensor? selfCondition)
+    {
+        if (!Guided)
+        {
+            var labels = _labels is null ? null : _guidanceScale == 0f ? _nullLabels : _labels;
+            return _separate!(input, t, labels, selfCondition, _channels);
+        }
+        if (_channels is not null && _channelsTwice is null)
+        {
+            using (var scope = NewDisposeScope())
+                _channelsTwice = cat(new[] { _channels, _channels }, 0).MoveToOuterDisposeScope();
+            _channelsTwice.DetachFromDisposeScope();
+        }
+        using (var scope = NewDisposeScope())
+        {
+            long b = input.shape[0];
+            var both = _separate!(cat(new[] { input, input }, 0), cat(new[] { t, t }, 0), cat(new[] { _labels!, _nullLabels! }, 0),
+                selfCondition is null ? null : cat(new[] { selfCondition, selfCondition }, 0), _channelsTwice);
+            return Guide(both.narrow(0, 0, b), both.narrow(0, b, b), _guidanceScale, _predictionChannels).MoveToOuterDisposeScope();
+        }
     }
 
     /// <inheritdoc/>
@@ -132,8 +195,9 @@ internal sealed class ConditionedNetwork : IDisposable
     {
         _disposed = true;
         _channels?.Dispose();
+        _channelsTwice?.Dispose();
         _labels?.Dispose();
         _nullLabels?.Dispose();
-        _channels = _labels = _nullLabels = null;
+        _channels = _channelsTwice = _labels = _nullLabels = null;
     }
 }

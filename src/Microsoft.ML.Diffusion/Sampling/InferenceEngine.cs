@@ -9,12 +9,13 @@ public enum InferenceEngine
 
     /// <summary>
     /// ONNX Runtime (CPU) runs the network exported by <see cref="DiffusionModel.ExportOnnx(System.IO.Stream)"/>: one inference
-    /// session per model, made on first use and freed with the model. Covers the models ExportOnnx covers (pixel space, no
-    /// self-conditioning or image conditioning) with samplers whose network timesteps are whole numbers (DDPM, DDIM,
-    /// DPM-Solver++, and Euler ancestral when its timesteps land on whole numbers; not EulerKarras or HeunKarras) at
-    /// <see cref="Precision.Fp32"/>; anything else throws
-    /// <see cref="NotSupportedException"/> naming what is not covered. Images agree with <see cref="TorchSharp"/> to float32
-    /// rounding. Inpainting (RePaint) still runs on TorchSharp.
+    /// session per model, made on first use from the in-memory export and freed with the model. Covers every model the library
+    /// trains (unconditional, class-conditional with classifier-free guidance, learned variance, self-conditioned,
+    /// super-resolution, and latent models, whose decoder then runs on ONNX Runtime too) with every sampler, continuous-time ones
+    /// (EulerKarras, HeunKarras) included, at <see cref="Precision.Fp32"/>; <see cref="Precision.Bf16Mixed"/> throws
+    /// <see cref="NotSupportedException"/>. With classifier guidance (<see cref="SamplerOptions.Classifier"/>) the diffusion network
+    /// runs on ONNX Runtime and the classifier's gradient on TorchSharp (an inference graph has no gradients). Images agree with
+    /// <see cref="TorchSharp"/> to float32 rounding.
     /// </summary>
     OnnxRuntime,
 }

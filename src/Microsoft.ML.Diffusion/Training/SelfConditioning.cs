@@ -58,19 +58,31 @@ internal static class SelfConditioning
     /// first), computed with <see cref="SchedulerCore.ToX0AndEps"/> at that call's timestep and clamped to [-1, 1]
     /// (Analog Bits, algorithm 2). Create a new one for every batch; dispose it afterwards.
     /// </summary>
-    public static SelfConditionedDenoiser Denoiser(Func<Tensor, Tensor, Tensor> network, DiffusionSchedule schedule, PredictionType prediction) =>
+    public static SelfConditionedDenoiser Denoiser(Func<Tensor, Tensor, Tensor> network, DiffusionSchedule schedule, PredictionType prediction)
+    {
+        ArgumentNullException.ThrowIfNull(network);
+        return new((x, t, x0) => network(Input(x, x0), t), schedule, prediction);
+    }
+
+    /// <summary>
+    /// As <see cref="Denoiser(Func{Tensor, Tensor, Tensor}, DiffusionSchedule, PredictionType)"/> for a network that takes the
+    /// self-condition as its own argument, (x_t, t, x0_hat) -> output, instead of concatenated channels (the ONNX graph's
+    /// <c>self_condition</c> input): x0_hat is zeros at the first call.
+    /// </summary>
+    public static SelfConditionedDenoiser Denoiser(Func<Tensor, Tensor, Tensor, Tensor> network, DiffusionSchedule schedule, PredictionType prediction) =>
         new(network, schedule, prediction);
 }
 
-/// <summary>The per-batch state of self-conditioned sampling (see <see cref="SelfConditioning.Denoiser"/>). Not thread-safe: one per batch.</summary>
+/// <summary>The per-batch state of self-conditioned sampling (see <see cref="SelfConditioning.Denoiser(Func{Tensor, Tensor, Tensor}, DiffusionSchedule, PredictionType)"/>). Not thread-safe: one per batch.</summary>
 internal sealed class SelfConditionedDenoiser : IDisposable
 {
-    private readonly Func<Tensor, Tensor, Tensor> _network;
+    private readonly Func<Tensor, Tensor, Tensor, Tensor> _network;
     private readonly DiffusionSchedule _schedule;
     private readonly PredictionType _prediction;
     private Tensor? _lastX0;
 
-    internal SelfConditionedDenoiser(Func<Tensor, Tensor, Tensor> network, DiffusionSchedule schedule, PredictionType prediction)
+    /// <summary>Creates the state; <paramref name="network"/> maps (x_t, t, x0_hat) to the network output.</summary>
+    internal SelfConditionedDenoiser(Func<Tensor, Tensor, Tensor, Tensor> network, DiffusionSchedule schedule, PredictionType prediction)
     {
         ArgumentNullException.ThrowIfNull(network);
         ArgumentNullException.ThrowIfNull(schedule);
@@ -83,7 +95,7 @@ internal sealed class SelfConditionedDenoiser : IDisposable
     public Tensor? LastX0 => _lastX0;
 
     /// <summary>
-    /// Runs the network on concat(x_t, previous x0_hat) and remembers this step's x0_hat. All timesteps in
+    /// Runs the network on (x_t, previous x0_hat; zeros at the first call) and remembers this step's x0_hat. All timesteps in
     /// <paramref name="t"/> must be equal (as in the sampler). Returns the network output.
     /// </summary>
     public Tensor Denoise(Tensor x, Tensor t)
@@ -96,8 +108,8 @@ internal sealed class SelfConditionedDenoiser : IDisposable
         Tensor x0;
         using (var scope = NewDisposeScope())
         {
-            var input = SelfConditioning.Input(x, _lastX0);
-            output = _network(input, t).MoveToOuterDisposeScope();
+            var selfCondition = _lastX0 ?? zeros_like(x);
+            output = _network(x, t, selfCondition).MoveToOuterDisposeScope();
             var (pred, _) = SchedulerCore.SplitOutput(output, x);
             var (est, _) = SchedulerCore.ToX0AndEps(pred, x, AlphaBarAt(t), _prediction);
             x0 = SchedulerCore.ClampUnit(est).MoveToOuterDisposeScope();

@@ -25,6 +25,8 @@ public sealed class AutoencoderModel : ITransformer, ICanSaveModel, IDisposable,
     private readonly IHost _host;
     private readonly KlAutoencoder _network;
     private readonly Device _device;
+    private readonly object _onnxLock = new();
+    private Onnx.OnnxRuntimeDecoder? _onnxDecoder;          // made on first ONNX Runtime decode (a latent model's InferenceEngine.OnnxRuntime)
     private bool _disposed;
 
     internal AutoencoderModel(IHostEnvironment env, AutoencoderModelConfig config, KlAutoencoder network, Device device)
@@ -144,6 +146,54 @@ public sealed class AutoencoderModel : ITransformer, ICanSaveModel, IDisposable,
         }
     }
 
+    /// <summary>Decodes latents [N, LatentChannels, S/f, S/f] to images [N, C, S, S] on the CPU (not clamped) with
+    /// <paramref name="engine"/>: <see cref="InferenceEngine.OnnxRuntime"/> runs the exported decoder
+    /// (<see cref="ExportDecoderOnnx(Stream)"/>) in a session made on first use and reused.</summary>
+    internal Tensor Decode(Tensor latents, InferenceEngine engine)
+    {
+        if (engine != InferenceEngine.OnnxRuntime) return Decode(latents);
+        ArgumentNullException.ThrowIfNull(latents);
+        var expected = new long[] { LatentChannels, LatentSize, LatentSize };
+        if (latents.dim() != 4 || !latents.shape.Skip(1).SequenceEqual(expected))
+            throw new ArgumentException(
+                $"The latents have shape [{string.Join(", ", latents.shape)}]; this autoencoder decodes [N, {LatentChannels}, {LatentSize}, {LatentSize}].", nameof(latents));
+        Onnx.OnnxRuntimeDecoder decoder;
+        lock (_onnxLock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_onnxDecoder is null)
+            {
+                using var stream = new MemoryStream();
+                Onnx.AutoencoderOnnxExporter.Export(_network, Config, Onnx.AutoencoderPart.Decoder, stream);
+                _onnxDecoder = new Onnx.OnnxRuntimeDecoder(stream.ToArray(), Config.Network);
+            }
+            decoder = _onnxDecoder;
+        }
+        var parts = new List<Tensor>();
+        try
+        {
+            for (long start = 0; start < latents.shape[0]; start += InternalBatch)
+            {
+                using var chunk = latents.narrow(0, start, Math.Min(InternalBatch, latents.shape[0] - start));
+                parts.Add(decoder.Decode(chunk));
+            }
+            return parts.Count == 1 ? parts[0] : cat(parts, 0);
+        }
+        finally
+        {
+            if (parts.Count > 1) foreach (var t in parts) t.Dispose();
+        }
+    }
+
+    /// <summary>True once <see cref="Decode(Tensor, InferenceEngine)"/> has opened the decoder's ONNX Runtime session.</summary>
+    internal bool OnnxDecoderOpened
+    {
+        get
+        {
+            lock (_onnxLock) return _onnxDecoder is not null;
+        }
+    }
+
     /// <summary>Decodes latents to images (values clamped to the pixel range).</summary>
     public IReadOnlyList<MLImage> DecodeImages(Tensor latents)
     {
@@ -208,6 +258,61 @@ public sealed class AutoencoderModel : ITransformer, ICanSaveModel, IDisposable,
         return new BatchMappingRowMapper<ImageRequest, byte[]>(this, inputSchema, GetOutputSchema(inputSchema));
     }
 
+    // ---- ONNX export ----
+
+    /// <summary>Writes the encoder as a standard ONNX model to <paramref name="path"/> (through a temporary file); see
+    /// <see cref="ExportEncoderOnnx(Stream)"/>.</summary>
+    /// <param name="path">The .onnx file to create or overwrite.</param>
+    public void ExportEncoderOnnx(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        Onnx.OnnxModelFile.Write(path, ExportEncoderOnnx);
+    }
+
+    /// <summary>
+    /// Writes the encoder as a standard ONNX model (opset 17, dynamic batch dimension, weights as initializers) to
+    /// <paramref name="stream"/>. Input: <c>image</c> float32 [B, Channels, ImageSize, ImageSize] in [-1, 1]. Outputs: <c>mean</c>
+    /// and <c>log_variance</c> float32 [B, LatentChannels, LatentSize, LatentSize], the posterior q(z | x) that
+    /// <see cref="EncodeDistribution"/> returns (<see cref="Encode(Tensor)"/> is the mean; log-variance clamped to [-30, 20]). The
+    /// metadata holds <see cref="Config"/> as JSON under <c>autoencoder_config</c>, <c>model_kind</c> = <c>autoencoder_encoder</c>,
+    /// and the image size, channels, latent channels, latent size and downsampling factor under their own keys. A latent
+    /// diffusion model works on z = s * mean, s being its <see cref="LatentSpace.ScaleFactor"/>.
+    /// </summary>
+    /// <param name="stream">A writable stream; it is left open.</param>
+    public void ExportEncoderOnnx(Stream stream)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        Onnx.AutoencoderOnnxExporter.Export(_network, Config, Onnx.AutoencoderPart.Encoder, stream);
+    }
+
+    /// <summary>Writes the decoder as a standard ONNX model to <paramref name="path"/> (through a temporary file); see
+    /// <see cref="ExportDecoderOnnx(Stream)"/>.</summary>
+    /// <param name="path">The .onnx file to create or overwrite.</param>
+    public void ExportDecoderOnnx(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        Onnx.OnnxModelFile.Write(path, ExportDecoderOnnx);
+    }
+
+    /// <summary>
+    /// Writes the decoder as a standard ONNX model (opset 17, dynamic batch dimension, weights as initializers) to
+    /// <paramref name="stream"/>. Input: <c>latent</c> float32 [B, LatentChannels, LatentSize, LatentSize]. Output: <c>image</c>
+    /// float32 [B, Channels, ImageSize, ImageSize], what <see cref="Decode(Tensor)"/> returns (not clamped: clamp to [-1, 1]). The
+    /// metadata is the encoder's (<see cref="ExportEncoderOnnx(Stream)"/>) with <c>model_kind</c> = <c>autoencoder_decoder</c>.
+    /// For a latent diffusion model's samples z, the images are decoder(z / s), s being its <see cref="LatentSpace.ScaleFactor"/>
+    /// (also in the diffusion model's ONNX metadata as <c>latent_scale_factor</c>).
+    /// </summary>
+    /// <param name="stream">A writable stream; it is left open.</param>
+    public void ExportDecoderOnnx(Stream stream)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        Onnx.AutoencoderOnnxExporter.Export(_network, Config, Onnx.AutoencoderPart.Decoder, stream);
+    }
+
     // ---- persistence ----
 
     void ICanSaveModel.Save(ModelSaveContext ctx)
@@ -222,11 +327,15 @@ public sealed class AutoencoderModel : ITransformer, ICanSaveModel, IDisposable,
         return new AutoencoderModel(env, config, network, DeviceSelection.Select(env));
     }
 
-    /// <summary>Frees the network's native memory.</summary>
+    /// <summary>Frees the network's native memory and its ONNX Runtime session, if one was made.</summary>
     public void Dispose()
     {
-        if (_disposed) return;
-        _disposed = true;
+        lock (_onnxLock)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            _onnxDecoder?.Dispose();
+        }
         _network.Dispose();
     }
 }

@@ -228,8 +228,11 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
             throw new ArgumentException(
                 $"The low-resolution images have shape [{string.Join(", ", lowResolution.shape)}]; this model ({Channels}x{ImageSize}x{ImageSize}, " +
                 $"Conditioning {c}) expects [N, {Channels}, {small}, {small}] with N = {seeds.Count} (one per seed).", nameof(lowResolution));
-        using var upsampled = LowResolutionCondition.Upsample(lowResolution.to_type(float32), ImageSize);
-        return SampleInBatches(seeds, options ?? DefaultSampler, initialNoise: null, upsampled);
+        options ??= DefaultSampler;
+        // TorchSharp appends the upsampled image to the network's input; the ONNX graph takes the low-resolution image itself.
+        using var low = lowResolution.to_type(float32);
+        using var upsampled = options.Engine == InferenceEngine.OnnxRuntime ? null : LowResolutionCondition.Upsample(low, ImageSize);
+        return SampleInBatches(seeds, options, initialNoise: null, upsampled, lowResolution: low);
     }
 
     /// <summary>The shape of one sample the network denoises: [C, S, S] in pixel space, [LatentChannels, S/f, S/f] for a latent model.</summary>
@@ -295,20 +298,25 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     /// per-seed x_T. <paramref name="conditionChannels"/> [count, Cc, H, W], when given, is appended to the network's input
     /// (<see cref="ConditionedNetwork"/>). <paramref name="classes"/> (class indices, <see cref="NumClasses"/> = the null label)
     /// are the class labels of a class-conditional model, guided by <see cref="SamplerOptions.GuidanceScale"/>; null samples
-    /// with the null label. Returns x_0 [count, C, H, W] on the CPU.
+    /// with the null label. <paramref name="lowResolution"/> [count, C, S/f, S/f] is the low-resolution image of a super-resolution
+    /// model, which <see cref="InferenceEngine.OnnxRuntime"/> hands to the graph instead of <paramref name="conditionChannels"/>.
+    /// Returns x_0 [count, C, H, W] on the CPU.
     /// </summary>
     internal Tensor SampleInBatches(IReadOnlyList<uint> seeds, SamplerOptions options, Tensor? initialNoise, Tensor? conditionChannels = null,
-        long[]? classes = null)
+        long[]? classes = null, Tensor? lowResolution = null)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         options.Validate(Timesteps);
         if (seeds.Count == 0) throw new ArgumentException("At least one seed is needed.", nameof(seeds));
-        if (conditionChannels is null) CheckGenerates();
+        if (conditionChannels is null && lowResolution is null) CheckGenerates();
         CheckGuidance(options);
         if (classes is not null && classes.Length != seeds.Count)
             throw new ArgumentException($"There are {classes.Length} labels for {seeds.Count} seeds; expected one label per seed.", nameof(classes));
         CheckClassifier(options, classes);
         CheckEngine(options);
+        var onnx = options.Engine == InferenceEngine.OnnxRuntime ? OnnxNetwork() : null;
+        if (onnx is not null && Config.Conditioning is not null && lowResolution is null)
+            throw new InvalidOperationException("The ONNX Runtime engine needs the low-resolution images of a super-resolution model, not their upsampling.");
         options = ForSampling(options);
         var shape = SampleShape;
         int batches = (seeds.Count + options.BatchSize - 1) / options.BatchSize;
@@ -322,13 +330,15 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
                 var scheduler = SchedulerFactory.Create(_schedule, options, Config.Prediction, Config.Variance);
                 try
                 {
-                    if (b == 0) CheckEngineTimesteps(scheduler, options);
                     using var noise = initialNoise?.narrow(0, start, n);
-                    using var channels = conditionChannels?.narrow(0, start, n);
                     using var labels = classes is null ? null : tensor(classes.AsSpan(start, n).ToArray(), dtype: int64);
                     // The network sees the labels only when class-conditional; an unconditional model takes them for the classifier alone.
-                    using var network = new ConditionedNetwork(NetworkIn(options), channels, _device, NumClasses > 0 ? labels : null,
-                        options.GuidanceScale, NumClasses, Channels);
+                    var networkLabels = NumClasses > 0 ? labels : null;
+                    // ONNX Runtime takes the conditions as separate graph inputs (bound once per batch); TorchSharp as appended channels.
+                    using var channels = onnx is null ? conditionChannels?.narrow(0, start, n) : lowResolution?.narrow(0, start, n);
+                    using var network = onnx is null
+                        ? new ConditionedNetwork(NetworkIn(options), channels, _device, networkLabels, options.GuidanceScale, NumClasses, Channels)
+                        : ConditionedNetwork.WithSeparateInputs(onnx.Forward, channels, _device, networkLabels, options.GuidanceScale, NumClasses, Channels);
                     using var selfConditioned = NewSelfConditionedDenoiser(network.Forward);
                     using var classifierLabels = options.Classifier is null ? null : labels!.to(_device, copy: true);
                     var guidance = options.Classifier is { } classifier
@@ -339,8 +349,8 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
                     parts.Add(x0);
                     if (Latent is { } latent)
                     {
-                        // LDM: x = D(z / s), decoded batch by batch.
-                        parts[^1] = LatentScale.ToImage(Autoencoder!, x0, latent.ScaleFactor);
+                        // LDM: x = D(z / s), decoded batch by batch (by the exported decoder on ONNX Runtime).
+                        parts[^1] = LatentScale.ToImage(Autoencoder!, x0, latent.ScaleFactor, options.Engine);
                         x0.Dispose();
                     }
                 }
@@ -445,6 +455,13 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     {
         if (options.Engine != InferenceEngine.OnnxRuntime) return NetworkIn(options.Precision);
         CheckEngine(options);
+        return OnnxNetwork().Forward;
+    }
+
+    /// <summary>This model's ONNX Runtime session on the in-memory export of the network, made on first use and reused by every
+    /// batch and thread.</summary>
+    internal Onnx.OnnxRuntimeNetwork OnnxNetwork()
+    {
         lock (_lowPrecisionLock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
@@ -454,44 +471,23 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
                 Onnx.UNetOnnxExporter.Export(_network, Config, stream);
                 _onnx = new Onnx.OnnxRuntimeNetwork(stream.ToArray(), Config.Network);
             }
-            return _onnx.Forward;
-        }
-    }
-
-    /// <summary>Throws <see cref="NotSupportedException"/> before sampling when <see cref="InferenceEngine.OnnxRuntime"/> is asked for a
-    /// sampler that calls the network at a fractional timestep (the exported graph takes int64 t).</summary>
-    private static void CheckEngineTimesteps(Schedulers.IDiffusionScheduler scheduler, SamplerOptions options)
-    {
-        if (options.Engine != InferenceEngine.OnnxRuntime) return;
-        for (int i = 0; i < scheduler.Timesteps.Count; i++)
-        {
-            double t = scheduler.ModelTimestep(i);
-            if (t != Math.Floor(t))
-                throw new NotSupportedException(
-                    $"SamplerOptions.Engine = InferenceEngine.OnnxRuntime needs whole-number timesteps (the exported graph takes int64 t), but the " +
-                    $"{options.Sampler} sampler calls the network at t = {t} (step {i + 1}); use InferenceEngine.TorchSharp, or the Ddpm, Ddim or " +
-                    "DpmSolverPlusPlus sampler.");
+            return _onnx;
         }
     }
 
     /// <summary>Throws <see cref="NotSupportedException"/> naming what <see cref="InferenceEngine.OnnxRuntime"/> does not cover
-    /// (a model ExportOnnx refuses, bfloat16 precision); nothing for <see cref="InferenceEngine.TorchSharp"/>.</summary>
-    private void CheckEngine(SamplerOptions options)
+    /// (bfloat16 precision); nothing for <see cref="InferenceEngine.TorchSharp"/>.</summary>
+    private static void CheckEngine(SamplerOptions options)
     {
         if (options.Engine != InferenceEngine.OnnxRuntime) return;
-        if (Config.Latent is not null || Config.SelfConditioning || Config.Conditioning is not null)
-            throw new NotSupportedException("SamplerOptions.Engine = InferenceEngine.OnnxRuntime runs the ONNX export of the network, which covers " +
-                "pixel-space models without self-conditioning or image conditioning; this model is " +
-                (Config.Latent is not null ? "a latent diffusion model" : Config.SelfConditioning ? "self-conditioned" : "image-conditioned") +
-                ": use InferenceEngine.TorchSharp.");
         if (options.Precision != Precision.Fp32)
             throw new NotSupportedException($"SamplerOptions.Engine = InferenceEngine.OnnxRuntime runs the float32 network; Precision {options.Precision} " +
                 "needs InferenceEngine.TorchSharp.");
     }
 
     /// <summary>For a self-conditioned model (<see cref="DiffusionModelConfig.SelfConditioning"/>), a new per-batch denoiser that feeds
-    /// <paramref name="network"/> the previous step's x_0 estimate (Analog Bits, algorithm 2); null otherwise.</summary>
-    internal SelfConditionedDenoiser? NewSelfConditionedDenoiser(Func<Tensor, Tensor, Tensor> network) =>
+    /// <paramref name="network"/> (x_t, t, x0_hat) the previous step's x_0 estimate (Analog Bits, algorithm 2); null otherwise.</summary>
+    internal SelfConditionedDenoiser? NewSelfConditionedDenoiser(Func<Tensor, Tensor, Tensor, Tensor> network) =>
         Config.SelfConditioning ? SelfConditioning.Denoiser(network, _schedule, Config.Prediction) : null;
 
     /// <summary>
@@ -594,51 +590,44 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
 
     /// <summary>
     /// Writes the denoising network as a standard ONNX model (opset 17, dynamic batch dimension) to <paramref name="path"/>;
-    /// see <see cref="ExportOnnx(Stream)"/>.
+    /// see <see cref="ExportOnnx(Stream)"/>. Written through a temporary file: a failed export leaves no partial file.
     /// </summary>
     /// <param name="path">The .onnx file to create or overwrite.</param>
-    /// <exception cref="NotSupportedException">The model is a latent, self-conditioned or image-conditioned one.</exception>
     public void ExportOnnx(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
-        CheckOnnxExportable();
-        // Written next to the target, then moved over it: a failed export leaves no partial .onnx file.
-        string temp = path + ".tmp";
-        try
-        {
-            using (var file = File.Create(temp)) ExportOnnx(file);
-            File.Move(temp, path, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp)) File.Delete(temp);
-        }
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        Onnx.OnnxModelFile.Write(path, ExportOnnx);
     }
 
     /// <summary>
     /// Writes the denoising network as a standard ONNX model (opset 17, dynamic batch dimension, weights as initializers) to
-    /// <paramref name="stream"/>. Inputs: <c>x_t</c> float32 [B, Channels, ImageSize, ImageSize], <c>t</c> int64 [B] (timesteps
-    /// 0..T-1) and, for a class-conditional model, <c>class_labels</c> int64 [B] (0..NumClasses - 1, or NumClasses for the null
-    /// label of classifier-free guidance). Output: <c>prediction</c> float32 [B, OutChannels, ImageSize, ImageSize], what the
-    /// network predicts (<see cref="DiffusionModelConfig.Prediction"/>; with learned variance the 2 x Channels output of the
-    /// network). The metadata (metadata_props) holds <see cref="Config"/> as JSON under <c>diffusion_model_config</c>, and the
-    /// schedule, T, prediction and variance type, image size, channels and class count under their own keys.
+    /// <paramref name="stream"/>; the scheduler loop stays with the caller (the library's own <see cref="InferenceEngine.OnnxRuntime"/>
+    /// runs this graph). Inputs, B being the batch:
+    /// <list type="bullet">
+    /// <item><c>x_t</c> float32 [B, C, S, S]: the noisy sample; C, S are <see cref="Channels"/>, <see cref="ImageSize"/>, or for a
+    /// latent model the latent channels and ImageSize / factor (<see cref="Latent"/>).</item>
+    /// <item><c>t</c> float32 [B]: timesteps in 0..T-1; fractional ones are allowed (continuous-time samplers such as EulerKarras).</item>
+    /// <item><c>class_labels</c> int64 [B], class-conditional models only: 0..NumClasses - 1, or NumClasses for the null label of
+    /// classifier-free guidance.</item>
+    /// <item><c>self_condition</c> float32 [B, C, S, S], self-conditioned models only (<see cref="DiffusionModelConfig.SelfConditioning"/>):
+    /// the previous step's x_0 estimate clamped to [-1, 1], zeros at the first step.</item>
+    /// <item><c>low_resolution</c> float32 [B, Channels, S/f, S/f], super-resolution models only (<see cref="Conditioning"/>): the
+    /// low-resolution image in [-1, 1]; the graph upsamples it (bicubic) as training did.</item>
+    /// </list>
+    /// Output: <c>prediction</c> float32 [B, OutChannels, S, S], what the network predicts (<see cref="DiffusionModelConfig.Prediction"/>;
+    /// with learned variance the 2 C channels of the network). The metadata (metadata_props) holds <see cref="Config"/> as JSON under
+    /// <c>diffusion_model_config</c>, <c>model_kind</c> = <c>diffusion_unet</c>, <c>timestep_type</c> = <c>float32</c>, and the
+    /// schedule, T, prediction and variance type, image size and channels, sample size and channels, class count, self-conditioning,
+    /// conditioning and, for a latent model, the latent factor, channels and scale factor s under their own keys. A latent model's
+    /// images are D(z / s): export the decoder with <see cref="AutoencoderModel.ExportDecoderOnnx(Stream)"/> of <see cref="Autoencoder"/>.
     /// </summary>
     /// <param name="stream">A writable stream; it is left open.</param>
-    /// <exception cref="NotSupportedException">The model is a latent, self-conditioned or image-conditioned one.</exception>
     public void ExportOnnx(Stream stream)
     {
         ArgumentNullException.ThrowIfNull(stream);
         ObjectDisposedException.ThrowIf(_disposed, this);
-        CheckOnnxExportable();
         Onnx.UNetOnnxExporter.Export(_network, Config, stream);
-    }
-
-    private void CheckOnnxExportable()
-    {
-        if (Config.Latent is not null || Config.SelfConditioning || Config.Conditioning is not null)
-            throw new NotSupportedException("ONNX export covers pixel-space models without self-conditioning or image conditioning; " +
-                "this model is " + (Config.Latent is not null ? "a latent diffusion model." : Config.SelfConditioning ? "self-conditioned." : "image-conditioned."));
     }
 
     void ICanSaveModel.Save(ModelSaveContext ctx) => DiffusionModelFormat.Save(ctx, Config, _network, Autoencoder);

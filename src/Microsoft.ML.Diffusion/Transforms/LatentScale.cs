@@ -49,11 +49,12 @@ internal static class LatentScale
         return (mean * scale).to_type(float32);
     }
 
-    /// <summary>x = D(z / scale), clamped to [-1, 1]: the images of latents <paramref name="latents"/> (CPU).</summary>
-    public static Tensor ToImage(AutoencoderModel autoencoder, Tensor latents, double scale)
+    /// <summary>x = D(z / scale), clamped to [-1, 1]: the images of latents <paramref name="latents"/> (CPU), the decoder run by
+    /// <paramref name="engine"/>.</summary>
+    public static Tensor ToImage(AutoencoderModel autoencoder, Tensor latents, double scale, InferenceEngine engine = InferenceEngine.TorchSharp)
     {
         using var scaled = latents / scale;
-        using var decoded = autoencoder.Decode(scaled);
+        using var decoded = autoencoder.Decode(scaled, engine);
         return decoded.clamp(-1.0, 1.0);
     }
 }

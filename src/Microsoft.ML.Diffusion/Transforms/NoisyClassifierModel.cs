@@ -204,6 +204,35 @@ public sealed class NoisyClassifierModel : ITransformer, ICanSaveModel, IDisposa
         return Enumerable.Range(0, n).Select(i => flat.AsSpan(i * NumClasses, NumClasses).ToArray()).ToArray();
     }
 
+    // ---- ONNX export ----
+
+    /// <summary>Writes the classifier network as a standard ONNX model to <paramref name="path"/> (through a temporary file); see
+    /// <see cref="ExportOnnx(Stream)"/>.</summary>
+    /// <param name="path">The .onnx file to create or overwrite.</param>
+    public void ExportOnnx(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        Onnx.OnnxModelFile.Write(path, ExportOnnx);
+    }
+
+    /// <summary>
+    /// Writes the classifier network as a standard ONNX model (opset 17, dynamic batch dimension, weights as initializers) to
+    /// <paramref name="stream"/>. Inputs: <c>x_t</c> float32 [B, Channels, ImageSize, ImageSize] (images in the [-1, 1] scale, noisy
+    /// at timestep t) and <c>t</c> float32 [B] (0..T-1; 0 for clean images). Output: <c>logits</c> float32 [B, NumClasses];
+    /// log p(y | x_t, t) is their log-softmax (<see cref="PredictLogProbabilities"/>). Classifier guidance needs the gradient of
+    /// that with respect to x_t, which ONNX Runtime's inference graph does not give: guidance keeps the classifier on TorchSharp.
+    /// The metadata holds <see cref="Config"/> as JSON under <c>noisy_classifier_config</c>, <c>model_kind</c> =
+    /// <c>noisy_classifier</c>, and the schedule, T, image size, channels and class count under their own keys.
+    /// </summary>
+    /// <param name="stream">A writable stream; it is left open.</param>
+    public void ExportOnnx(Stream stream)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        Onnx.NoisyClassifierOnnxExporter.Export(_network, Config, stream);
+    }
+
     // ---- persistence ----
 
     void ICanSaveModel.Save(ModelSaveContext ctx)
