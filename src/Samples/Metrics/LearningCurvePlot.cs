@@ -48,6 +48,7 @@ public static class LearningCurvePlot
             average.LegendText = $"loss, mean of the last {window} steps";
         }
         plot.Axes.Left.Label.Text = "training loss";
+        plot.Axes.Left.Label.ForeColor = Colors.SteelBlue;
         if (evals.Length > 0)
         {
             var distance = plot.Add.ScatterLine(evals.Select(r => X(r.Step)).ToArray(), evals.Select(r => Y(r.FrechetDistance!.Value)).ToArray(), Colors.OrangeRed);
@@ -58,17 +59,20 @@ public static class LearningCurvePlot
             distance.LegendText = $"Frechet distance ({first.EvalSamples} samples, {first.EvalSampler} {first.EvalSteps})";
             distance.Axes.YAxis = plot.Axes.Right;
             plot.Axes.Right.Label.Text = "Frechet distance (evaluate)";
+            plot.Axes.Right.Label.ForeColor = Colors.OrangeRed;
         }
         plot.Axes.Bottom.Label.Text = "optimizer step";
         if (settings.LogX) plot.Axes.Bottom.TickGenerator = LogTicks();
         if (settings.LogY)
         {
             plot.Axes.Left.TickGenerator = LogTicks();
-            if (evals.Length > 0) plot.Axes.Right.TickGenerator = LogTicks();
+            // The distance often spans less than a decade: ticks between powers of ten too.
+            if (evals.Length > 0) plot.Axes.Right.TickGenerator = LogTicks(integerPowers: false);
         }
         if (settings.Title is string title) plot.Title(title);
-        plot.Legend.Alignment = Alignment.UpperRight;
-        plot.ShowLegend();
+        // Below the axes, in one row: inside, any corner covers some curve.
+        plot.ShowLegend(Edge.Bottom);
+        plot.Legend.Orientation = Orientation.Horizontal;
         plot.SavePng(path, settings.Width, settings.Height);
     }
 
@@ -86,11 +90,12 @@ public static class LearningCurvePlot
         return result;
     }
 
-    /// <summary>Ticks at powers of ten on an axis that holds log10 values, with log-spaced minor ticks.</summary>
-    private static NumericAutomatic LogTicks() => new()
+    /// <summary>Ticks on an axis that holds log10 values, labelled with the values: at powers of ten with log-spaced minor ticks,
+    /// or (<paramref name="integerPowers"/> false) wherever the automatic ticks fall.</summary>
+    private static NumericAutomatic LogTicks(bool integerPowers = true) => new()
     {
-        MinorTickGenerator = new LogMinorTickGenerator(),
-        IntegerTicksOnly = true,
+        MinorTickGenerator = integerPowers ? new LogMinorTickGenerator() : new EvenlySpacedMinorTickGenerator(2),
+        IntegerTicksOnly = integerPowers,
         LabelFormatter = v => Math.Pow(10, v).ToString("G4", System.Globalization.CultureInfo.InvariantCulture),
     };
 }

@@ -53,6 +53,14 @@ public sealed class CliLearningCurveTests
         Assert.IsTrue(Number(eval[6]) > 0 && double.IsFinite(Number(eval[6])), $"Frechet distance '{eval[6]}'");
         CollectionAssert.AreEqual(new[] { "8", "ddim", "2" }, new[] { eval[8], eval[9], eval[10] });
         Assert.AreEqual((Number(rows[2][3]) + Number(rows[3][3])) / 2, Number(eval[3]), 1e-6, "an evaluation row's loss is its epoch's mean");
+        // The same figure as evaluate gives for the model the run saved (its last epoch's EMA weights).
+        (code, log) = Samples($"evaluate --model {run}/model.zip --data {_dir}/data --count 8 --sampler ddim --steps 2 --json {run}/evaluate.json");
+        Assert.AreEqual(0, code, log);
+        using (var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(run, "evaluate.json"))))
+        {
+            double fd = json.RootElement.GetProperty("frechet_distance").GetDouble();
+            Assert.AreEqual(fd, Number(eval[6]), 1e-6 * fd, "train --eval-every and evaluate measure alike");
+        }
         // An 8-column grid of the 8 evaluation images (28-pixel tiles, 2-pixel padding); the curve so far.
         using (var grid = MLImage.CreateFromFile(Path.Combine(run, "grid-epoch-002.png")))
             Assert.AreEqual((8 * 28 + 9 * 2, 28 + 2 * 2), (grid.Width, grid.Height));
@@ -68,6 +76,25 @@ public sealed class CliLearningCurveTests
             resumed.Select(r => $"{r[0]} {r[1]}").ToArray(), "rows past the resumed step are replaced; epoch 3 has no evaluation");
         CollectionAssert.AreEqual(lines.Skip(1).ToArray(), File.ReadAllLines(csv).Skip(1).Take(5).ToArray(), "rows up to the checkpoint are kept as written");
         Assert.IsTrue(resumed.Skip(5).All(r => Number(r[3]) < 10 && r[2] == "3"), "the redone steps' rows are this run's");
+    }
+
+    /// <summary>A class-conditional run also records the classifier's accuracy at guidance 1 and 3 (one image per class here, so
+    /// each is a multiple of 1/10) and draws one grid row per class.</summary>
+    [TestMethod]
+    public void AClassConditionalRunRecordsTheGuidanceAccuracy()
+    {
+        string run = Path.Combine(_dir, "conditional");
+        var (code, log) = Samples($"train --data {_dir}/data --limit 8 --batch-size 8 --base-channels 8 --timesteps 20 --conditional --epochs 1 " +
+                                  $"--metrics {run}/metrics.csv --eval-every 1 --eval-samples 2 --eval-steps 1 --eval-per-class 1 --out {run}/model.zip");
+        Assert.AreEqual(0, code, log);
+        var eval = File.ReadAllLines(Path.Combine(run, "metrics.csv")).Skip(1).Select(l => l.Split(',')).Single(r => r[0] == "eval");
+        foreach (var accuracy in new[] { Number(eval[11]), Number(eval[12]) })
+        {
+            Assert.IsTrue(accuracy >= 0 && accuracy <= 1, $"accuracy {accuracy}");
+            Assert.AreEqual(Math.Round(accuracy * 10), accuracy * 10, 1e-9, $"accuracy {accuracy} of 10 images");
+        }
+        using var grid = MLImage.CreateFromFile(Path.Combine(run, "grid-epoch-001.png"));
+        Assert.AreEqual((28 + 2 * 2, 10 * 28 + 11 * 2), (grid.Width, grid.Height), "one row per class, one image each");
     }
 
     [TestMethod]
