@@ -8,4 +8,8 @@ namespace Microsoft.ML.Diffusion;
 /// <param name="Loss">The loss of the last step.</param>
 /// <param name="AverageLoss">The mean loss of this epoch so far.</param>
 /// <param name="ImagesPerSecond">Training throughput of this run so far.</param>
-public readonly record struct TrainingProgress(int Epoch, int Epochs, long Step, long? TotalSteps, float Loss, float AverageLoss, double ImagesPerSecond);
+public readonly record struct TrainingProgress(int Epoch, int Epochs, long Step, long? TotalSteps, float Loss, float AverageLoss, double ImagesPerSecond)
+{
+    /// <summary>The learning rate the optimizer used at this step (after warm-up and decay; 0 when not reported).</summary>
+    public double LearningRate { get; init; }
+}

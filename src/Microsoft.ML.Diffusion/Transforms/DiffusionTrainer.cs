@@ -147,6 +147,15 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         public SamplerOptions Sampler { get; set; } = new();
         /// <summary>Receives a report after every optimizer step.</summary>
         public IProgress<TrainingProgress>? Progress { get; set; }
+        /// <summary>
+        /// Called at the end of every epoch that completes (after its checkpoint is written, when a
+        /// <see cref="CheckpointDirectory"/> is set), on the training thread, with a <see cref="TrainingSnapshot"/>: the epoch,
+        /// the step, the epoch's mean loss, and <see cref="TrainingSnapshot.CreateModel"/>, a model from the current EMA weights
+        /// to sample from or save, as diffusers' training scripts validate every N epochs. Training waits for it to return. Not
+        /// called for an epoch that <see cref="MaxSteps"/> or cancellation stops part-way; a resumed run calls it for the epochs
+        /// it completes only. An exception it throws stops training and propagates out of Fit (the epoch's checkpoint is kept).
+        /// </summary>
+        public Action<TrainingSnapshot>? EpochCompleted { get; set; }
         /// <summary>Stops training between two steps (a checkpoint is written first when a directory is set).</summary>
         public CancellationToken CancellationToken { get; set; }
 
@@ -478,6 +487,20 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
                 ch.Info($"Epoch {epoch + 1}/{o.Epochs} done: mean loss {(lossCount > 0 ? lossSum / lossCount : double.NaN):G5}, step {loop.Step}.");
                 if (o.CheckpointDirectory is string d2)
                     WriteCheckpoint(d2, epoch + 1, 0);
+                if (o.EpochCompleted is { } epochCompleted)
+                {
+                    double ips = imagesThisRun / Math.Max(1e-9, watch.Elapsed.TotalSeconds);
+                    var snapshot = new TrainingSnapshot(epoch + 1, o.Epochs, loop.Step, lossCount > 0 ? (float)(lossSum / lossCount) : float.NaN, ips,
+                        o.CancellationToken, () => new DiffusionModel(_host, ModelConfig(loop.Step), CopyOf(ema), device, autoencoder: o.Autoencoder));
+                    try
+                    {
+                        epochCompleted(snapshot);
+                    }
+                    finally
+                    {
+                        snapshot.Expire();
+                    }
+                }
             }
 
             void RunBatch(int count)
@@ -521,7 +544,10 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
                 lossSum += loss;
                 lossCount++;
                 double ips = imagesThisRun / Math.Max(1e-9, watch.Elapsed.TotalSeconds);
-                o.Progress?.Report(new TrainingProgress(epoch + 1, o.Epochs, loop.Step, totalSteps, loss, (float)(lossSum / lossCount), ips));
+                o.Progress?.Report(new TrainingProgress(epoch + 1, o.Epochs, loop.Step, totalSteps, loss, (float)(lossSum / lossCount), ips)
+                {
+                    LearningRate = loop.CurrentLearningRate,
+                });
                 if (loop.Step % o.LogInterval == 0)
                     ch.Info($"epoch {epoch + 1}/{o.Epochs} step {loop.Step}{(totalSteps is long t ? $"/{t}" : "")}: loss {loss:G5} (mean {lossSum / lossCount:G5}), {ips:F1} img/s");
                 if (o.CheckpointDirectory is string cd2 && loop.Step % o.CheckpointInterval == 0)
@@ -536,16 +562,51 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         }
 
         ch.Info($"Trained {loop.Step} steps in {watch.Elapsed.TotalSeconds:F1} s.");
-        var config = new DiffusionModelConfig
+        return new DiffusionModel(_host, ModelConfig(loop.Step), ema, device, autoencoder: o.Autoencoder);
+
+        // The saved model's settings after trainedSteps steps (the final model's, and each TrainingSnapshot's).
+        DiffusionModelConfig ModelConfig(long trainedSteps) => new()
         {
             Network = netConfig, Schedule = o.Schedule, Timesteps = o.Timesteps, ImageSize = o.ImageSize, Channels = o.Channels,
             OutputColumnName = o.OutputColumnName, SeedColumnName = o.SeedColumnName,
-            DefaultSampler = SamplerSettings.From(o.Sampler ?? new SamplerOptions()), TrainedSteps = loop.Step,
+            DefaultSampler = SamplerSettings.From(o.Sampler ?? new SamplerOptions()), TrainedSteps = trainedSteps,
             Prediction = o.Prediction, Variance = o.Variance, SelfConditioning = o.SelfConditioning, Conditioning = o.Conditioning,
             LabelColumnName = labelCol?.Name, ConditionDropProbability = labelCol is null ? 0 : o.ConditionDropProbability,
             Latent = latent,
         };
-        return new DiffusionModel(_host, config, ema, device, autoencoder: o.Autoencoder);
+    }
+
+    /// <summary>
+    /// An independent copy of <paramref name="network"/> (same architecture, weights and device, in eval mode). Building the
+    /// copy's layers draws their initial weights from libtorch's global generator, which dropout also uses during training:
+    /// its state is saved and restored around the construction, so taking a copy leaves training unchanged.
+    /// </summary>
+    private static UNet CopyOf(UNet network)
+    {
+        UNet copy;
+        lock (TorchGlobalSeed)
+        {
+            using var state = torch.random.get_rng_state();
+            copy = new UNet(network.Config);
+            torch.random.set_rng_state(state);
+        }
+        try
+        {
+            using (torch.no_grad())
+            {
+                var source = network.state_dict();
+                foreach (var (name, target) in copy.state_dict())
+                    target.copy_(source[name]);   // from the network's device to the CPU
+            }
+            copy.to(network.parameters().First().device);
+            copy.eval();
+            return copy;
+        }
+        catch
+        {
+            copy.Dispose();
+            throw;
+        }
     }
 
     internal static readonly object TorchGlobalSeed = new();

@@ -70,7 +70,7 @@ public static class EvaluateCommand
             Precision = precision,
         };
         int resolvedSteps = options.ResolveSteps(diffusion.Timesteps);
-        var seeds = Enumerable.Range(0, count).Select(i => seed + (uint)i).ToArray();
+        var seeds = SampleScores.Seeds(seed, count);
         Tensor generated;
         var watch = Stopwatch.StartNew();
         try
@@ -85,12 +85,8 @@ public static class EvaluateCommand
         double samplingSeconds = watch.Elapsed.TotalSeconds;
         using var _3 = generated;
 
-        using var real = testX.narrow(0, 0, count);
-        using var fake = generated.clamp(-1, 1);
-        using var realFeatures = Features(net, real);
-        using var fakeFeatures = Features(net, fake);
-        double fd = FeatureStatistics.FrechetDistance(realFeatures, fakeFeatures);
-        double kid = FeatureStatistics.KernelInceptionDistance(realFeatures, fakeFeatures);
+        using var scores = new SampleScores(net, testX, count);
+        var (fd, kid) = scores.Distances(generated);
 
         var table = new Table().AddColumn("Metric").AddColumn(new TableColumn("Value").RightAligned());
         table.AddRow("sampler", $"{samplerName}, {resolvedSteps} steps, {precision}");
@@ -143,16 +139,5 @@ public static class EvaluateCommand
         }
         net.eval();
         return net;
-    }
-
-    private static Tensor Features(FeatureClassifier net, Tensor images, int batchSize = 500)
-    {
-        using var noGrad = no_grad();
-        var parts = new List<Tensor>();
-        for (long i = 0; i < images.shape[0]; i += batchSize)
-            parts.Add(net.Features(images.narrow(0, i, Math.Min(batchSize, images.shape[0] - i))));
-        var all = cat(parts, 0);
-        foreach (var p in parts) p.Dispose();
-        return all;
     }
 }

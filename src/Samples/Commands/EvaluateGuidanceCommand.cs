@@ -92,8 +92,7 @@ public static class EvaluateGuidanceCommand
         using var cts = ConsoleProgress.CancelOnCtrlC();
 
         // Every class at every scale: classes x perClass images, seeds seed .. seed + perClass - 1 for each class.
-        var seeds = Enumerable.Range(0, classes * perClass).Select(i => unchecked(seed + (uint)(i % perClass))).ToArray();
-        var labels = Enumerable.Range(0, classes * perClass).Select(i => i / perClass).ToArray();
+        var (seeds, labels) = SampleScores.PerClassRequests(classes, perClass, seed);
         var accuracy = new double[scales.Length, classes];
         var seconds = new double[scales.Length];
         try
@@ -107,10 +106,9 @@ public static class EvaluateGuidanceCommand
                 using var images = GenerateCommand.WithSamplingProgress(diffusion, seeds.Length, options,
                     () => diffusion.GenerateTensor(seeds, labels, options));
                 seconds[g] = watch.Elapsed.TotalSeconds;
-                using var predicted = Predict(net, images);
-                var p = predicted.data<long>().ToArray();
+                var perClassAccuracy = SampleScores.PerClassAccuracy(net, images, classes, perClass);
                 for (int c = 0; c < classes; c++)
-                    accuracy[g, c] = Enumerable.Range(c * perClass, perClass).Count(i => p[i] == c) / (double)perClass;
+                    accuracy[g, c] = perClassAccuracy[c];
             }
 
             if (gridPath != null)
@@ -181,17 +179,6 @@ public static class EvaluateGuidanceCommand
     private static SamplerOptions Options(string samplerName, int? steps, float scale, NoisyClassifierModel? noisy) => noisy is null
         ? new SamplerOptions { Sampler = GenerateCommand.ParseSampler(samplerName), Steps = steps, GuidanceScale = scale }
         : new SamplerOptions { Sampler = GenerateCommand.ParseSampler(samplerName), Steps = steps, Classifier = noisy, ClassifierScale = scale };
-
-    /// <summary>The classifier's predicted class of each image [N, 1, 28, 28] in [-1, 1] (clamped first).</summary>
-    private static Tensor Predict(FeatureClassifier net, Tensor images)
-    {
-        using var noGrad = no_grad();
-        using var scope = NewDisposeScope();
-        var parts = new List<Tensor>();
-        for (long i = 0; i < images.shape[0]; i += 500)
-            parts.Add(net.forward(images.narrow(0, i, Math.Min(500, images.shape[0] - i)).clamp(-1, 1)).argmax(1));
-        return cat(parts, 0).MoveToOuterDisposeScope();
-    }
 
     private static void WriteFile(string path, string text)
     {

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using Microsoft.ML.Diffusion.Samples.Data;
+using Microsoft.ML.Diffusion.Samples.Metrics;
 using Microsoft.ML.Diffusion.Training;
 using Spectre.Console;
 using Microsoft.ML.Diffusion.Samples.Cli;
@@ -43,15 +44,38 @@ public static class TrainCommand
             if (r.GetValueOrDefault<int?>() is int f && f != 2 && f != 4) r.AddError($"--super-resolution is {f}; expected one of 2, 4.");
         });
 
+        var metrics = new Option<string?>("--metrics") { Description = "Append one CSV row per step and per evaluation here (default with --checkpoint-dir: <checkpoint-dir>/metrics.csv); see plot" };
+        var evalEvery = new Option<int?>("--eval-every") { Description = "Every N epochs: the evaluate Frechet distance of a fixed-seed sample set, and a sample grid, next to the metrics file" }.AtLeast(1);
+        var evalSamples = new Option<int>("--eval-samples") { Description = "Images generated per evaluation (and test images compared with them)", DefaultValueFactory = _ => 500 }.AtLeast(2);
+        var evalSampler = new Option<string>("--eval-sampler") { Description = "Sampler of the evaluations: " + string.Join(", ", GenerateCommand.SamplerNames), DefaultValueFactory = _ => "ddim" };
+        evalSampler.OneOf(GenerateCommand.SamplerNames);
+        var evalSteps = new Option<int?>("--eval-steps") { Description = "Sampler steps of the evaluations (default: the sampler's; DDIM 50)" }.AtLeast(1);
+        var evalPerClass = new Option<int>("--eval-per-class") { Description = "With --conditional: images per class for the classifier's accuracy at guidance 1 and 3 (0: skip)", DefaultValueFactory = _ => 50 }.AtLeast(0);
+        var classifier = new Option<string>("--classifier") { Description = "Feature classifier of the evaluations (train-classifier)", DefaultValueFactory = _ => EvaluateCommand.DefaultClassifierPath };
+
         var command = new Command("train", "Train a diffusion model on Fashion-MNIST")
         {
             data, limit, epochs, output, batch, baseChannels, timesteps, schedule, lr, ema, seed, maxSteps, checkpoints, warmup, lrSchedule, threads, prediction, weighting, selfConditioning,
-            conditional, conditionDrop, superResolution, precision,
+            conditional, conditionDrop, superResolution, precision, metrics, evalEvery, evalSamples, evalSampler, evalSteps, evalPerClass, classifier,
         };
         command.SetAction(parse =>
         {
+            // The metrics file (checked, not yet changed), then the data and the evaluation's classifier and test split: bad input fails before training.
+            string? checkpointDir = parse.GetValue(checkpoints);
+            string? metricsPath = parse.GetValue(metrics) ?? (checkpointDir is null ? null : Path.Combine(checkpointDir, "metrics.csv"));
+            string metricsOption = parse.GetValue(metrics) is null ? "--checkpoint-dir" : "--metrics";
+            int? every = parse.GetValue(evalEvery);
+            if (every is not null && metricsPath is null)
+                throw new CliException("--eval-every needs --metrics FILE.csv or --checkpoint-dir (the figures and grids go next to the metrics file).");
+            using var metricsLog = metricsPath is null ? null : MetricsLog.Open(metricsPath, metricsOption);
             string dir = parse.GetValue(data)!;
+            using var evaluation = every is int k
+                ? TrainEvaluation.Create(new TrainEvaluation.Settings(k, parse.GetValue(evalSamples), parse.GetValue(evalSampler)!, parse.GetValue(evalSteps),
+                    parse.GetValue(evalPerClass)), parse.GetValue(classifier)!, dir)
+                : null;
             InputFiles.RequireFashionMnist(dir, "train");
+            string outputFolder = metricsPath is null ? "." : Path.GetDirectoryName(Path.GetFullPath(metricsPath))!;
+
             string imagesPath = FashionMnist.ImagesPath(dir, "train");
             int? n = parse.GetValue(limit);
             int total = n ?? IdxReader.ReadImageHeader(imagesPath).Count;
@@ -67,7 +91,7 @@ public static class TrainCommand
                 BaseChannels = parse.GetValue(baseChannels), Timesteps = parse.GetValue(timesteps), Schedule = parse.GetValue(schedule),
                 Epochs = e, BatchSize = b, LearningRate = parse.GetValue(lr), EmaDecay = parse.GetValue(ema),
                 LearningRateWarmupSteps = parse.GetValue(warmup), LearningRateSchedule = parse.GetValue(lrSchedule),
-                Seed = parse.GetValue(seed), MaxSteps = parse.GetValue(maxSteps), CheckpointDirectory = parse.GetValue(checkpoints),
+                Seed = parse.GetValue(seed), MaxSteps = parse.GetValue(maxSteps), CheckpointDirectory = checkpointDir,
                 Prediction = parse.GetValue(prediction), LossWeighting = parse.GetValue(weighting),
                 SelfConditioning = parse.GetValue(selfConditioning), Precision = parse.GetValue(precision),
                 // The IDX label file gives a UInt32 column of classes 0..9.
@@ -82,6 +106,7 @@ public static class TrainCommand
             AnsiConsole.MarkupLine($"Training on [bold]{total:N0}[/] images from {Markup.Escape(dir)}: {e} epoch(s), batch {b}, {steps:N0} steps.");
 
             var watch = Stopwatch.StartNew();
+            var evaluations = new List<MetricsRow>();
             DiffusionModel model;
             try
             {
@@ -92,7 +117,25 @@ public static class TrainCommand
                     {
                         task.Value = p.Step;
                         task.Description = $"Training: epoch {p.Epoch}/{p.Epochs}, loss {p.AverageLoss:F4}, {p.ImagesPerSecond:F0} img/s";
+                        metricsLog?.Append(new MetricsRow
+                        {
+                            Kind = MetricsRow.StepKind, Step = p.Step, Epoch = p.Epoch, Loss = p.Loss, LearningRate = p.LearningRate,
+                            ImagesPerSecond = p.ImagesPerSecond,
+                        });
                     });
+                    if (evaluation is not null)
+                    {
+                        options.EpochCompleted = snapshot =>
+                        {
+                            if (!evaluation.IsDue(snapshot.Epoch)) return;
+                            var row = evaluation.Run(snapshot, Path.Combine(outputFolder, $"grid-epoch-{snapshot.Epoch:D3}.png"), ctx);
+                            metricsLog!.Append(row);
+                            evaluations.Add(row);
+                            // The curve so far, redrawn after each evaluation.
+                            PlotCommand.Save(MetricsRow.ReadAll(metricsLog.Path), metricsLog.Path, Path.Combine(outputFolder, "learning-curve.png"),
+                                new LearningCurvePlot.Settings(Title: "Learning curve"));
+                        };
+                    }
                     return ml.Generative.Diffusion(options).Fit(images);
                 });
             }
@@ -101,6 +144,11 @@ public static class TrainCommand
                 AnsiConsole.MarkupLine("[yellow]Training cancelled.[/]" + (options.CheckpointDirectory is null ? "" : " Run the same command to resume."));
                 return 130;
             }
+            foreach (var row in evaluations)
+                AnsiConsole.MarkupLine($"Epoch {row.Epoch} (step {row.Step:N0}): Frechet distance {row.FrechetDistance:F3}, KID {row.Kid:F4}" +
+                    (row.AccuracyGuidance1 is double a1 ? $", classifier accuracy {a1:P1} at w = 1, {row.AccuracyGuidance3:P1} at w = 3" : "") +
+                    $" ({row.EvalSamples} images, {row.EvalSampler} {row.EvalSteps} steps, {row.EvalSeconds:F0} s).");
+            if (metricsLog is not null) AnsiConsole.MarkupLine($"Metrics: [bold]{Markup.Escape(metricsLog.Path)}[/] (draw them with: plot --metrics {Markup.Escape(metricsLog.Path)}).");
             string outPath = parse.GetValue(output)!;
             ml.Model.Save(model, images.Schema, outPath);
             AnsiConsole.MarkupLine($"Trained {model.Config.TrainedSteps:N0} steps in {watch.Elapsed.TotalMinutes:F1} min " +

@@ -29,6 +29,9 @@ public sealed class CliBadInputTests
         File.WriteAllText(Path.Combine(_dir, "notes.png"), "plain text named like an image\n");
         SaveWhite(Path.Combine(_dir, "image28.png"), 28);
         SaveWhite(Path.Combine(_dir, "mask10.png"), 10);
+        File.WriteAllLines(Path.Combine(_dir, "metrics.csv"), new[] { CliLearningCurveTests.Header, "step,1,1,0.9,0.0002,50,,,,,,,," });
+        File.WriteAllLines(Path.Combine(_dir, "garbled.csv"), new[] { CliLearningCurveTests.Header, "step,1,1,0.9,0.0002,50,,,,,,,,", "step,two,1,0.8" });
+        File.WriteAllLines(Path.Combine(_dir, "header-only.csv"), new[] { CliLearningCurveTests.Header });
     }
 
     /// <summary>Deletes the temporary folder.</summary>
@@ -114,6 +117,23 @@ public sealed class CliBadInputTests
         Case("train --epochs 0", "--epochs"),
         Case("train --batch-size -1", "--batch-size"),
         Case("train --super-resolution 3", "--super-resolution"),
+        Case("train --eval-every 0", "--eval-every"),
+        Case("train --eval-every 1", "--eval-every", "--metrics"),                   // nowhere to write the figures
+        Case("train --eval-sampler euler --metrics {dir}/m.csv", "--eval-sampler", "euler"),
+        Case("train --eval-samples 1", "--eval-samples"),
+        Case("train --metrics {dir}/notes.txt", "--metrics", "notes.txt"),           // an existing file that is not a metrics CSV
+        Case("train --metrics {dir}/garbled.csv", "--metrics", "garbled.csv", "line 3"),
+        Case("train --metrics {dir}/notes.txt/metrics.csv", "--metrics", "metrics.csv"),   // its folder is a file: cannot be written
+        Case("train --metrics {dir}/m.csv --eval-every 1 --classifier {dir}/notes.txt", "--classifier", "notes.txt"),
+        // plot
+        Case("plot", "--metrics"),
+        Case("plot --metrics {dir}/missing.csv", "--metrics", "missing.csv"),
+        Case("plot --metrics {dir}/notes.txt", "--metrics", "notes.txt"),
+        Case("plot --metrics {dir}/garbled.csv", "--metrics", "garbled.csv", "line 3"),
+        Case("plot --metrics {dir}/header-only.csv", "--metrics", "header-only.csv", "nothing to plot"),
+        Case("plot --metrics {dir}/metrics.csv --out {dir}/notes.txt/curve.png", "--out", "curve.png"),
+        Case("plot --metrics {dir}/metrics.csv --width 0", "--width"),
+        Case("plot --metrics {dir}/metrics.csv --smooth 0", "--smooth"),
         Case("train-classifier --data {dir}/no-data", "--data", "no-data"),
         Case("train-classifier --epochs 0", "--epochs"),
         Case("train-latent --data {dir}/no-data", "--data", "no-data"),
