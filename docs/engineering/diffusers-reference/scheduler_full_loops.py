@@ -134,8 +134,6 @@ CASES = {
     "dpm_threshold_087_05": (DPMSolverMultistepScheduler, False,
                              dict(DPM, thresholding=True, dynamic_thresholding_ratio=0.87, sample_max_value=0.5,
                                   final_sigmas_type="sigma_min", lower_order_final=False)),
-    "dpm_threshold_0995_15": (DPMSolverMultistepScheduler, False,
-                              dict(DPM, thresholding=True, dynamic_thresholding_ratio=0.995, sample_max_value=1.5)),
     # SDE-DPM-Solver++(2M) with the explicit noise above.
     "sde_zero_lof": (DPMSolverMultistepScheduler, True, dict(SDE, final_sigmas_type="zero")),
     "sde_sigma_min_no_lof": (DPMSolverMultistepScheduler, True, dict(SDE, final_sigmas_type="sigma_min", lower_order_final=False)),
