@@ -179,17 +179,63 @@ public sealed record SamplerSettings
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
     public Precision Precision { get; init; }
 
+    // diffusers' scheduler options (below): not written while at their defaults, so configs without them stay as they were.
+
+    /// <summary>See <see cref="SamplerOptions.DynamicThresholdingRatio"/>; null (absent) means its default, 0.995.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public double? DynamicThresholdingRatio { get; init; }
+
+    /// <summary>See <see cref="SamplerOptions.SampleMaxValue"/>; null (absent) means its default, no bound.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public double? SampleMaxValue { get; init; }
+
+    /// <summary>See <see cref="SamplerOptions.SetAlphaToOne"/>; null (absent) means its default, true.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public bool? SetAlphaToOne { get; init; }
+
+    /// <summary>See <see cref="SamplerOptions.UseKarrasSigmas"/>.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public bool UseKarrasSigmas { get; init; }
+
+    /// <summary>See <see cref="SamplerOptions.UseLuLambdas"/>.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public bool UseLuLambdas { get; init; }
+
+    /// <summary>See <see cref="SamplerOptions.FinalSigmasType"/>.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public FinalSigmasType FinalSigmasType { get; init; }
+
+    /// <summary>See <see cref="SamplerOptions.LowerOrderFinal"/>; null (absent) means its default, true.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public bool? LowerOrderFinal { get; init; }
+
     /// <summary>Copies the serialisable settings of <paramref name="o"/>.</summary>
-    public static SamplerSettings From(SamplerOptions o) => new()
+    public static SamplerSettings From(SamplerOptions o)
     {
-        Sampler = o.Sampler, Steps = o.Steps, Eta = o.Eta, Spacing = o.Spacing, Seed = o.Seed, ClipSample = o.ClipSample, BatchSize = o.BatchSize,
-        DynamicThresholding = o.DynamicThresholding, GuidanceScale = o.GuidanceScale, Precision = o.Precision,
-    };
+        var defaults = new SamplerOptions();
+        return new()
+        {
+            Sampler = o.Sampler, Steps = o.Steps, Eta = o.Eta, Spacing = o.Spacing, Seed = o.Seed, ClipSample = o.ClipSample, BatchSize = o.BatchSize,
+            DynamicThresholding = o.DynamicThresholding, GuidanceScale = o.GuidanceScale, Precision = o.Precision,
+            DynamicThresholdingRatio = o.DynamicThresholdingRatio == defaults.DynamicThresholdingRatio ? null : o.DynamicThresholdingRatio,
+            SampleMaxValue = double.IsPositiveInfinity(o.SampleMaxValue) ? null : o.SampleMaxValue,
+            SetAlphaToOne = o.SetAlphaToOne ? null : false, UseKarrasSigmas = o.UseKarrasSigmas, UseLuLambdas = o.UseLuLambdas,
+            FinalSigmasType = o.FinalSigmasType, LowerOrderFinal = o.LowerOrderFinal ? null : false,
+        };
+    }
 
     /// <summary>New options with these settings.</summary>
-    public SamplerOptions ToOptions() => new()
+    public SamplerOptions ToOptions()
     {
-        Sampler = Sampler, Steps = Steps, Eta = Eta, Spacing = Spacing, Seed = Seed, ClipSample = ClipSample, BatchSize = BatchSize,
-        DynamicThresholding = DynamicThresholding, GuidanceScale = GuidanceScale, Precision = Precision,
-    };
+        var options = new SamplerOptions
+        {
+            Sampler = Sampler, Steps = Steps, Eta = Eta, Spacing = Spacing, Seed = Seed, ClipSample = ClipSample, BatchSize = BatchSize,
+            DynamicThresholding = DynamicThresholding, GuidanceScale = GuidanceScale, Precision = Precision,
+            SetAlphaToOne = SetAlphaToOne ?? true, UseKarrasSigmas = UseKarrasSigmas, UseLuLambdas = UseLuLambdas,
+            FinalSigmasType = FinalSigmasType, LowerOrderFinal = LowerOrderFinal ?? true,
+        };
+        if (DynamicThresholdingRatio is double ratio) options.DynamicThresholdingRatio = ratio;
+        if (SampleMaxValue is double max) options.SampleMaxValue = max;
+        return options;
+    }
 }

@@ -32,4 +32,23 @@ public enum SamplerKind
     /// samples in 20-50 steps (30 by default). No RePaint or classifier guidance.
     /// </summary>
     EulerAncestral,
+
+    /// <summary>
+    /// DPM-Solver++(2M) on Karras sigmas ("DPM++ 2M Karras"; diffusers' DPMSolverMultistepScheduler with use_karras_sigmas): the
+    /// solver of <see cref="DpmSolverPlusPlus"/> at the noise levels of Karras et al. 2022, eq. 5, which spend more steps at low noise;
+    /// 20 steps by default. No RePaint or classifier guidance.
+    /// </summary>
+    DpmSolverPlusPlusKarras,
+
+    /// <summary>
+    /// SDE-DPM-Solver++(2M) (Lu et al. 2022; diffusers' algorithm_type "sde-dpmsolver++"): the second-order multistep solver of the
+    /// reverse SDE, which adds fresh noise at every step; stochastic, varied samples in 20-50 steps (25 by default). Trailing spacing.
+    /// </summary>
+    DpmSolverPlusPlusSde,
+
+    /// <summary>
+    /// UniPC (Zhao et al. 2023; diffusers' UniPCMultistepScheduler, order 2, bh2): a predictor-corrector multistep ODE solver whose
+    /// corrector reuses each network output; deterministic, good samples in 5-10 steps (10 by default). Trailing spacing.
+    /// </summary>
+    UniPC,
 }

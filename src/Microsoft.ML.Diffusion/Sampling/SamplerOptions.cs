@@ -44,6 +44,54 @@ public sealed class SamplerOptions
     public bool DynamicThresholding { get; set; }
 
     /// <summary>
+    /// diffusers' <c>dynamic_thresholding_ratio</c>: the quantile of |x0| that <see cref="DynamicThresholding"/> reads (the
+    /// "percentile" of Imagen). Default 0.995; must lie in [0, 1].
+    /// </summary>
+    public double DynamicThresholdingRatio { get; set; } = 0.995;
+
+    /// <summary>
+    /// diffusers' <c>sample_max_value</c>: the largest threshold s of <see cref="DynamicThresholding"/>, s = min(max(quantile, 1),
+    /// SampleMaxValue) (a value below 1 makes s that value). Default: no bound (Imagen's rule). diffusers' own default is 1.0, which
+    /// makes dynamic thresholding plain clipping: copy the value of a scheduler_config.json that enables thresholding. Must be &gt; 0.
+    /// </summary>
+    public double SampleMaxValue { get; set; } = double.PositiveInfinity;
+
+    /// <summary>
+    /// diffusers' <c>set_alpha_to_one</c> (DDIM only; other samplers ignore it): whether DDIM's step after the last timestep lands on
+    /// alpha_bar = 1 (true, default) or on alpha_bar of timestep 0 (false: diffusers' final_alpha_cumprod = alphas_cumprod[0], which
+    /// Stable Diffusion's configs use).
+    /// </summary>
+    public bool SetAlphaToOne { get; set; } = true;
+
+    /// <summary>
+    /// diffusers' <c>use_karras_sigmas</c> for the multistep solvers (<see cref="SamplerKind.DpmSolverPlusPlus"/>,
+    /// <see cref="SamplerKind.DpmSolverPlusPlusSde"/>, <see cref="SamplerKind.UniPC"/>): step through the noise levels of Karras et
+    /// al. 2022 (eq. 5, rho = 7) over the schedule's whole range instead of the <see cref="Spacing"/> timesteps; the network sees each
+    /// level's nearest timestep. <see cref="SamplerKind.DpmSolverPlusPlusKarras"/> is DPM-Solver++ with this set. Not with
+    /// <see cref="UseLuLambdas"/> or <see cref="Classifier"/>. Default false.
+    /// </summary>
+    public bool UseKarrasSigmas { get; set; }
+
+    /// <summary>
+    /// diffusers' <c>use_lu_lambdas</c> for the multistep solvers: noise levels evenly spaced in lambda = log(alpha/sigma) (Lu et al.
+    /// 2022's uniform logSNR steps) over the schedule's whole range. Not with Karras sigmas or <see cref="Classifier"/>. Default false.
+    /// </summary>
+    public bool UseLuLambdas { get; set; }
+
+    /// <summary>
+    /// diffusers' <c>final_sigmas_type</c> for the multistep solvers: where the last step lands, <see cref="FinalSigmasType.Zero"/>
+    /// (default: on x0 itself) or <see cref="FinalSigmasType.SigmaMin"/> (on the noise level of timestep 0).
+    /// </summary>
+    public FinalSigmasType FinalSigmasType { get; set; } = FinalSigmasType.Zero;
+
+    /// <summary>
+    /// diffusers' <c>lower_order_final</c> for the multistep solvers: take the last step at first order (DPM-Solver++: when the loop has
+    /// fewer than 15 steps; UniPC: always), which steadies few-step sampling. A last step onto sigma = 0 is first order regardless.
+    /// Default true.
+    /// </summary>
+    public bool LowerOrderFinal { get; set; } = true;
+
+    /// <summary>
     /// The number format of the network's forward passes: <see cref="Precision.Fp32"/> (default) or
     /// <see cref="Precision.Bf16Mixed"/>: a bfloat16 copy of the weights computes the network's output, which is converted
     /// back to float32 for the sampler's update (x_t and all scheduler arithmetic stay float32). bfloat16 keeps about 3
@@ -119,6 +167,15 @@ public sealed class SamplerOptions
             throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "SamplerOptions.BatchSize must be >= 1.");
         if (Spacing is TimestepSpacing spacing && !Enum.IsDefined(spacing))
             throw new ArgumentOutOfRangeException(nameof(Spacing), spacing, $"Unknown timestep spacing; expected one of {string.Join(", ", Enum.GetNames<TimestepSpacing>())}.");
+        if (!(DynamicThresholdingRatio >= 0 && DynamicThresholdingRatio <= 1))
+            throw new ArgumentOutOfRangeException(nameof(DynamicThresholdingRatio), DynamicThresholdingRatio,
+                "SamplerOptions.DynamicThresholdingRatio (diffusers' dynamic_thresholding_ratio) must lie in [0, 1] (0.995 in Imagen).");
+        if (!(SampleMaxValue > 0))
+            throw new ArgumentOutOfRangeException(nameof(SampleMaxValue), SampleMaxValue,
+                "SamplerOptions.SampleMaxValue (diffusers' sample_max_value) must be > 0 (infinity: no bound).");
+        if (!Enum.IsDefined(FinalSigmasType))
+            throw new ArgumentOutOfRangeException(nameof(FinalSigmasType), FinalSigmasType,
+                $"Unknown final sigmas type; expected one of {string.Join(", ", Enum.GetNames<FinalSigmasType>())}.");
         if (!Enum.IsDefined(Precision))
             throw new ArgumentOutOfRangeException(nameof(Precision), Precision, $"Unknown precision; expected one of {string.Join(", ", Enum.GetNames<Precision>())}.");
         if (!Enum.IsDefined(Engine))
@@ -126,9 +183,35 @@ public sealed class SamplerOptions
         var row = SamplerRegistry.Find(Sampler)
             ?? throw new ArgumentOutOfRangeException(nameof(Sampler), Sampler,
                 $"Unknown sampler; expected one of {string.Join(", ", SamplerRegistry.All.Select(r => r.Kind))}.");
+        ValidateMultistepOptions(row);
         if (Classifier is not null && !row.Capabilities.HasFlag(SchedulerCapabilities.ClassifierGuidance))
             throw new ArgumentOutOfRangeException(nameof(Sampler), Sampler,
                 $"SamplerOptions.Classifier is set, but classifier guidance cannot steer the {row.DisplayName} sampler (it works in sigma space, " +
                 $"while the noisy classifier needs the VP sample at an integer timestep); use one of: {SamplerRegistry.NamesWith(SchedulerCapabilities.ClassifierGuidance)}.");
+        if (Classifier is not null && (UseKarrasSigmas || UseLuLambdas))
+            throw new ArgumentOutOfRangeException(UseKarrasSigmas ? nameof(UseKarrasSigmas) : nameof(UseLuLambdas), true,
+                $"SamplerOptions.Classifier is set, but classifier guidance needs the sampler's timestep noise levels; turn off " +
+                $"{(UseKarrasSigmas ? nameof(UseKarrasSigmas) : nameof(UseLuLambdas))}.");
+    }
+
+    /// <summary>Karras sigmas, Lu lambdas, the final level and lower_order_final configure the multistep solvers only, and Karras
+    /// sigmas exclude Lu lambdas.</summary>
+    private void ValidateMultistepOptions(SamplerInfo row)
+    {
+        bool karras = UseKarrasSigmas || Sampler == SamplerKind.DpmSolverPlusPlusKarras;
+        if (karras && UseLuLambdas)
+            throw new ArgumentOutOfRangeException(nameof(UseLuLambdas), UseLuLambdas,
+                $"SamplerOptions.UseLuLambdas cannot be combined with Karras sigmas ({(UseKarrasSigmas ? "UseKarrasSigmas" : row.DisplayName)}); choose one.");
+        if (row.Capabilities.HasFlag(SchedulerCapabilities.MultistepOptions))
+            return;
+        string? setting = UseKarrasSigmas ? nameof(UseKarrasSigmas)
+            : UseLuLambdas ? nameof(UseLuLambdas)
+            : FinalSigmasType != FinalSigmasType.Zero ? nameof(FinalSigmasType)
+            : !LowerOrderFinal ? nameof(LowerOrderFinal)
+            : null;
+        if (setting is not null)
+            throw new ArgumentOutOfRangeException(setting, Sampler,
+                $"SamplerOptions.{setting} configures the multistep solvers ({SamplerRegistry.NamesWith(SchedulerCapabilities.MultistepOptions)}); " +
+                $"the {row.DisplayName} sampler does not take it.");
     }
 }

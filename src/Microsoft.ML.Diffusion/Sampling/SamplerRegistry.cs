@@ -5,7 +5,17 @@ namespace Microsoft.ML.Diffusion.Sampling;
 
 /// <summary>What a sampler's factory receives: the model's schedule, prediction and variance, the options, and the resolved spacing.</summary>
 internal readonly record struct SchedulerArguments(
-    DiffusionSchedule Schedule, SamplerOptions Options, TimestepSpacing Spacing, PredictionType Prediction, VarianceType Variance);
+    DiffusionSchedule Schedule, SamplerOptions Options, TimestepSpacing Spacing, PredictionType Prediction, VarianceType Variance)
+{
+    /// <summary>The options as a multistep solver's settings (diffusers' names: see <see cref="SamplerOptions"/>).</summary>
+    public MultistepSettings Multistep() => new()
+    {
+        ClipSample = Options.ClipSample, Spacing = Spacing, Prediction = Prediction, DynamicThresholding = Options.DynamicThresholding,
+        DynamicThresholdingRatio = Options.DynamicThresholdingRatio, SampleMaxValue = Options.SampleMaxValue,
+        UseKarrasSigmas = Options.UseKarrasSigmas, UseLuLambdas = Options.UseLuLambdas, FinalSigmasType = Options.FinalSigmasType,
+        LowerOrderFinal = Options.LowerOrderFinal,
+    };
+}
 
 /// <summary>One sampler: everything the options, their validation, the factory and the CLI know about it.</summary>
 /// <param name="Kind">The public enum value.</param>
@@ -26,26 +36,38 @@ internal sealed record SamplerInfo(
 internal static class SamplerRegistry
 {
     private const SchedulerCapabilities Both = SchedulerCapabilities.RePaint | SchedulerCapabilities.ClassifierGuidance;
+    private const SchedulerCapabilities Multistep = SchedulerCapabilities.MultistepOptions | SchedulerCapabilities.ClassifierGuidance;
 
     /// <summary>All samplers, in the order the CLI lists them.</summary>
     public static readonly IReadOnlyList<SamplerInfo> All = new SamplerInfo[]
     {
         new(SamplerKind.Ddpm, "ddpm", DdpmScheduler.DisplayName, t => t, TimestepSpacing.Leading, Both,
-            a => new DdpmScheduler(a.Schedule, a.Variance, a.Options.ClipSample, a.Spacing, a.Prediction, a.Options.DynamicThresholding)),
+            a => new DdpmScheduler(a.Schedule, a.Variance, a.Options.ClipSample, a.Spacing, a.Prediction, a.Options.DynamicThresholding,
+                a.Options.DynamicThresholdingRatio, a.Options.SampleMaxValue)),
         new(SamplerKind.Ddim, "ddim", DdimScheduler.DisplayName, t => Math.Min(50, t), TimestepSpacing.Leading, Both,
-            a => new DdimScheduler(a.Schedule, a.Options.Eta, a.Options.ClipSample, a.Spacing, a.Prediction, a.Options.DynamicThresholding)),
+            a => new DdimScheduler(a.Schedule, a.Options.Eta, a.Options.ClipSample, a.Spacing, a.Prediction, a.Options.DynamicThresholding,
+                a.Options.DynamicThresholdingRatio, a.Options.SampleMaxValue, a.Options.SetAlphaToOne)),
         new(SamplerKind.DpmSolverPlusPlus, "dpm-solver++", DpmSolverMultistepScheduler.DisplayName, t => Math.Min(20, t), TimestepSpacing.Trailing,
-            SchedulerCapabilities.ClassifierGuidance,
-            a => new DpmSolverMultistepScheduler(a.Schedule, a.Options.ClipSample, a.Spacing, a.Prediction, a.Options.DynamicThresholding)),
+            Multistep, a => new DpmSolverMultistepScheduler(a.Schedule, a.Multistep())),
         new(SamplerKind.EulerKarras, "euler-karras", EulerKarrasScheduler.DisplayName, t => Math.Min(25, t), TimestepSpacing.Linspace,
             SchedulerCapabilities.None,
-            a => new EulerKarrasScheduler(a.Schedule, a.Options.ClipSample, a.Spacing, a.Prediction, a.Options.DynamicThresholding)),
+            a => new EulerKarrasScheduler(a.Schedule, a.Options.ClipSample, a.Spacing, a.Prediction, a.Options.DynamicThresholding,
+                a.Options.DynamicThresholdingRatio, a.Options.SampleMaxValue)),
         new(SamplerKind.HeunKarras, "heun-karras", HeunKarrasScheduler.DisplayName, t => Math.Min(18, t), TimestepSpacing.Linspace,
             SchedulerCapabilities.None,
-            a => new HeunKarrasScheduler(a.Schedule, a.Options.ClipSample, a.Spacing, a.Prediction, a.Options.DynamicThresholding)),
+            a => new HeunKarrasScheduler(a.Schedule, a.Options.ClipSample, a.Spacing, a.Prediction, a.Options.DynamicThresholding,
+                a.Options.DynamicThresholdingRatio, a.Options.SampleMaxValue)),
         new(SamplerKind.EulerAncestral, "euler-ancestral", EulerAncestralScheduler.DisplayName, t => Math.Min(30, t), TimestepSpacing.Linspace,
             SchedulerCapabilities.None,
-            a => new EulerAncestralScheduler(a.Schedule, a.Options.ClipSample, a.Spacing, a.Prediction, a.Options.DynamicThresholding)),
+            a => new EulerAncestralScheduler(a.Schedule, a.Options.ClipSample, a.Spacing, a.Prediction, a.Options.DynamicThresholding,
+                a.Options.DynamicThresholdingRatio, a.Options.SampleMaxValue)),
+        new(SamplerKind.DpmSolverPlusPlusKarras, "dpm-solver++-karras", DpmSolverMultistepScheduler.DisplayName + " Karras", t => Math.Min(20, t),
+            TimestepSpacing.Trailing, SchedulerCapabilities.MultistepOptions,
+            a => new DpmSolverMultistepScheduler(a.Schedule, a.Multistep() with { UseKarrasSigmas = true })),
+        new(SamplerKind.DpmSolverPlusPlusSde, "dpm-solver++-sde", DpmSolverSdeScheduler.DisplayName, t => Math.Min(25, t), TimestepSpacing.Trailing,
+            Multistep, a => new DpmSolverSdeScheduler(a.Schedule, a.Multistep())),
+        new(SamplerKind.UniPC, "unipc", UniPcScheduler.DisplayName, t => Math.Min(10, t), TimestepSpacing.Trailing,
+            Multistep, a => new UniPcScheduler(a.Schedule, a.Multistep())),
     };
 
     /// <summary>The row of <paramref name="kind"/>, or null for a value without one.</summary>

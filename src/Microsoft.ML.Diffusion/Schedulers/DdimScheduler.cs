@@ -6,7 +6,8 @@ namespace Microsoft.ML.Diffusion.Schedulers;
 /// <summary>
 /// DDIM sampling (Song et al. 2021, eq. 12 with sigma_t from eq. 16): deterministic for eta = 0, DDPM-like for
 /// eta = 1. Visits the timesteps of its <see cref="TimestepSpacing"/> (leading by default), steps from each to the
-/// next element of <see cref="Timesteps"/>, and treats alpha_bar of the timestep after the last as 1.
+/// next element of <see cref="Timesteps"/>, and treats alpha_bar of the timestep after the last as 1 (diffusers' set_alpha_to_one;
+/// alpha_bar_0 when <see cref="SetAlphaToOne"/> is false).
 /// </summary>
 internal sealed class DdimScheduler : IDiffusionScheduler
 {
@@ -22,8 +23,12 @@ internal sealed class DdimScheduler : IDiffusionScheduler
     /// <param name="prediction">What the model output is (epsilon, x_0 or v); converted to (x_0, eps) before the update.</param>
     /// <param name="dynamicThresholding">Threshold the predicted x_0 dynamically (Imagen, section 2.3) instead of clipping it;
     /// epsilon is then re-derived from the thresholded x_0.</param>
+    /// <param name="dynamicThresholdingRatio">diffusers' dynamic_thresholding_ratio: the quantile of |x_0| that dynamic thresholding reads (0.995).</param>
+    /// <param name="sampleMaxValue">diffusers' sample_max_value: the largest dynamic threshold s (no bound by default).</param>
+    /// <param name="setAlphaToOne">diffusers' set_alpha_to_one: the step after the last timestep lands on alpha_bar = 1 (true, the
+    /// default) or on alpha_bar_0, the schedule's first (false; diffusers' final_alpha_cumprod = alphas_cumprod[0]).</param>
     public DdimScheduler(DiffusionSchedule schedule, float eta = 0f, bool clipSample = true, TimestepSpacing spacing = TimestepSpacing.Leading,
-        PredictionType prediction = PredictionType.Epsilon, bool dynamicThresholding = false)
+        PredictionType prediction = PredictionType.Epsilon, bool dynamicThresholding = false, double dynamicThresholdingRatio = SchedulerCore.DynamicThresholdPercentile, double sampleMaxValue = double.PositiveInfinity, bool setAlphaToOne = true)
     {
         ArgumentNullException.ThrowIfNull(schedule);
         if (!(eta >= 0) || float.IsInfinity(eta))
@@ -37,6 +42,8 @@ internal sealed class DdimScheduler : IDiffusionScheduler
         Spacing = SchedulerCore.CheckSpacing(spacing, nameof(spacing));
         Prediction = SchedulerCore.CheckPrediction(prediction, nameof(prediction));
         DynamicThresholding = dynamicThresholding;
+        (DynamicThresholdingRatio, SampleMaxValue) = SchedulerCore.CheckThreshold(dynamicThresholdingRatio, sampleMaxValue);
+        SetAlphaToOne = setAlphaToOne;
         _timesteps = SchedulerCore.SpacedTimesteps(spacing, schedule.Timesteps, schedule.Timesteps);
     }
 
@@ -64,6 +71,19 @@ internal sealed class DdimScheduler : IDiffusionScheduler
     /// <summary>Whether the predicted x_0 is dynamically thresholded (replacing <see cref="ClipSample"/>).</summary>
     public bool DynamicThresholding { get; }
 
+    /// <summary>diffusers' dynamic_thresholding_ratio: the quantile of |x_0| that dynamic thresholding reads.</summary>
+    public double DynamicThresholdingRatio { get; }
+
+    /// <summary>diffusers' sample_max_value: the largest dynamic threshold s.</summary>
+    public double SampleMaxValue { get; }
+
+    /// <summary>diffusers' set_alpha_to_one: whether the step after the last timestep lands on alpha_bar = 1 rather than alpha_bar_0.</summary>
+    public bool SetAlphaToOne { get; }
+
+    /// <summary>alpha_bar of <paramref name="prev"/>, a timestep or -1 after the last: 1, or alpha_bar_0 without <see cref="SetAlphaToOne"/>
+    /// (diffusers' final_alpha_cumprod).</summary>
+    private double AlphaBarPrev(int prev) => prev < 0 && !SetAlphaToOne ? Schedule.AlphaBar(0) : Schedule.AlphaBar(prev);
+
     /// <inheritdoc/>
     public IReadOnlyList<int> Timesteps => _timesteps;
 
@@ -84,7 +104,7 @@ internal sealed class DdimScheduler : IDiffusionScheduler
     public double Sigma(int timestep)
     {
         double abarT = Schedule.AlphaBar(timestep);
-        double abarPrev = Schedule.AlphaBar(PreviousTimestep(timestep));
+        double abarPrev = AlphaBarPrev(PreviousTimestep(timestep));
         // DDIM eq. 16: sigma_t = eta sqrt((1 - alpha_{t-1})/(1 - alpha_t)) sqrt(1 - alpha_t/alpha_{t-1}) (the paper's alpha is alpha_bar).
         return Eta * Math.Sqrt((1.0 - abarPrev) / (1.0 - abarT)) * Math.Sqrt(1.0 - abarT / abarPrev);
     }
@@ -104,7 +124,7 @@ internal sealed class DdimScheduler : IDiffusionScheduler
 
         // Per-step scalars in float64.
         double abarT = Schedule.AlphaBar(timestep);
-        double abarPrev = Schedule.AlphaBar(prev);                      // 1 when prev = -1 (landing on x_0)
+        double abarPrev = AlphaBarPrev(prev);                           // 1 (or alpha_bar_0) when prev = -1 (landing on x_0)
         double sigma = Sigma(timestep);                                 // eq. 16
         double dirCoef = Math.Sqrt(Math.Max(1.0 - abarPrev - sigma * sigma, 0.0));
 
@@ -117,7 +137,7 @@ internal sealed class DdimScheduler : IDiffusionScheduler
         // A learned-variance output (2C channels) contributes only its prediction half.
         var prediction = SchedulerCore.SplitOutput(modelOutput, sample).Prediction;
         var (x0, eps) = SchedulerCore.ToX0AndEps(prediction, sample, abarT, Prediction);
-        var thresholded = SchedulerCore.ThresholdX0(x0, ClipSample, DynamicThresholding);
+        var thresholded = SchedulerCore.ThresholdX0(x0, ClipSample, DynamicThresholding, DynamicThresholdingRatio, SampleMaxValue);
         if (!ReferenceEquals(thresholded, x0))
         {
             x0 = thresholded;

@@ -20,9 +20,11 @@ internal sealed class DdpmScheduler : IDiffusionScheduler
     /// <param name="spacing">How <see cref="SetTimesteps"/> picks the timesteps; <see cref="TimestepSpacing.Leading"/> as in diffusers' DDPMScheduler.</param>
     /// <param name="prediction">What the model output is (epsilon, x_0 or v); converted to x_0 before the posterior mean.</param>
     /// <param name="dynamicThresholding">Threshold the predicted x_0 dynamically (Imagen, section 2.3) instead of clipping it.</param>
+    /// <param name="dynamicThresholdingRatio">diffusers' dynamic_thresholding_ratio: the quantile of |x_0| that dynamic thresholding reads (0.995).</param>
+    /// <param name="sampleMaxValue">diffusers' sample_max_value: the largest dynamic threshold s (no bound by default).</param>
     public DdpmScheduler(DiffusionSchedule schedule, bool clipSample = true, DdpmVariance variance = DdpmVariance.FixedSmall,
-        TimestepSpacing spacing = TimestepSpacing.Leading, PredictionType prediction = PredictionType.Epsilon, bool dynamicThresholding = false)
-        : this(schedule, ToVarianceType(variance), clipSample, spacing, prediction, dynamicThresholding)
+        TimestepSpacing spacing = TimestepSpacing.Leading, PredictionType prediction = PredictionType.Epsilon, bool dynamicThresholding = false, double dynamicThresholdingRatio = SchedulerCore.DynamicThresholdPercentile, double sampleMaxValue = double.PositiveInfinity)
+        : this(schedule, ToVarianceType(variance), clipSample, spacing, prediction, dynamicThresholding, dynamicThresholdingRatio, sampleMaxValue)
     {
     }
 
@@ -34,8 +36,10 @@ internal sealed class DdpmScheduler : IDiffusionScheduler
     /// <param name="spacing">How <see cref="SetTimesteps"/> picks the timesteps.</param>
     /// <param name="prediction">What the model output (its prediction half) is.</param>
     /// <param name="dynamicThresholding">Threshold the predicted x_0 dynamically (Imagen, section 2.3) instead of clipping it.</param>
+    /// <param name="dynamicThresholdingRatio">diffusers' dynamic_thresholding_ratio: the quantile of |x_0| that dynamic thresholding reads (0.995).</param>
+    /// <param name="sampleMaxValue">diffusers' sample_max_value: the largest dynamic threshold s (no bound by default).</param>
     public DdpmScheduler(DiffusionSchedule schedule, VarianceType variance, bool clipSample = true,
-        TimestepSpacing spacing = TimestepSpacing.Leading, PredictionType prediction = PredictionType.Epsilon, bool dynamicThresholding = false)
+        TimestepSpacing spacing = TimestepSpacing.Leading, PredictionType prediction = PredictionType.Epsilon, bool dynamicThresholding = false, double dynamicThresholdingRatio = SchedulerCore.DynamicThresholdPercentile, double sampleMaxValue = double.PositiveInfinity)
     {
         ArgumentNullException.ThrowIfNull(schedule);
         if (!Enum.IsDefined(variance))
@@ -50,6 +54,7 @@ internal sealed class DdpmScheduler : IDiffusionScheduler
         Spacing = SchedulerCore.CheckSpacing(spacing, nameof(spacing));
         Prediction = SchedulerCore.CheckPrediction(prediction, nameof(prediction));
         DynamicThresholding = dynamicThresholding;
+        (DynamicThresholdingRatio, SampleMaxValue) = SchedulerCore.CheckThreshold(dynamicThresholdingRatio, sampleMaxValue);
         _timesteps = SchedulerCore.SpacedTimesteps(spacing, schedule.Timesteps, schedule.Timesteps);
     }
 
@@ -88,6 +93,12 @@ internal sealed class DdpmScheduler : IDiffusionScheduler
 
     /// <summary>Whether the predicted x_0 is dynamically thresholded (replacing <see cref="ClipSample"/>).</summary>
     public bool DynamicThresholding { get; }
+
+    /// <summary>diffusers' dynamic_thresholding_ratio: the quantile of |x_0| that dynamic thresholding reads.</summary>
+    public double DynamicThresholdingRatio { get; }
+
+    /// <summary>diffusers' sample_max_value: the largest dynamic threshold s.</summary>
+    public double SampleMaxValue { get; }
 
     /// <inheritdoc/>
     public IReadOnlyList<int> Timesteps => _timesteps;
@@ -202,7 +213,7 @@ internal sealed class DdpmScheduler : IDiffusionScheduler
         // DDPM eq. 15 solved for x_0 (epsilon prediction): x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t);
         // x_0 and v outputs are converted by the same helper.
         var (x0, _) = SchedulerCore.ToX0AndEps(prediction, sample, abarT, Prediction);
-        x0 = SchedulerCore.ThresholdX0(x0, ClipSample, DynamicThresholding);
+        x0 = SchedulerCore.ThresholdX0(x0, ClipSample, DynamicThresholding, DynamicThresholdingRatio, SampleMaxValue);
 
         var xPrev = SchedulerCore.Combine(coef1, x0, coef2, sample);    // posterior mean mu_tilde_t (eq. 7)
         if (z is not null)

@@ -22,9 +22,11 @@ internal sealed class EulerAncestralScheduler : SigmaSpaceScheduler
     /// <param name="spacing">How the timesteps are chosen; <see cref="TimestepSpacing.Linspace"/> (continuous, unrounded) as in diffusers.</param>
     /// <param name="prediction">What the model output is (epsilon, x_0 or v).</param>
     /// <param name="dynamicThresholding">Threshold each x0_hat dynamically (Imagen, section 2.3) instead of clipping it.</param>
+    /// <param name="dynamicThresholdingRatio">diffusers' dynamic_thresholding_ratio: the quantile of |x_0| that dynamic thresholding reads (0.995).</param>
+    /// <param name="sampleMaxValue">diffusers' sample_max_value: the largest dynamic threshold s (no bound by default).</param>
     public EulerAncestralScheduler(DiffusionSchedule schedule, bool clipSample = true, TimestepSpacing spacing = TimestepSpacing.Linspace,
-        PredictionType prediction = PredictionType.Epsilon, bool dynamicThresholding = false)
-        : base(schedule, clipSample, spacing, prediction, dynamicThresholding) => SetTimesteps(Math.Min(50, schedule.Timesteps));
+        PredictionType prediction = PredictionType.Epsilon, bool dynamicThresholding = false, double dynamicThresholdingRatio = SchedulerCore.DynamicThresholdPercentile, double sampleMaxValue = double.PositiveInfinity)
+        : base(schedule, clipSample, spacing, prediction, dynamicThresholding, dynamicThresholdingRatio, sampleMaxValue) => SetTimesteps(Math.Min(50, schedule.Timesteps));
 
     /// <summary>The name in messages and in the sampler registry.</summary>
     public const string DisplayName = "Euler ancestral";

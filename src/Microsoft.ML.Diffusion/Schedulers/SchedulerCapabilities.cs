@@ -21,4 +21,10 @@ internal enum SchedulerCapabilities
     /// noisy classifier's gradient and eps - s sqrt(1 - alpha_bar_t) g (or DDPM's mean shift) apply.
     /// </summary>
     ClassifierGuidance = 2,
+
+    /// <summary>
+    /// A multistep solver on VP noise levels (DPM-Solver++, its SDE variant, UniPC) that takes diffusers' use_karras_sigmas,
+    /// use_lu_lambdas, final_sigmas_type and lower_order_final (<see cref="MultistepSettings"/>).
+    /// </summary>
+    MultistepOptions = 4,
 }

@@ -249,29 +249,42 @@ internal static class SchedulerCore
         return Combine(1.0 / sigma, sample, -Math.Sqrt(alphaBar) / sigma, x0);
     }
 
-    /// <summary>Percentile of |x_0| used by dynamic thresholding (Imagen, section 2.3).</summary>
+    /// <summary>Percentile of |x_0| used by dynamic thresholding (Imagen, section 2.3; diffusers' dynamic_thresholding_ratio default).</summary>
     public const double DynamicThresholdPercentile = 0.995;
 
     /// <summary>
     /// Thresholds a predicted x_0: dynamic thresholding when <paramref name="dynamic"/> (it replaces clipping), else
     /// clamping to [-1, 1] when <paramref name="clip"/>, else nothing. Returns <paramref name="x0"/> itself when unchanged.
     /// </summary>
-    public static Tensor ThresholdX0(Tensor x0, bool clip, bool dynamic) =>
-        dynamic ? DynamicThreshold(x0) : clip ? ClampUnit(x0) : x0;
+    /// <param name="x0">The predicted x_0, [B, ...].</param>
+    /// <param name="clip">Clamp to [-1, 1] (when not dynamic).</param>
+    /// <param name="dynamic">Dynamic thresholding (see <see cref="DynamicThreshold"/>).</param>
+    /// <param name="ratio">diffusers' dynamic_thresholding_ratio: the quantile of |x_0| that sets s.</param>
+    /// <param name="maxValue">diffusers' sample_max_value: the largest s (no bound when infinite).</param>
+    public static Tensor ThresholdX0(Tensor x0, bool clip, bool dynamic, double ratio = DynamicThresholdPercentile,
+        double maxValue = double.PositiveInfinity) =>
+        dynamic ? DynamicThreshold(x0, ratio, maxValue) : clip ? ClampUnit(x0) : x0;
 
     /// <summary>
-    /// Dynamic thresholding (Saharia et al. 2022, "Imagen", section 2.3): per sample, s = max(1, the
-    /// <paramref name="percentile"/> quantile of |x_0| over all its elements), then x_0 = clamp(x_0, -s, s) / s.
-    /// The quantile interpolates linearly between order statistics at position p (n - 1), as numpy and torch.quantile do.
+    /// Dynamic thresholding (Saharia et al. 2022, "Imagen", section 2.3), as diffusers' _threshold_sample: per sample,
+    /// s = clamp(the <paramref name="percentile"/> quantile of |x_0| over all its elements, 1, <paramref name="maxValue"/>),
+    /// then x_0 = clamp(x_0, -s, s) / s. The quantile interpolates linearly between order statistics at position p (n - 1), as
+    /// numpy and torch.quantile do; the clamp is torch's (min(max(q, 1), maxValue), so a maxValue below 1 sets s = maxValue).
     /// </summary>
     /// <param name="x0">Predicted samples, [B, ...].</param>
-    /// <param name="percentile">The quantile p in [0, 1]; 0.995 in Imagen.</param>
-    public static Tensor DynamicThreshold(Tensor x0, double percentile = DynamicThresholdPercentile)
+    /// <param name="percentile">The quantile p in [0, 1]; 0.995 in Imagen (diffusers' dynamic_thresholding_ratio).</param>
+    /// <param name="maxValue">The largest s, &gt; 0 (diffusers' sample_max_value; Imagen has no bound: infinity).</param>
+    public static Tensor DynamicThreshold(Tensor x0, double percentile = DynamicThresholdPercentile, double maxValue = double.PositiveInfinity)
     {
         ArgumentNullException.ThrowIfNull(x0);
         if (!(percentile >= 0 && percentile <= 1))
         {
             throw new ArgumentOutOfRangeException(nameof(percentile), percentile, "The percentile must lie in [0, 1].");
+        }
+
+        if (!(maxValue > 0))
+        {
+            throw new ArgumentOutOfRangeException(nameof(maxValue), maxValue, "The largest threshold (sample_max_value) must be > 0.");
         }
 
         using var scope = NewDisposeScope();
@@ -287,12 +300,28 @@ internal static class SchedulerCore
         var s = frac > 0 ? Combine(1.0 - frac, low, frac, sorted.select(1, hi)) : low;
         using Scalar one = 1.0.ToScalar();
         s = s.clamp_min(one);                                           // s = max(1, percentile)
+        if (!double.IsPositiveInfinity(maxValue))
+        {
+            using Scalar max = maxValue.ToScalar();
+            s = s.clamp_max(max);                                       // then min(s, sample_max_value)
+        }
+
         var shape = new long[x0.dim()];
         Array.Fill(shape, 1L);
         shape[0] = b;
         s = s.reshape(shape);
         // clamp to [-s, s], then divide by s.
         return x0.maximum(s.neg()).minimum(s).div(s).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Checks diffusers' dynamic_thresholding_ratio (in [0, 1]) and sample_max_value (&gt; 0, infinity allowed); returns them.</summary>
+    public static (double Ratio, double MaxValue) CheckThreshold(double ratio, double maxValue)
+    {
+        if (!(ratio >= 0 && ratio <= 1))
+            throw new ArgumentOutOfRangeException("dynamicThresholdingRatio", ratio, $"The dynamic thresholding ratio must lie in [0, 1]; got {ratio}.");
+        if (!(maxValue > 0))
+            throw new ArgumentOutOfRangeException("sampleMaxValue", maxValue, $"The sample max value must be > 0; got {maxValue}.");
+        return (ratio, maxValue);
     }
 
     /// <summary>x clamped to [-1, 1].</summary>

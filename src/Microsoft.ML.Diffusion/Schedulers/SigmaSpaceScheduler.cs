@@ -20,7 +20,8 @@ internal abstract class SigmaSpaceScheduler : IDiffusionScheduler
     private IReadOnlyList<int> _timesteps = Array.Empty<int>();
 
     /// <summary>Sets up the sampler; call <see cref="SetTimesteps"/> from the subclass constructor.</summary>
-    protected SigmaSpaceScheduler(DiffusionSchedule schedule, bool clipSample, TimestepSpacing spacing, PredictionType prediction, bool dynamicThresholding)
+    protected SigmaSpaceScheduler(DiffusionSchedule schedule, bool clipSample, TimestepSpacing spacing, PredictionType prediction, bool dynamicThresholding,
+        double dynamicThresholdingRatio, double sampleMaxValue)
     {
         ArgumentNullException.ThrowIfNull(schedule);
         if (schedule.Timesteps < 2)
@@ -30,6 +31,7 @@ internal abstract class SigmaSpaceScheduler : IDiffusionScheduler
         Spacing = SchedulerCore.CheckSpacing(spacing, nameof(spacing));
         Prediction = SchedulerCore.CheckPrediction(prediction, nameof(prediction));
         DynamicThresholding = dynamicThresholding;
+        (DynamicThresholdingRatio, SampleMaxValue) = SchedulerCore.CheckThreshold(dynamicThresholdingRatio, sampleMaxValue);
         TrainingSigmas = SigmaSpace.TrainingSigmas(schedule);
     }
 
@@ -47,6 +49,12 @@ internal abstract class SigmaSpaceScheduler : IDiffusionScheduler
 
     /// <summary>Whether each x0_hat is dynamically thresholded (replacing <see cref="ClipSample"/>).</summary>
     public bool DynamicThresholding { get; }
+
+    /// <summary>diffusers' dynamic_thresholding_ratio: the quantile of |x_0| that dynamic thresholding reads.</summary>
+    public double DynamicThresholdingRatio { get; }
+
+    /// <summary>diffusers' sample_max_value: the largest dynamic threshold s.</summary>
+    public double SampleMaxValue { get; }
 
     /// <summary>sigma_t = sqrt((1 - alpha_bar_t)/alpha_bar_t) for t = 0 .. T - 1.</summary>
     protected double[] TrainingSigmas { get; }
@@ -148,7 +156,7 @@ internal abstract class SigmaSpaceScheduler : IDiffusionScheduler
             PredictionType.Sample => prediction.clone(),
             _ => throw new InvalidOperationException($"Unknown prediction type {Prediction}."),
         };
-        return SchedulerCore.ThresholdX0(x0, ClipSample, DynamicThresholding);
+        return SchedulerCore.ThresholdX0(x0, ClipSample, DynamicThresholding, DynamicThresholdingRatio, SampleMaxValue);
     }
 
     /// <summary>x + (sigmaNext - sigma) (x - x0_hat)/sigma: one Euler step of the probability-flow ODE dx/dsigma = (x - D(x; sigma))/sigma

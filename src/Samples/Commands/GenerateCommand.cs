@@ -33,10 +33,14 @@ public static class GenerateCommand
         var engine = new Option<InferenceEngine>("--engine") { Description = "Where the network runs: TorchSharp, or OnnxRuntime (the exported graph; pixel-space models, DDPM/DDIM/DPM-Solver++, Fp32)", DefaultValueFactory = _ => InferenceEngine.TorchSharp };
         var classifier = new Option<string?>("--classifier") { Description = "Noisy classifier zip (train-noisy-classifier) for classifier guidance (Dhariwal & Nichol 2021); needs --label or --class-grid" };
         var classifierScale = new Option<float>("--classifier-scale") { Description = "Classifier guidance scale s (0 = none; 1-10 typical)", DefaultValueFactory = _ => 1f };
+        var karras = new Option<bool>("--karras-sigmas") { Description = "Karras noise levels for dpm-solver++, dpm-solver++-sde, unipc (diffusers' use_karras_sigmas)" };
+        var lu = new Option<bool>("--lu-lambdas") { Description = "Noise levels uniform in log-SNR for the same solvers (diffusers' use_lu_lambdas)" };
+        var finalSigmas = new Option<FinalSigmasType>("--final-sigmas") { Description = "Where their last step lands: Zero (x0) or SigmaMin (diffusers' final_sigmas_type)", DefaultValueFactory = _ => FinalSigmasType.Zero };
 
         var command = new Command("generate", "Generate a grid of images with a trained model")
         {
             model, count, sampler, steps, spacing, eta, seed, output, batch, label, guidance, classGrid, precision, engine, classifier, classifierScale,
+            karras, lu, finalSigmas,
         };
         command.SetAction(parse =>
         {
@@ -55,6 +59,7 @@ public static class GenerateCommand
                 Steps = parse.GetValue(steps), Spacing = parse.GetValue(spacing), Eta = parse.GetValue(eta), Seed = parse.GetValue(seed),
                 BatchSize = parse.GetValue(batch), CancellationToken = cts.Token, GuidanceScale = parse.GetValue(guidance),
                 Precision = parse.GetValue(precision), Engine = parse.GetValue(engine), Classifier = noisyClassifier, ClassifierScale = parse.GetValue(classifierScale),
+                UseKarrasSigmas = parse.GetValue(karras), UseLuLambdas = parse.GetValue(lu), FinalSigmasType = parse.GetValue(finalSigmas),
             };
             string outPath = parse.GetValue(output)!;
             int n = parse.GetValue(count);

@@ -7,10 +7,13 @@ namespace Microsoft.ML.Diffusion.Tests.Cli;
 public sealed class CliSamplerTests
 {
     [TestMethod]
-    [DataRow("euler-karras")]
-    [DataRow("heun-karras")]
-    [DataRow("euler-ancestral")]
-    public void GenerateAcceptsTheNewSamplerNames(string name)
+    [DataRow("euler-karras", "")]
+    [DataRow("heun-karras", "")]
+    [DataRow("euler-ancestral", "")]
+    [DataRow("dpm-solver++-karras", "")]
+    [DataRow("dpm-solver++-sde", "--lu-lambdas")]
+    [DataRow("unipc", "--karras-sigmas --final-sigmas SigmaMin")]
+    public void GenerateAcceptsTheNewSamplerNames(string name, string extra)
     {
         string dir = Path.Combine(Path.GetTempPath(), "cli-sampler-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(dir);
@@ -18,7 +21,8 @@ public sealed class CliSamplerTests
         {
             string png = Path.Combine(dir, "grid.png");
             var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-            foreach (var a in new[] { Persistence.SamplesApp.Path(), "generate", "--model", CliBadInputTests.BundledModel, "--count", "2", "--sampler", name, "--steps", "3", "--out", png })
+            foreach (var a in new[] { Persistence.SamplesApp.Path(), "generate", "--model", CliBadInputTests.BundledModel, "--count", "2", "--sampler", name, "--steps", "3", "--out", png }
+                         .Concat(extra.Split(' ', StringSplitOptions.RemoveEmptyEntries)))
                 psi.ArgumentList.Add(a);
             psi.Environment["NO_COLOR"] = "1";
             using var child = Process.Start(psi)!;
@@ -43,7 +47,23 @@ public sealed class CliSamplerTests
         using var child = Process.Start(psi)!;
         string output = child.StandardOutput.ReadToEnd();
         child.WaitForExit(60_000);
-        foreach (var name in new[] { "ddpm", "ddim", "dpm-solver++", "euler-karras", "heun-karras", "euler-ancestral" })
+        foreach (var name in new[] { "ddpm", "ddim", "dpm-solver++", "euler-karras", "heun-karras", "euler-ancestral", "dpm-solver++-sde", "unipc", "--karras-sigmas" })
             StringAssert.Contains(output, name);
+    }
+
+    [TestMethod]
+    public void KarrasSigmasOnDdim_FailsWithOneLineNamingTheSetting()
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in new[] { Persistence.SamplesApp.Path(), "generate", "--model", CliBadInputTests.BundledModel, "--count", "1", "--sampler", "ddim", "--karras-sigmas", "--out", Path.Combine(Path.GetTempPath(), "never.png") })
+            psi.ArgumentList.Add(a);
+        psi.Environment["NO_COLOR"] = "1";
+        using var child = Process.Start(psi)!;
+        var stderr = child.StandardError.ReadToEndAsync();
+        string log = child.StandardOutput.ReadToEnd() + stderr.Result;
+        Assert.IsTrue(child.WaitForExit(60_000));
+        Assert.AreNotEqual(0, child.ExitCode, log);
+        StringAssert.Contains(log, "UseKarrasSigmas");
+        StringAssert.Contains(log, "UniPC");
     }
 }

@@ -17,7 +17,8 @@ public class SamplerRegistryTests
         foreach (var kind in Enum.GetValues<SamplerKind>())
             Assert.AreEqual(1, SamplerRegistry.All.Count(r => r.Kind == kind), kind.ToString());
         Assert.HasCount(SamplerRegistry.All.Count, SamplerRegistry.CliNames.Distinct());
-        CollectionAssert.IsSubsetOf(new[] { "ddpm", "ddim", "dpm-solver++", "euler-karras", "heun-karras", "euler-ancestral" },
+        CollectionAssert.IsSubsetOf(new[] { "ddpm", "ddim", "dpm-solver++", "euler-karras", "heun-karras", "euler-ancestral",
+                "dpm-solver++-karras", "dpm-solver++-sde", "unipc" },
             SamplerRegistry.CliNames.ToArray());
     }
 
@@ -26,6 +27,9 @@ public class SamplerRegistryTests
     [DataRow(SamplerKind.HeunKarras, 18, 35)]
     [DataRow(SamplerKind.EulerAncestral, 30, 30)]
     [DataRow(SamplerKind.DpmSolverPlusPlus, 20, 20)]
+    [DataRow(SamplerKind.DpmSolverPlusPlusKarras, 20, 20)]
+    [DataRow(SamplerKind.DpmSolverPlusPlusSde, 25, 25)]
+    [DataRow(SamplerKind.UniPC, 10, 10)]
     public void FactoryUsesTheRowsDefaults(SamplerKind kind, int steps, int networkCalls)
     {
         var options = new SamplerOptions { Sampler = kind };
@@ -89,5 +93,31 @@ public class SamplerRegistryTests
         // Euler ancestral's sigmas are interpolated linearly, the oracle's in log space: a small mismatch, hence the tolerance.
         Assert.IsLessThan(kind == SamplerKind.EulerAncestral ? 2e-2 : 1e-3, err.item<float>());
         Assert.IsTrue(sawContinuous, "the network should see continuous timesteps");
+    }
+
+    /// <summary>
+    /// The generation loop with an oracle network that sees only (x_t, t) for the multistep solvers on timestep levels: the true noise
+    /// of a known x_0 at alpha_bar_t. The SDE solver's noise comes from the loop's per-image generators.
+    /// </summary>
+    [TestMethod]
+    [DataRow(SamplerKind.DpmSolverPlusPlusSde, 15)]
+    [DataRow(SamplerKind.UniPC, 8)]
+    [DataRow(SamplerKind.DpmSolverPlusPlus, 8)]
+    public void GenerationLoopWithAnOracleNetworkRecoversX0_MultistepSolvers(SamplerKind kind, int steps)
+    {
+        var sch = SchedulerFactory.Create(Linear, new SamplerOptions { Sampler = kind, Steps = steps, ClipSample = false });
+        using var gen = new Generator(22);
+        using var x0 = randn(new long[] { 2, 1, 8, 8 }, generator: gen).clamp(-1, 1);
+        Tensor Oracle(Tensor xIn, Tensor t)
+        {
+            Assert.AreEqual(ScalarType.Int64, t.dtype, "VP solvers pass integer timesteps");
+            double abar = Linear.AlphaBar((int)t[0].item<long>());
+            return (xIn - x0 * Math.Sqrt(abar)) / Math.Sqrt(1 - abar);
+        }
+
+        using var result = DiffusionSampler.Sample(Oracle, sch, new uint[] { 1, 2 }, new long[] { 1, 8, 8 }, CPU);
+        using var err = (result - x0).abs().max();
+        Assert.IsLessThan(1e-3, err.item<float>());
+        (sch as IDisposable)?.Dispose();
     }
 }
