@@ -53,6 +53,13 @@ internal sealed class LowPrecisionCopy : IDisposable
             _work[i].copy_(_master[i]);
     }
 
+    /// <summary>Zeroes the working copy's gradients (after a failed backward pass, before it is recomputed).</summary>
+    public void ClearGradients()
+    {
+        using var noGrad = no_grad();
+        foreach (var w in _work) w.grad?.zero_();
+    }
+
     /// <summary>
     /// Sets each master parameter's gradient to the working copy's gradient converted to float32 (parameters without a
     /// gradient get none) and clears the copy's gradients.

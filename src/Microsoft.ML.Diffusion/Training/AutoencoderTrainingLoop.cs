@@ -28,7 +28,7 @@ internal sealed class AutoencoderTrainingLoop : IDisposable
         _klWeight = klWeight;
         _generator = new Generator((ulong)seed, CPU);
         _parameters = model.parameters().ToArray();
-        _optimizer = optim.Adam(_parameters, lr: learningRate);
+        _optimizer = ScalarSafeOptimizers.Adam(_parameters, learningRate);
     }
 
     /// <summary>The network being trained.</summary>

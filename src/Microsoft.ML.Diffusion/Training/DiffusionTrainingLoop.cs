@@ -95,7 +95,7 @@ internal sealed class DiffusionTrainingLoop : IDisposable
         _device = device;
         _generator = new Generator((ulong)settings.Seed, CPU);
         _parameters = model.parameters().ToArray();
-        _optimizer = optim.AdamW(_parameters, lr: settings.LearningRate, weight_decay: settings.WeightDecay);
+        _optimizer = ScalarSafeOptimizers.AdamW(_parameters, settings.LearningRate, settings.WeightDecay);
         Ema = new ExponentialMovingAverage(model, emaModel, settings.EmaDecay);
         if (settings.Precision == Precision.Bf16Mixed)
             _lowPrecision = new LowPrecisionCopy(model, bfloat16);
@@ -113,8 +113,11 @@ internal sealed class DiffusionTrainingLoop : IDisposable
     /// <summary>Optimizer steps taken.</summary>
     public long Step { get; private set; }
 
-    /// <summary>How often a step was recomputed because its loss or gradients were not finite.</summary>
+    /// <summary>How often a step was recomputed because its loss or gradients were not finite, or libtorch raised an error.</summary>
     public int Retries { get; private set; }
+
+    /// <summary>The first line of the last libtorch error that made a step recompute (null if none).</summary>
+    public string? LastRetryReason { get; private set; }
 
     private const int MaxAttempts = 3;
 
@@ -174,35 +177,50 @@ internal sealed class DiffusionTrainingLoop : IDisposable
             for (int attempt = 1; ; attempt++)
             {
                 using var attemptScope = NewDisposeScope();
-                Tensor input = xt;
-                if (Settings.SelfConditioning)
+                try
                 {
-                    Tensor? selfCondition = null;
-                    if (useEstimate)
+                    Tensor input = xt;
+                    if (Settings.SelfConditioning)
                     {
-                        using (no_grad())
+                        Tensor? selfCondition = null;
+                        if (useEstimate)
                         {
-                            var first = Forward(ConditionedNetwork.AppendChannels(SelfConditioning.Input(xt, null), lowResolution), t, y);
-                            selfCondition = SelfConditioning.EstimateX0(_schedule, Settings.Prediction, first, xt, t);
+                            using (no_grad())
+                            {
+                                var first = Forward(ConditionedNetwork.AppendChannels(SelfConditioning.Input(xt, null), lowResolution), t, y);
+                                selfCondition = SelfConditioning.EstimateX0(_schedule, Settings.Prediction, first, xt, t);
+                            }
                         }
+                        input = SelfConditioning.Input(xt, selfCondition);   // zeros when no estimate
                     }
-                    input = SelfConditioning.Input(xt, selfCondition);   // zeros when no estimate
+                    var predicted = Forward(ConditionedNetwork.AppendChannels(input, lowResolution), t, y);   // float32 in both precisions
+                    var loss = Settings.LearnedVariance
+                        ? VariationalBound.HybridLoss(_schedule, Settings.Prediction, predicted, target, x, xt, t, weights)   // Improved DDPM eq. 16
+                        : DiffusionLoss.WeightedMse(predicted, target, weights);   // eq. 14 (L_simple) when unweighted epsilon
+                    lossValue = loss.item<float>();
+                    double norm = double.NaN;
+                    _optimizer.zero_grad();
+                    if (float.IsFinite(lossValue))
+                    {
+                        loss.backward();
+                        _lowPrecision?.AccumulateGradientsInto();   // bfloat16 gradients -> float32 master gradients
+                        norm = Settings.GradientClipNorm > 0
+                            ? nn.utils.clip_grad_norm_(_parameters, Settings.GradientClipNorm)
+                            : nn.utils.clip_grad_norm_(_parameters, double.PositiveInfinity);
+                        if (double.IsFinite(norm)) break;
+                    }
                 }
-                var predicted = Forward(ConditionedNetwork.AppendChannels(input, lowResolution), t, y);   // float32 in both precisions
-                var loss = Settings.LearnedVariance
-                    ? VariationalBound.HybridLoss(_schedule, Settings.Prediction, predicted, target, x, xt, t, weights)   // Improved DDPM eq. 16
-                    : DiffusionLoss.WeightedMse(predicted, target, weights);   // eq. 14 (L_simple) when unweighted epsilon
-                lossValue = loss.item<float>();
-                double norm = double.NaN;
-                _optimizer.zero_grad();
-                if (float.IsFinite(lossValue))
+                catch (System.Runtime.InteropServices.ExternalException e) when (attempt < MaxAttempts)
                 {
-                    loss.backward();
-                    _lowPrecision?.AccumulateGradientsInto();   // bfloat16 gradients -> float32 master gradients
-                    norm = Settings.GradientClipNorm > 0
-                        ? nn.utils.clip_grad_norm_(_parameters, Settings.GradientClipNorm)
-                        : nn.utils.clip_grad_norm_(_parameters, double.PositiveInfinity);
-                    if (double.IsFinite(norm)) break;
+                    // A libtorch error in the forward or backward pass. TorchSharp's operators pass implicit Scalar temporaries
+                    // (e.g. the alpha of a + b) that a concurrent garbage collection can free while libtorch reads them (see
+                    // ScalarSafeOptimizers): the step fails once and succeeds when recomputed. Gradients are zeroed above, so the
+                    // retry starts clean; an error that repeats is real and is thrown.
+                    _optimizer.zero_grad();
+                    _lowPrecision?.ClearGradients();
+                    LastRetryReason = e.Message.Split('\n')[0];
+                    Retries++;
+                    continue;
                 }
                 // A non-finite loss or gradient. On some machines (seen on AMD EPYC VMs) the CPU kernels return NaN
                 // at random now and then (see TorchRuntime); such a fault does not repeat, so the same step is

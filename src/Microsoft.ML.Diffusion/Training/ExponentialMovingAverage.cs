@@ -43,13 +43,16 @@ internal sealed class ExponentialMovingAverage
     public void Update()
     {
         double d = DecayAt(Updates);
+        // Scalars held by using, not implicit temporaries: a temporary's finalizer may free it during the native call
+        // (see ScalarSafeOptimizers).
+        using Scalar decay = d.ToScalar(), rest = (1 - d).ToScalar();
         using (no_grad())
         using (NewDisposeScope())
         {
             var src = _source.parameters().ToArray();
             var dst = _shadow.parameters().ToArray();
             for (int i = 0; i < src.Length; i++)
-                dst[i].mul_(d).add_(src[i].detach(), alpha: 1 - d);
+                dst[i].mul_(decay).add_(src[i].detach(), alpha: rest);
         }
         Updates++;
     }

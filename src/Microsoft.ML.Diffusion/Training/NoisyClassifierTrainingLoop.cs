@@ -40,7 +40,7 @@ internal sealed class NoisyClassifierTrainingLoop : IDisposable
         _device = device;
         _generator = new Generator((ulong)seed, CPU);
         _parameters = model.parameters().ToArray();
-        _optimizer = optim.AdamW(_parameters, lr: learningRate, weight_decay: weightDecay);
+        _optimizer = ScalarSafeOptimizers.AdamW(_parameters, learningRate, weightDecay);
     }
 
     /// <summary>The network being trained.</summary>
