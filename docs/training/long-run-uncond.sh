@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Issue 17: the long unconditional run (recipe chosen by docs/training-recipe.md). Resumable: rerun the same command.
-# Retries from the checkpoint if the process dies.
-cd /work/longrun/uncond
+# The long unconditional run (docs/training-recipe.md). Resumable: rerun the same command; retries from the checkpoint.
+samples=${SAMPLES:-dotnet run --project src/Samples -c Release --}
+out=${OUT:-runs/uncond}; mkdir -p "$out"
 for attempt in 1 2 3 4 5; do
-  nice -n 5 /work/train-bin3/Microsoft.ML.Diffusion.Samples train --threads 1 --epochs 40 --seed 1 --precision Bf16Mixed \
-    --lr-warmup 500 --ema 0.9995 --checkpoint-dir /work/longrun/uncond/ckpt --out /work/longrun/uncond/model.zip \
-    --eval-every 2 --eval-samples 500 --eval-sampler dpm-solver++ --eval-steps 20 >> train.log 2>&1 && break
-  echo "attempt $attempt failed at $(date -u +%FT%TZ)" >> run.log
+  nice -n 5 $samples train --threads 1 --epochs 40 --seed 1 --precision Bf16Mixed --lr-warmup 500 --ema 0.9995 \
+    --checkpoint-dir "$out/ckpt" --out "$out/model.zip" \
+    --eval-every 2 --eval-samples 500 --eval-sampler dpm-solver++ --eval-steps 20 >> "$out/train.log" 2>&1 && break
+  echo "attempt $attempt failed at $(date -u +%FT%TZ)" >> "$out/run.log"
 done

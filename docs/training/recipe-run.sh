@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Recipe comparison runs (issue 17). Usage: run.sh NAME [train options...]; resumable (checkpoint dir).
+# Recipe comparison run (docs/training-recipe.md). Usage: recipe-run.sh NAME [train options...]; resumable (checkpoint dir).
+# SAMPLES: the samples CLI (default: dotnet run from the repository root); OUT: where runs go (default: runs/recipes).
 name=$1; shift
-cd /work/recipes
-exec nice -n 5 /work/train-bin/Microsoft.ML.Diffusion.Samples train --threads 1 --epochs 3 --max-steps 2000 --seed 1 \
-  --checkpoint-dir /work/recipes/$name.ckpt --out /work/recipes/$name.zip "$@" > /work/recipes/$name.log 2>&1
+samples=${SAMPLES:-dotnet run --project src/Samples -c Release --}
+out=${OUT:-runs/recipes}; mkdir -p "$out"
+nice -n 5 $samples train --threads 1 --epochs 3 --max-steps 2000 --seed 1 \
+  --checkpoint-dir "$out/$name.ckpt" --out "$out/$name.zip" "$@" > "$out/$name.log" 2>&1
