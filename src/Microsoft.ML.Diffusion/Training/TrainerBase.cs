@@ -5,51 +5,6 @@ using TorchSharp;
 
 namespace Microsoft.ML.Diffusion.Training;
 
-/// <summary>What every trainer's options say about the run (the members of the same names in each Options class).</summary>
-internal sealed record TrainingRunSettings
-{
-    /// <summary>The image column (named in errors).</summary>
-    public required string ImageColumnName { get; init; }
-    /// <summary>Passes over the data.</summary>
-    public required int Epochs { get; init; }
-    /// <summary>Rows per optimizer step.</summary>
-    public required int BatchSize { get; init; }
-    /// <summary>Stop after this many optimizer steps in all (null: run all epochs).</summary>
-    public long? MaxSteps { get; init; }
-    /// <summary>Rows held by the shuffle buffer.</summary>
-    public required int ShuffleBufferSize { get; init; }
-    /// <summary>Steps between two log lines.</summary>
-    public required int LogInterval { get; init; }
-    /// <summary>Where checkpoints are written and resumed from (null: none).</summary>
-    public string? CheckpointDirectory { get; init; }
-    /// <summary>Optimizer steps between checkpoints.</summary>
-    public int CheckpointInterval { get; init; } = DiffusionDefaults.CheckpointInterval;
-    /// <summary>Receives a report after every optimizer step.</summary>
-    public IProgress<TrainingProgress>? Progress { get; init; }
-    /// <summary>Stops training between two steps.</summary>
-    public CancellationToken CancellationToken { get; init; }
-
-    /// <summary>The optimizer steps of the run when the row count is known (or MaxSteps is set), else null.</summary>
-    public long? PlannedSteps(long? rowCount)
-    {
-        long? steps = rowCount is long rows ? (rows + BatchSize - 1) / BatchSize * Epochs : null;
-        if (MaxSteps is long max) steps = steps is long s ? Math.Min(s, max) : max;
-        return steps;
-    }
-
-    /// <summary>Throws when the data view knows that it holds fewer than BatchSize rows (null: unknown, checked while reading).</summary>
-    public void RequireRows(long? rowCount)
-    {
-        if (rowCount is long known && known < BatchSize)
-            throw TooFewRows(known);
-    }
-
-    /// <summary>The error for an input of <paramref name="rows"/> rows, fewer than BatchSize.</summary>
-    public InvalidOperationException TooFewRows(long rows) => new(rows == 0
-        ? $"Column '{ImageColumnName}': the input has no rows; expected at least BatchSize = {BatchSize} images."
-        : $"Column '{ImageColumnName}': the input has {rows} rows, fewer than BatchSize = {BatchSize}; lower BatchSize or add images.");
-}
-
 /// <summary>
 /// The training run every trainer shares, in the spirit of ML.NET's TorchSharpBaseTrainer: epochs over the rows streamed
 /// through a shuffle buffer (<see cref="BatchStream"/>), batches, one optimizer step per batch (<see cref="TrainBatch"/>, the

@@ -28,7 +28,7 @@ public sealed class AutoencoderTrainer : IEstimator<AutoencoderModel>
     public const string DefaultOutputColumnName = "Reconstruction";
 
     /// <summary>Options of <see cref="AutoencoderTrainer"/>.</summary>
-    public sealed class Options
+    public sealed class Options : ITrainingRunOptions
     {
         /// <summary>The training images: an MLImage column or a Single pixel vector, as for <see cref="DiffusionTrainer.Options.ImageColumnName"/>.</summary>
         public string ImageColumnName { get; set; } = DiffusionDefaults.ImageColumnName;
@@ -147,12 +147,7 @@ public sealed class AutoencoderTrainer : IEstimator<AutoencoderModel>
         var o = _options;
         var imageCol = TrainingImageInput.Check(input.Schema, o.ImageColumnName, o.ImageSize, o.Channels)
             .RejectColor(o.ConvertToGrayscale, "AutoencoderTrainer.Options.ConvertToGrayscale");
-        var settings = new TrainingRunSettings
-        {
-            ImageColumnName = o.ImageColumnName, Epochs = o.Epochs, BatchSize = o.BatchSize, MaxSteps = o.MaxSteps,
-            ShuffleBufferSize = o.ShuffleBufferSize, LogInterval = o.LogInterval, CheckpointDirectory = o.CheckpointDirectory,
-            CheckpointInterval = o.CheckpointInterval, Progress = o.Progress, CancellationToken = o.CancellationToken,
-        };
+        var settings = TrainingRunSettings.From(o);
         settings.RequireRows(input.GetRowCount());
         var device = DeviceSelection.Select(_host);
         var netConfig = o.ToNetworkConfig();

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion.Imaging;
@@ -26,7 +25,7 @@ namespace Microsoft.ML.Diffusion;
 public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
 {
     /// <summary>Options of <see cref="DiffusionTrainer"/>.</summary>
-    public sealed class Options
+    public sealed class Options : ITrainingRunOptions
     {
         /// <summary>The training images: an MLImage column, or a vector of Single pixel values 0..255 in ExtractPixels' default
         /// layout (planar R, G, B: <c>Vector&lt;Single, 3, ImageSize, ImageSize&gt;</c>; one plane is accepted when Channels = 1).
@@ -316,7 +315,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         ema.to(device);
         ema.eval();
 
-        var run = RunSettings(o);
+        var run = TrainingRunSettings.From(o);
         long? plannedSteps = run.PlannedSteps(input.GetRowCount());
         if (o.LearningRateSchedule == LearningRateSchedule.Cosine && plannedSteps is null)
             throw new InvalidOperationException(
@@ -361,14 +360,6 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             model.Dispose();
         }
     }
-
-    /// <summary>The run settings of <paramref name="o"/> that every trainer shares.</summary>
-    private static TrainingRunSettings RunSettings(Options o) => new()
-    {
-        ImageColumnName = o.ImageColumnName, Epochs = o.Epochs, BatchSize = o.BatchSize, MaxSteps = o.MaxSteps,
-        ShuffleBufferSize = o.ShuffleBufferSize, LogInterval = o.LogInterval, CheckpointDirectory = o.CheckpointDirectory,
-        CheckpointInterval = o.CheckpointInterval, Progress = o.Progress, CancellationToken = o.CancellationToken,
-    };
 
     /// <summary>
     /// The run's identity in its checkpoints: a checkpoint resumes only under the same one. Options added over time enter it

@@ -29,7 +29,7 @@ public sealed class NoisyClassifierTrainer : IEstimator<NoisyClassifierModel>
     public const string DefaultScoreColumnName = "Score";
 
     /// <summary>Options of <see cref="NoisyClassifierTrainer"/>.</summary>
-    public sealed class Options
+    public sealed class Options : ITrainingRunOptions
     {
         /// <summary>The diffusion model to guide: its noise schedule, T, image size and channels are used. Required; a latent
         /// diffusion model is not supported (the classifier would have to see latents).</summary>
@@ -195,12 +195,7 @@ public sealed class NoisyClassifierTrainer : IEstimator<NoisyClassifierModel>
         var imageCol = TrainingImageInput.Check(input.Schema, o.ImageColumnName, model.ImageSize, model.Channels)
             .RejectColor(o.ConvertToGrayscale, "NoisyClassifierTrainer.Options.ConvertToGrayscale");
         var (labelCol, numClasses) = ResolveLabels(input.Schema);
-        var settings = new TrainingRunSettings
-        {
-            ImageColumnName = o.ImageColumnName, Epochs = o.Epochs, BatchSize = o.BatchSize, MaxSteps = o.MaxSteps,
-            ShuffleBufferSize = o.ShuffleBufferSize, LogInterval = o.LogInterval, CheckpointDirectory = o.CheckpointDirectory,
-            CheckpointInterval = o.CheckpointInterval, Progress = o.Progress, CancellationToken = o.CancellationToken,
-        };
+        var settings = TrainingRunSettings.From(o);
         settings.RequireRows(input.GetRowCount());
         var device = DeviceSelection.Select(_host);
         var netConfig = o.ToNetworkConfig(model, numClasses);
