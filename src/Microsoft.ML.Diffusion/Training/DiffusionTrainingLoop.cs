@@ -60,18 +60,31 @@ internal sealed record TrainingSettings
 /// with AdamW, gradient clipping and an EMA of the weights. The target may instead be x_0 or v and the per-sample
 /// loss may carry Min-SNR weights (<see cref="DiffusionLoss"/>). Knows TorchSharp only.
 /// </summary>
-internal sealed class DiffusionTrainingLoop : IDisposable
+internal sealed class DiffusionTrainingLoop : TrainingLoop
 {
     private readonly DiffusionSchedule _schedule;
-    private readonly Device _device;
-    private readonly Generator _generator;
-    private readonly OptimizerHelper _optimizer;
-    private readonly Parameter[] _parameters;
     private readonly double[]? _timestepWeights;                    // null: unweighted MSE
     private readonly LowPrecisionCopy? _lowPrecision;               // the bfloat16 working copy (Precision.Bf16Mixed)
 
     /// <summary>Creates the loop. The network and its EMA copy must already be on <paramref name="device"/>.</summary>
     public DiffusionTrainingLoop(UNet model, UNet emaModel, DiffusionSchedule schedule, TrainingSettings settings, Device device)
+        : base(Checked(model, settings), settings.Seed, device,
+               parameters => ScalarSafeOptimizers.AdamW(parameters, settings.LearningRate, settings.WeightDecay),
+               new LearningRatePlan(settings.LearningRate, settings.WarmupSteps, settings.LearningRateSchedule, settings.TotalSteps),
+               settings.GradientClipNorm)
+    {
+        Model = model;
+        _schedule = schedule;
+        _timestepWeights = settings.LossWeighting == LossWeighting.None
+            ? null
+            : DiffusionLoss.TimestepWeights(schedule, settings.LossWeighting, settings.Prediction);
+        Settings = settings;
+        Ema = new ExponentialMovingAverage(model, emaModel, settings.EmaDecay);
+        if (settings.Precision == Precision.Bf16Mixed)
+            _lowPrecision = new LowPrecisionCopy(model, bfloat16);
+    }
+
+    private static UNet Checked(UNet model, TrainingSettings settings)
     {
         if (!Enum.IsDefined(settings.Prediction))
             throw new ArgumentOutOfRangeException(nameof(settings), settings.Prediction, $"Unknown prediction type {settings.Prediction}.");
@@ -86,19 +99,7 @@ internal sealed class DiffusionTrainingLoop : IDisposable
         if (settings.NumClasses != model.Config.NumClasses)
             throw new ArgumentException(
                 $"TrainingSettings.NumClasses is {settings.NumClasses} but the network has {model.Config.NumClasses} classes.", nameof(settings));
-        Model = model;
-        _schedule = schedule;
-        _timestepWeights = settings.LossWeighting == LossWeighting.None
-            ? null
-            : DiffusionLoss.TimestepWeights(schedule, settings.LossWeighting, settings.Prediction);
-        Settings = settings;
-        _device = device;
-        _generator = new Generator((ulong)settings.Seed, CPU);
-        _parameters = model.parameters().ToArray();
-        _optimizer = ScalarSafeOptimizers.AdamW(_parameters, settings.LearningRate, settings.WeightDecay);
-        Ema = new ExponentialMovingAverage(model, emaModel, settings.EmaDecay);
-        if (settings.Precision == Precision.Bf16Mixed)
-            _lowPrecision = new LowPrecisionCopy(model, bfloat16);
+        return model;
     }
 
     /// <summary>The network being trained.</summary>
@@ -109,20 +110,6 @@ internal sealed class DiffusionTrainingLoop : IDisposable
 
     /// <summary>The settings.</summary>
     public TrainingSettings Settings { get; }
-
-    /// <summary>Optimizer steps taken.</summary>
-    public long Step { get; private set; }
-
-    /// <summary>How often a step was recomputed because its loss or gradients were not finite, or libtorch raised an error.</summary>
-    public int Retries { get; private set; }
-
-    /// <summary>The first line of the last libtorch error that made a step recompute (null if none).</summary>
-    public string? LastRetryReason { get; private set; }
-
-    private const int MaxAttempts = 3;
-
-    /// <summary>The loss of the last successful step (NaN before the first).</summary>
-    public float LastFiniteLoss { get; private set; } = float.NaN;
 
     /// <summary>
     /// One optimizer step on a batch x0 [B, C, H, W] in [-1, 1] (any device) with, for a class-conditional network, its
@@ -149,165 +136,77 @@ internal sealed class DiffusionTrainingLoop : IDisposable
         Model.train();
         _lowPrecision?.Network.train();
         _lowPrecision?.Refresh();                     // round the float32 master weights into the bfloat16 copy
-        float lossValue;
-        using (var scope = NewDisposeScope())
+        using var scope = NewDisposeScope();
+        long b = x0.shape[0];
+        var x = x0.device == Device ? x0 : x0.to(Device);
+        // t ~ Uniform({0, ..., T-1}) and eps ~ N(0, I), drawn on the CPU generator so runs are reproducible and resumable.
+        var t = randint(0, _schedule.Timesteps, new long[] { b }, dtype: int64, device: CPU, generator: Generator).to(Device);
+        var eps = randn(x.shape, dtype: float32, device: CPU, generator: Generator).to(Device);
+        var xt = _schedule.AddNoise(x, eps, t);                      // eq. 4
+        var target = DiffusionLoss.Target(_schedule, Settings.Prediction, x, eps, t);   // eps, x_0 or v
+        var weights = _timestepWeights is null ? null : _schedule.Extract(_timestepWeights, t, 1);
+        // SR3: the network sees upsample(downsample(x_0)) as extra channels (null when unconditional).
+        var lowResolution = Settings.LowResolutionFactor > 0 ? LowResolutionCondition.FromImage(x, Settings.LowResolutionFactor) : null;
+        // Self-conditioning (Analog Bits, algorithm 1): a fair coin per batch, from the loop's generator (reproducible, resumable).
+        bool useEstimate = Settings.SelfConditioning
+            && rand(new long[] { 1 }, dtype: float64, device: CPU, generator: Generator).item<double>() < 0.5;
+        // Classifier-free guidance training (Ho & Salimans 2022, algorithm 1): c <- null label with probability p_uncond.
+        Tensor? y = null;
+        if (labels is not null)
         {
-            long b = x0.shape[0];
-            var x = x0.device == _device ? x0 : x0.to(_device);
-            // t ~ Uniform({0, ..., T-1}) and eps ~ N(0, I), drawn on the CPU generator so runs are reproducible and resumable.
-            var t = randint(0, _schedule.Timesteps, new long[] { b }, dtype: int64, device: CPU, generator: _generator).to(_device);
-            var eps = randn(x.shape, dtype: float32, device: CPU, generator: _generator).to(_device);
-            var xt = _schedule.AddNoise(x, eps, t);                      // eq. 4
-            var target = DiffusionLoss.Target(_schedule, Settings.Prediction, x, eps, t);   // eps, x_0 or v
-            var weights = _timestepWeights is null ? null : _schedule.Extract(_timestepWeights, t, 1);
-            // SR3: the network sees upsample(downsample(x_0)) as extra channels (null when unconditional).
-            var lowResolution = Settings.LowResolutionFactor > 0 ? LowResolutionCondition.FromImage(x, Settings.LowResolutionFactor) : null;
-            // Self-conditioning (Analog Bits, algorithm 1): a fair coin per batch, from the loop's generator (reproducible, resumable).
-            bool useEstimate = Settings.SelfConditioning
-                && rand(new long[] { 1 }, dtype: float64, device: CPU, generator: _generator).item<double>() < 0.5;
-            // Classifier-free guidance training (Ho & Salimans 2022, algorithm 1): c <- null label with probability p_uncond.
-            Tensor? y = null;
-            if (labels is not null)
-            {
-                var drop = rand(new long[] { b }, dtype: float64, device: CPU, generator: _generator) < Settings.ConditionDropProbability;
-                var cpuLabels = labels.to(CPU).to_type(int64);
-                y = where(drop, full(new long[] { b }, (long)Settings.NumClasses, dtype: int64), cpuLabels).to(_device);
-            }
-            lossValue = float.NaN;
-            for (int attempt = 1; ; attempt++)
-            {
-                using var attemptScope = NewDisposeScope();
-                try
-                {
-                    Tensor input = xt;
-                    if (Settings.SelfConditioning)
-                    {
-                        Tensor? selfCondition = null;
-                        if (useEstimate)
-                        {
-                            using (no_grad())
-                            {
-                                var first = Forward(ConditionedNetwork.AppendChannels(SelfConditioning.Input(xt, null), lowResolution), t, y);
-                                selfCondition = SelfConditioning.EstimateX0(_schedule, Settings.Prediction, first, xt, t);
-                            }
-                        }
-                        input = SelfConditioning.Input(xt, selfCondition);   // zeros when no estimate
-                    }
-                    var predicted = Forward(ConditionedNetwork.AppendChannels(input, lowResolution), t, y);   // float32 in both precisions
-                    var loss = Settings.LearnedVariance
-                        ? VariationalBound.HybridLoss(_schedule, Settings.Prediction, predicted, target, x, xt, t, weights)   // Improved DDPM eq. 16
-                        : DiffusionLoss.WeightedMse(predicted, target, weights);   // eq. 14 (L_simple) when unweighted epsilon
-                    lossValue = loss.item<float>();
-                    double norm = double.NaN;
-                    _optimizer.zero_grad();
-                    if (float.IsFinite(lossValue))
-                    {
-                        loss.backward();
-                        _lowPrecision?.AccumulateGradientsInto();   // bfloat16 gradients -> float32 master gradients
-                        norm = Settings.GradientClipNorm > 0
-                            ? nn.utils.clip_grad_norm_(_parameters, Settings.GradientClipNorm)
-                            : nn.utils.clip_grad_norm_(_parameters, double.PositiveInfinity);
-                        if (double.IsFinite(norm)) break;
-                    }
-                }
-                catch (System.Runtime.InteropServices.ExternalException e) when (attempt < MaxAttempts)
-                {
-                    // A libtorch error in the forward or backward pass. TorchSharp's operators pass implicit Scalar temporaries
-                    // (e.g. the alpha of a + b) that a concurrent garbage collection can free while libtorch reads them (see
-                    // ScalarSafeOptimizers): the step fails once and succeeds when recomputed. Gradients are zeroed above, so the
-                    // retry starts clean; an error that repeats is real and is thrown.
-                    _optimizer.zero_grad();
-                    _lowPrecision?.ClearGradients();
-                    LastRetryReason = e.Message.Split('\n')[0];
-                    Retries++;
-                    continue;
-                }
-                // A non-finite loss or gradient. On some machines (seen on AMD EPYC VMs) the CPU kernels return NaN
-                // at random now and then (see TorchRuntime); such a fault does not repeat, so the same step is
-                // recomputed. A failure that persists is a real divergence (or NaN input) and stops training.
-                if (attempt == MaxAttempts)
-                {
-                    _optimizer.zero_grad();
-                    throw NonFiniteLossException.AfterRetries(Step + 1, lossValue, LastFiniteLoss, MaxAttempts);
-                }
-                Retries++;
-            }
-            SetLearningRate(LearningRateAt(Step));
-            _optimizer.step();
+            var drop = rand(new long[] { b }, dtype: float64, device: CPU, generator: Generator) < Settings.ConditionDropProbability;
+            var cpuLabels = labels.to(CPU).to_type(int64);
+            y = where(drop, full(new long[] { b }, (long)Settings.NumClasses, dtype: int64), cpuLabels).to(Device);
         }
-        Ema.Update();
-        Step++;
-        LastFiniteLoss = lossValue;
-        return lossValue;
+        return OptimizerStep(() =>
+        {
+            Tensor input = xt;
+            if (Settings.SelfConditioning)
+            {
+                Tensor? selfCondition = null;
+                if (useEstimate)
+                {
+                    using (no_grad())
+                    {
+                        var first = Forward(ConditionedNetwork.AppendChannels(SelfConditioning.Input(xt, null), lowResolution), t, y);
+                        selfCondition = SelfConditioning.EstimateX0(_schedule, Settings.Prediction, first, xt, t);
+                    }
+                }
+                input = SelfConditioning.Input(xt, selfCondition);   // zeros when no estimate
+            }
+            var predicted = Forward(ConditionedNetwork.AppendChannels(input, lowResolution), t, y);   // float32 in both precisions
+            return Settings.LearnedVariance
+                ? VariationalBound.HybridLoss(_schedule, Settings.Prediction, predicted, target, x, xt, t, weights)   // Improved DDPM eq. 16
+                : DiffusionLoss.WeightedMse(predicted, target, weights);   // eq. 14 (L_simple) when unweighted epsilon
+        });
     }
 
-    /// <summary>The learning rate of optimizer step <paramref name="step"/> (0-based; <see cref="LearningRateCurve.At"/>).</summary>
-    public double LearningRateAt(long step) =>
-        LearningRateCurve.At(step, Settings.LearningRate, Settings.WarmupSteps, Settings.LearningRateSchedule, Settings.TotalSteps);
+    /// <summary>Mixed precision: the bfloat16 copy's gradients go to the float32 master weights before clipping.</summary>
+    protected override void AfterBackward() => _lowPrecision?.AccumulateGradientsInto();
 
-    /// <summary>The learning rate the optimizer used at its last step.</summary>
-    public double CurrentLearningRate => _optimizer.ParamGroups.First().LearningRate;
+    /// <inheritdoc/>
+    protected override void AfterFailedAttempt() => _lowPrecision?.ClearGradients();
 
-    private void SetLearningRate(double lr)
-    {
-        foreach (var group in _optimizer.ParamGroups) group.LearningRate = lr;
-    }
+    /// <summary>The EMA of the weights follows every step.</summary>
+    protected override void AfterOptimizerStep() => Ema.Update();
 
     /// <summary>The network's output in float32: the float32 network, or the bfloat16 working copy in mixed precision.</summary>
     private Tensor Forward(Tensor x, Tensor t, Tensor? y) => _lowPrecision is { } copy ? copy.Forward(x, t, y) : Model.forward(x, t, y);
 
-    /// <summary>Writes the loop's full state (step, generator, weights, EMA, optimizer).</summary>
-    public void SaveState(BinaryWriter writer)
-    {
-        writer.Write(Step);                       // long: optimizer steps
-        writer.Write(Ema.Updates);                // long: EMA updates
-        using (var state = _generator.get_state())
-        {
-            var bytes = state.data<byte>().ToArray();
-            writer.Write(bytes.Length);           // int + bytes: generator state
-            writer.Write(bytes);
-        }
-        Model.save(writer);                       // trained weights
-        Ema.Shadow.save(writer);                  // EMA weights
-        _optimizer.save_state_dict(writer);       // AdamW moments
-    }
-
-    /// <summary>Restores the state written by <see cref="SaveState"/>.</summary>
-    public void LoadState(BinaryReader reader)
-    {
-        Step = reader.ReadInt64();
-        Ema.Updates = reader.ReadInt64();
-        int n = reader.ReadInt32();
-        if (n < 1 || n > 1 << 20)
-            throw new InvalidDataException($"The checkpoint's generator state has {n} bytes; expected 1..{1 << 20} (a few kilobytes).");
-        var bytes = reader.ReadBytes(n);
-        if (bytes.Length != n) throw new EndOfStreamException("Checkpoint is truncated (generator state).");
-        using (var state = tensor(bytes, dtype: uint8))
-            _generator.set_state(state);
-        LoadChecked(reader, Model, "The checkpoint's weights");
-        LoadChecked(reader, Ema.Shadow, "The checkpoint's EMA weights");
-        _optimizer.load_state_dict(reader);
-    }
-
-    /// <summary>Checks the tensors' names, shapes and sizes (<see cref="Persistence.TorchWeightsFormat"/>, nothing allocated by a
-    /// size read from the file) when the stream can seek back, then loads them.</summary>
-    private static void LoadChecked(BinaryReader reader, nn.Module module, string what)
-    {
-        if (reader.BaseStream.CanSeek)
-        {
-            long start = reader.BaseStream.Position;
-            var expected = module.state_dict().Select(kv => (kv.Key, kv.Value.shape)).ToList();
-            Persistence.TorchWeightsFormat.Check(reader, expected, what);
-            reader.BaseStream.Position = start;
-        }
-        module.load(reader);
-    }
+    /// <inheritdoc/>
+    protected override void WriteCounters(BinaryWriter writer) => writer.Write(Ema.Updates);   // long: EMA updates
 
     /// <inheritdoc/>
-    public void Dispose()
+    protected override void ReadCounters(BinaryReader reader) => Ema.Updates = reader.ReadInt64();
+
+    /// <inheritdoc/>
+    protected override IEnumerable<(nn.Module Module, string What)> CheckpointModules =>
+        new[] { ((nn.Module)Model, "The checkpoint's weights"), (Ema.Shadow, "The checkpoint's EMA weights") };
+
+    /// <inheritdoc/>
+    public override void Dispose()
     {
-        _generator.Dispose();
         _lowPrecision?.Dispose();
-        (_optimizer as IDisposable)?.Dispose();
+        base.Dispose();
     }
 }

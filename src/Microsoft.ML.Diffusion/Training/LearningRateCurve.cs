@@ -19,3 +19,12 @@ internal static class LearningRateCurve
         return peak * 0.5 * (1 + Math.Cos(Math.PI * progress));
     }
 }
+
+/// <summary>A run's learning-rate curve: <paramref name="Peak"/> after <paramref name="WarmupSteps"/> warm-up steps, constant or
+/// decaying to zero at <paramref name="TotalSteps"/> (<see cref="LearningRateCurve.At"/>).</summary>
+internal readonly record struct LearningRatePlan(double Peak, long WarmupSteps = 0, LearningRateSchedule Schedule = LearningRateSchedule.Constant,
+    long? TotalSteps = null)
+{
+    /// <summary>The learning rate of optimizer step <paramref name="step"/> (0-based).</summary>
+    public double At(long step) => LearningRateCurve.At(step, Peak, WarmupSteps, Schedule, TotalSteps);
+}

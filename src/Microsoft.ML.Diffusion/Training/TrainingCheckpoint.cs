@@ -24,7 +24,7 @@ internal static class TrainingCheckpoint
     /// Atomically writes a checkpoint: <paramref name="configJson"/> identifies the run (resuming with other
     /// settings is refused), <paramref name="epoch"/> and <paramref name="batchInEpoch"/> locate the data position.
     /// </summary>
-    public static void Write(string directory, string configJson, long dataSeed, int epoch, long batchInEpoch, DiffusionTrainingLoop loop)
+    public static void Write(string directory, string configJson, long dataSeed, int epoch, long batchInEpoch, TrainingLoop loop)
     {
         Directory.CreateDirectory(directory);
         string final = PathIn(directory);
@@ -48,7 +48,7 @@ internal static class TrainingCheckpoint
     }
 
     /// <summary>Restores <paramref name="loop"/> from the checkpoint and returns its data position.</summary>
-    public static (long DataSeed, int Epoch, long BatchInEpoch) Load(string directory, string expectedConfigJson, DiffusionTrainingLoop loop)
+    public static (long DataSeed, int Epoch, long BatchInEpoch) Load(string directory, string expectedConfigJson, TrainingLoop loop)
     {
         string path = PathIn(directory);
         using var fs = File.OpenRead(path);

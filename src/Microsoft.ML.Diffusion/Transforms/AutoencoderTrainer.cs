@@ -1,4 +1,4 @@
-using System.Diagnostics;
+using System.Text.Json;
 using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion.Models;
 using Microsoft.ML.Diffusion.Persistence;
@@ -19,7 +19,8 @@ namespace Microsoft.ML.Diffusion;
 /// The loss is L1 reconstruction + <see cref="Options.KlWeight"/> x KL (<see cref="AutoencoderLoss"/>). LDM adds an LPIPS
 /// perceptual term and a patch discriminator; LPIPS needs pretrained VGG16 weights, which are not available offline, so
 /// neither is implemented. Progress goes to the MLContext log and to <see cref="Options.Progress"/>;
-/// <see cref="Options.CancellationToken"/> stops training between two steps.
+/// <see cref="Options.CancellationToken"/> stops training between two steps. With <see cref="Options.CheckpointDirectory"/> set,
+/// checkpoints are written atomically and a later Fit with the same options resumes from the last one.
 /// </remarks>
 public sealed class AutoencoderTrainer : IEstimator<AutoencoderModel>
 {
@@ -27,7 +28,7 @@ public sealed class AutoencoderTrainer : IEstimator<AutoencoderModel>
     public const string DefaultOutputColumnName = "Reconstruction";
 
     /// <summary>Options of <see cref="AutoencoderTrainer"/>.</summary>
-    public sealed class Options
+    public sealed class Options : ITrainingRunOptions
     {
         /// <summary>The training images: an MLImage column or a Single pixel vector, as for <see cref="DiffusionTrainer.Options.ImageColumnName"/>.</summary>
         public string ImageColumnName { get; set; } = DiffusionDefaults.ImageColumnName;
@@ -69,9 +70,15 @@ public sealed class AutoencoderTrainer : IEstimator<AutoencoderModel>
         public int? Seed { get; set; }
         /// <summary>Steps between two log lines on the MLContext log.</summary>
         public int LogInterval { get; set; } = 50;
+        /// <summary>When set: a checkpoint is written atomically every <see cref="CheckpointInterval"/> steps and at each epoch's end, and
+        /// Fit resumes from it if present (with the same options; raising Epochs or MaxSteps continues the run), as for
+        /// <see cref="DiffusionTrainer.Options.CheckpointDirectory"/>.</summary>
+        public string? CheckpointDirectory { get; set; }
+        /// <summary>Optimizer steps between checkpoints.</summary>
+        public int CheckpointInterval { get; set; } = DiffusionDefaults.CheckpointInterval;
         /// <summary>Receives a report after every optimizer step (Loss: L1 summed per image + beta KL, averaged over the batch).</summary>
         public IProgress<TrainingProgress>? Progress { get; set; }
-        /// <summary>Stops training between two steps.</summary>
+        /// <summary>Stops training between two steps (a checkpoint is written first when a directory is set).</summary>
         public CancellationToken CancellationToken { get; set; }
 
         internal AutoencoderConfig ToNetworkConfig() => new()
@@ -115,6 +122,7 @@ public sealed class AutoencoderTrainer : IEstimator<AutoencoderModel>
         Positive(o.BatchSize, nameof(o.BatchSize));
         Positive(o.ShuffleBufferSize, nameof(o.ShuffleBufferSize));
         Positive(o.LogInterval, nameof(o.LogInterval));
+        Positive(o.CheckpointInterval, nameof(o.CheckpointInterval));
         if (!(o.LearningRate > 0 && float.IsFinite(o.LearningRate)))
             throw new ArgumentOutOfRangeException(nameof(o.LearningRate), o.LearningRate, "AutoencoderTrainer.Options.LearningRate must be a positive number.");
         if (!(o.KlWeight >= 0 && double.IsFinite(o.KlWeight)))
@@ -139,28 +147,27 @@ public sealed class AutoencoderTrainer : IEstimator<AutoencoderModel>
         var o = _options;
         var imageCol = TrainingImageInput.Check(input.Schema, o.ImageColumnName, o.ImageSize, o.Channels)
             .RejectColor(o.ConvertToGrayscale, "AutoencoderTrainer.Options.ConvertToGrayscale");
-        long? rowCount = input.GetRowCount();
-        if (rowCount is long known && known < o.BatchSize)
-            throw new InvalidOperationException(
-                $"Column '{o.ImageColumnName}': the input has {known} rows, fewer than BatchSize = {o.BatchSize}; lower BatchSize or add images.");
+        var settings = TrainingRunSettings.From(o);
+        settings.RequireRows(input.GetRowCount());
         var device = DeviceSelection.Select(_host);
         var netConfig = o.ToNetworkConfig();
         long seed = o.Seed ?? _host.Rand.Next();
         using var ch = _host.Start("Autoencoder training");
-        KlAutoencoder network;
-        lock (DiffusionTrainer.TorchGlobalSeed)
-        {
-            torch.manual_seed(seed);   // weight initialisation uses libtorch's global generator
-            network = new KlAutoencoder(netConfig);
-        }
+        var network = TrainerBase.CreateSeeded(seed, () => new KlAutoencoder(netConfig));
         try
         {
             network.to(device);
-            long steps = Train(input, imageCol, network, seed, device, ch);
+            using var loop = new AutoencoderTrainingLoop(network, o.LearningRate, o.KlWeight, seed, device);
+            // The checkpoint identity: what the weights, the Adam state and the data order depend on.
+            string identity = JsonSerializer.Serialize(new
+            {
+                Trainer = nameof(AutoencoderTrainer), Network = netConfig, o.KlWeight, o.LearningRate, o.BatchSize, o.ShuffleBufferSize,
+            }, DiffusionModelConfig.Json);
+            new Run(settings, loop, ch, o, device).Train(input, imageCol, null, 0, o.Channels * o.ImageSize * o.ImageSize, identity, seed);
             var config = new AutoencoderModelConfig
             {
                 Network = netConfig, InputColumnName = o.ImageColumnName, OutputColumnName = o.OutputColumnName,
-                KlWeight = o.KlWeight, TrainedSteps = steps,
+                KlWeight = o.KlWeight, TrainedSteps = loop.Step,
             };
             return new AutoencoderModel(_host, config, network, device);
         }
@@ -171,69 +178,26 @@ public sealed class AutoencoderTrainer : IEstimator<AutoencoderModel>
         }
     }
 
-    private long Train(IDataView input, TrainingImageInput imageCol, KlAutoencoder network, long seed, Device device, IChannel ch)
+    /// <summary>The autoencoder's step on a batch.</summary>
+    private sealed class Run(TrainingRunSettings settings, AutoencoderTrainingLoop loop, IChannel ch, Options o, Device device)
+        : TrainerBase<AutoencoderTrainingLoop>(settings, loop, ch)
     {
-        var o = _options;
-        using var loop = new AutoencoderTrainingLoop(network, o.LearningRate, o.KlWeight, seed, device);
-        long? rowCount = input.GetRowCount();
-        long? totalSteps = rowCount is long rc ? (rc + o.BatchSize - 1) / o.BatchSize * o.Epochs : null;
-        if (o.MaxSteps is long ms) totalSteps = totalSteps is long ts ? Math.Min(ts, ms) : ms;
-        var c = network.Config;
-        ch.Info($"Training a {network.ParameterCount:N0}-parameter KL autoencoder on '{o.ImageColumnName}' ({c.ImageSize}x{c.ImageSize}x{c.Channels} -> " +
-                $"{c.LatentChannels}x{c.LatentSize}x{c.LatentSize}), {o.Epochs} epoch(s) of batch {o.BatchSize}, beta = {o.KlWeight:G3}, on {device.type}.");
-        int per = o.Channels * o.ImageSize * o.ImageSize;
-        var watch = Stopwatch.StartNew();
-        long images = 0;
-        bool stopped = false;
-        for (int epoch = 0; epoch < o.Epochs && !stopped; epoch++)
+        protected override string Description
         {
-            double lossSum = 0;
-            long lossCount = 0, rows = 0;
-            var batch = new float[o.BatchSize * per];
-            int filled = 0;
-            foreach (var (row, _) in DiffusionTrainer.StreamRows(input, imageCol, null, 0, per, seed + epoch, o.ShuffleBufferSize, o.CancellationToken))
+            get
             {
-                rows++;
-                row.CopyTo(batch, filled * per);
-                if (++filled < o.BatchSize) continue;
-                RunBatch(filled);
-                filled = 0;
-                if (stopped) break;
-            }
-            if (rows < o.BatchSize)
-                throw new InvalidOperationException(
-                    $"Column '{o.ImageColumnName}': the input has {rows} rows, fewer than BatchSize = {o.BatchSize}; lower BatchSize or add images.");
-            if (!stopped && filled > 0) RunBatch(filled);
-            ch.Info($"Epoch {epoch + 1}/{o.Epochs} done: mean loss {(lossCount > 0 ? lossSum / lossCount : double.NaN):G5}, step {loop.Step}.");
-
-            void RunBatch(int count)
-            {
-                o.CancellationToken.ThrowIfCancellationRequested();
-                float loss;
-                using (var x = torch.tensor(batch.AsSpan(0, count * per).ToArray(), new long[] { count, o.Channels, o.ImageSize, o.ImageSize }))
-                {
-                    try
-                    {
-                        loss = loop.TrainStep(x);
-                    }
-                    catch (NonFiniteLossException e)
-                    {
-                        ch.Error(e.Message);
-                        throw;
-                    }
-                }
-                images += count;
-                lossSum += loss;
-                lossCount++;
-                double ips = images / Math.Max(1e-9, watch.Elapsed.TotalSeconds);
-                o.Progress?.Report(new TrainingProgress(epoch + 1, o.Epochs, loop.Step, totalSteps, loss, (float)(lossSum / lossCount), ips));
-                if (loop.Step % o.LogInterval == 0)
-                    ch.Info($"epoch {epoch + 1}/{o.Epochs} step {loop.Step}{(totalSteps is long t ? $"/{t}" : "")}: loss {loss:G5} " +
-                            $"(L1 per pixel {loop.LastL1:G4}), {ips:F1} img/s");
-                if (o.MaxSteps is long max && loop.Step >= max) stopped = true;
+                var c = Loop.Model.Config;
+                return $"Training a {Loop.Model.ParameterCount:N0}-parameter KL autoencoder on '{o.ImageColumnName}' ({c.ImageSize}x{c.ImageSize}x{c.Channels} -> " +
+                       $"{c.LatentChannels}x{c.LatentSize}x{c.LatentSize}), {o.Epochs} epoch(s) of batch {o.BatchSize}, beta = {o.KlWeight:G3}, on {device.type}.";
             }
         }
-        ch.Info($"Trained {loop.Step} steps in {watch.Elapsed.TotalSeconds:F1} s.");
-        return loop.Step;
+
+        protected override float TrainBatch(TrainingBatch batch)
+        {
+            using var x = batch.Images(o.Channels, o.ImageSize);
+            return Loop.TrainStep(x);
+        }
+
+        protected override string StepDetails(double meanLoss) => $"L1 per pixel {Loop.LastL1:G4}";
     }
 }

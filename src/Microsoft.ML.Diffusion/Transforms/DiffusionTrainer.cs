@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion.Imaging;
@@ -26,7 +25,7 @@ namespace Microsoft.ML.Diffusion;
 public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
 {
     /// <summary>Options of <see cref="DiffusionTrainer"/>.</summary>
-    public sealed class Options
+    public sealed class Options : ITrainingRunOptions
     {
         /// <summary>The training images: an MLImage column, or a vector of Single pixel values 0..255 in ExtractPixels' default
         /// layout (planar R, G, B: <c>Vector&lt;Single, 3, ImageSize, ImageSize&gt;</c>; one plane is accepted when Channels = 1).
@@ -311,20 +310,13 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         if (o.Precision == Precision.Bf16Mixed && device.type == DeviceType.CPU && TorchRuntime.AppliedOneDnnIsaLimit is string isa)
             ch.Warning($"Precision.Bf16Mixed on the CPU while oneDNN is limited to {isa} (see TorchRuntime): bfloat16 convolutions then run on " +
                        "slow reference kernels. Unset MLNET_DIFFUSION_CPU_ISA (the default is the full instruction set) to use the AVX-512 BF16 kernels.");
-        UNet model, ema;
-        lock (TorchGlobalSeed)
-        {
-            // Weight initialisation uses libtorch's global generator.
-            torch.manual_seed(seed);
-            model = new UNet(netConfig);
-            ema = new UNet(netConfig);
-        }
+        var (model, ema) = TrainerBase.CreateSeeded(seed, () => (new UNet(netConfig), new UNet(netConfig)));
         model.to(device);
         ema.to(device);
         ema.eval();
 
-        long? plannedSteps = input.GetRowCount() is long rows ? (rows + o.BatchSize - 1) / o.BatchSize * o.Epochs : null;
-        if (o.MaxSteps is long cap) plannedSteps = plannedSteps is long p ? Math.Min(p, cap) : cap;
+        var run = TrainingRunSettings.From(o);
+        long? plannedSteps = run.PlannedSteps(input.GetRowCount());
         if (o.LearningRateSchedule == LearningRateSchedule.Cosine && plannedSteps is null)
             throw new InvalidOperationException(
                 $"DiffusionTrainer.Options.LearningRateSchedule is Cosine, which decays to zero at the run's last step, but the input data view " +
@@ -339,38 +331,6 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             NumClasses = numClasses, ConditionDropProbability = labelCol is null ? 0 : o.ConditionDropProbability,
             Precision = o.Precision,
         };
-        var identityFields = new
-        {
-            Network = netConfig, o.Schedule, o.Timesteps, o.BatchSize, o.LearningRate, o.WeightDecay, o.GradientClipNorm,
-            o.EmaDecay, o.ShuffleBufferSize,
-        };
-        // The training target and weighting were added later: they enter the identity only when not at their defaults,
-        // so checkpoints written before keep resuming.
-        string identity = o.Prediction == PredictionType.Epsilon && o.LossWeighting == LossWeighting.None
-            ? JsonSerializer.Serialize(identityFields, DiffusionModelConfig.Json)
-            : JsonSerializer.Serialize(new { Run = identityFields, o.Prediction, o.LossWeighting }, DiffusionModelConfig.Json);
-        // Likewise the variance (added after them): only a non-default one changes the identity.
-        if (o.Variance != VarianceType.FixedSmall)
-            identity = JsonSerializer.Serialize(new { Run = identity, o.Variance }, DiffusionModelConfig.Json);
-        // And self-conditioning (added after the variance): only when on.
-        if (o.SelfConditioning)
-            identity = JsonSerializer.Serialize(new { Run = identity, o.SelfConditioning }, DiffusionModelConfig.Json);
-        // And the conditioning (added after self-conditioning): only when set.
-        if (o.Conditioning is not null)
-            identity = JsonSerializer.Serialize(new { Run = identity, o.Conditioning }, DiffusionModelConfig.Json);
-        // And class conditioning (added with it): only when a label column is set.
-        if (labelCol is not null)
-            identity = JsonSerializer.Serialize(new { Run = identity, NumClasses = numClasses, o.ConditionDropProbability }, DiffusionModelConfig.Json);
-        // And the precision (added after class conditioning): only when not float32.
-        if (o.Precision != Precision.Fp32)
-            identity = JsonSerializer.Serialize(new { Run = identity, o.Precision }, DiffusionModelConfig.Json);
-
-        // And the learning-rate curve (added after the precision): only when not constant without warm-up. The total step count
-        // is left out, so raising Epochs continues a cosine run (stretching its decay).
-        if (o.LearningRateWarmupSteps != 0 || o.LearningRateSchedule != LearningRateSchedule.Constant)
-            identity = JsonSerializer.Serialize(new { Run = identity, o.LearningRateWarmupSteps, o.LearningRateSchedule }, DiffusionModelConfig.Json);
-
-        // And the latent space (added after the conditioning): only with an autoencoder; its scale factor is computed below.
         LatentSpace? latent = null;
         if (o.Autoencoder is { } ae)
         {
@@ -380,12 +340,15 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
                 ScaleFactor = LatentScale.Compute(ae, input, imageCol, o.BatchSize),
             };
             ch.Info($"Latent diffusion on the {ae.LatentChannels}x{ae.LatentSize}x{ae.LatentSize} latents of the autoencoder, scale factor {latent.ScaleFactor:G6}.");
-            identity = JsonSerializer.Serialize(new { Run = identity, Latent = latent, Autoencoder = ae.Config }, DiffusionModelConfig.Json);
         }
+        string identity = CheckpointIdentity(o, netConfig, labelCol is null ? null : numClasses, latent);
 
         try
         {
-            return Train(input, imageCol, labelCol, model, ema, schedule, settings, identity, seed, device, ch, latent);
+            using var loop = new DiffusionTrainingLoop(model, ema, schedule, settings, device);
+            var trainer = new Run(this, run, loop, ch, labelCol?.Name, latent, device);
+            trainer.Train(input, imageCol, labelCol, netConfig.NumClasses, o.Channels * o.ImageSize * o.ImageSize, identity, seed);
+            return new DiffusionModel(_host, trainer.ModelConfig(loop.Step), ema, device, autoencoder: o.Autoencoder);
         }
         catch
         {
@@ -396,6 +359,42 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         {
             model.Dispose();
         }
+    }
+
+    /// <summary>
+    /// The run's identity in its checkpoints: a checkpoint resumes only under the same one. Options added over time enter it
+    /// only when not at their defaults, each as one more layer { Run = identity so far, option }, so that checkpoints written
+    /// before an option existed keep resuming. The total step count is left out, so raising Epochs continues a run (a cosine
+    /// run stretches its decay).
+    /// </summary>
+    private static string CheckpointIdentity(Options o, UNetConfig netConfig, int? numClasses, LatentSpace? latent)
+    {
+        static string Json<T>(T value) => JsonSerializer.Serialize(value, DiffusionModelConfig.Json);
+        var identityFields = new
+        {
+            Network = netConfig, o.Schedule, o.Timesteps, o.BatchSize, o.LearningRate, o.WeightDecay, o.GradientClipNorm,
+            o.EmaDecay, o.ShuffleBufferSize,
+        };
+        // In the order the options were added: the training target and weighting, the variance, self-conditioning, the
+        // conditioning, class conditioning, the precision, the learning-rate curve, the latent space.
+        string identity = o.Prediction == PredictionType.Epsilon && o.LossWeighting == LossWeighting.None
+            ? Json(identityFields)
+            : Json(new { Run = identityFields, o.Prediction, o.LossWeighting });
+        if (o.Variance != VarianceType.FixedSmall)
+            identity = Json(new { Run = identity, o.Variance });
+        if (o.SelfConditioning)
+            identity = Json(new { Run = identity, o.SelfConditioning });
+        if (o.Conditioning is not null)
+            identity = Json(new { Run = identity, o.Conditioning });
+        if (numClasses is int classes)
+            identity = Json(new { Run = identity, NumClasses = classes, o.ConditionDropProbability });
+        if (o.Precision != Precision.Fp32)
+            identity = Json(new { Run = identity, o.Precision });
+        if (o.LearningRateWarmupSteps != 0 || o.LearningRateSchedule != LearningRateSchedule.Constant)
+            identity = Json(new { Run = identity, o.LearningRateWarmupSteps, o.LearningRateSchedule });
+        if (latent is not null)
+            identity = Json(new { Run = identity, Latent = latent, Autoencoder = o.Autoencoder!.Config });
+        return identity;
     }
 
     private const int MaxClasses = UNetConfig.MaxClasses;
@@ -421,233 +420,67 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         return (col, classes);
     }
 
-    private DiffusionModel Train(IDataView input, TrainingImageInput imageCol, DataViewSchema.Column? labelCol, UNet model, UNet ema, DiffusionSchedule schedule,
-        TrainingSettings settings, string identity, long seed, Device device, IChannel ch, LatentSpace? latent)
+    /// <summary>The diffusion trainer's step on a batch (through the autoencoder for latent diffusion), and its snapshots.</summary>
+    private sealed class Run : TrainerBase<DiffusionTrainingLoop>
     {
-        var o = _options;
-        var netConfig = model.Config;
-        using var loop = new DiffusionTrainingLoop(model, ema, schedule, settings, device);
-        int startEpoch = 0;
-        long skipBatches = 0;
-        long dataSeed = seed;
-        if (o.CheckpointDirectory is string dir && TrainingCheckpoint.Exists(dir))
+        private readonly DiffusionTrainer _trainer;
+        private readonly Options _o;
+        private readonly string? _labelColumnName;
+        private readonly LatentSpace? _latent;
+        private readonly Device _device;
+
+        public Run(DiffusionTrainer trainer, TrainingRunSettings settings, DiffusionTrainingLoop loop, IChannel ch, string? labelColumnName,
+            LatentSpace? latent, Device device)
+            : base(settings, loop, ch)
         {
-            (dataSeed, startEpoch, skipBatches) = TrainingCheckpoint.Load(dir, identity, loop);
-            ch.Info($"Resuming from '{TrainingCheckpoint.PathIn(dir)}' at step {loop.Step} (epoch {startEpoch + 1}, batch {skipBatches}).");
+            _trainer = trainer;
+            _o = trainer._options;
+            _labelColumnName = labelColumnName;
+            _latent = latent;
+            _device = device;
         }
 
-        long? rowCount = input.GetRowCount();
-        if (rowCount is long known && known < o.BatchSize)
-            throw new InvalidOperationException(known == 0
-                ? $"Column '{o.ImageColumnName}': the input has no rows; expected at least BatchSize = {o.BatchSize} images."
-                : $"Column '{o.ImageColumnName}': the input has {known} rows, fewer than BatchSize = {o.BatchSize}; lower BatchSize or add images.");
-        long? totalSteps = rowCount is long rc ? (rc + o.BatchSize - 1) / o.BatchSize * o.Epochs : null;
-        if (o.MaxSteps is long ms) totalSteps = totalSteps is long ts ? Math.Min(ts, ms) : ms;
-        ch.Info($"Training a {model.ParameterCount:N0}-parameter U-Net on '{o.ImageColumnName}' ({o.ImageSize}x{o.ImageSize}x{o.Channels}), " +
-                $"T = {o.Timesteps} ({o.Schedule}), {o.Epochs} epoch(s) of batch {o.BatchSize}, on {device.type}.");
+        protected override string Description =>
+            $"Training a {Loop.Model.ParameterCount:N0}-parameter U-Net on '{_o.ImageColumnName}' ({_o.ImageSize}x{_o.ImageSize}x{_o.Channels}), " +
+            $"T = {_o.Timesteps} ({_o.Schedule}), {_o.Epochs} epoch(s) of batch {_o.BatchSize}, on {_device.type}.";
 
-        long? lastCheckpointStep = o.CheckpointDirectory is string resumedFrom && TrainingCheckpoint.Exists(resumedFrom) ? loop.Step : null;
-        void WriteCheckpoint(string directory, int epoch, long batchInEpoch)
+        protected override float TrainBatch(TrainingBatch batch)
         {
-            TrainingCheckpoint.Write(directory, identity, dataSeed, epoch, batchInEpoch, loop);
-            lastCheckpointStep = loop.Step;
+            using var pixels = batch.Images(_o.Channels, _o.ImageSize);
+            using var x0 = _latent is null ? pixels.alias() : LatentScale.ToLatent(_o.Autoencoder!, pixels, _latent.ScaleFactor);
+            using var y = batch.LabelTensor();
+            return Loop.TrainStep(x0, y);
         }
 
-        var watch = Stopwatch.StartNew();
-        long imagesThisRun = 0;
-        int per = o.Channels * o.ImageSize * o.ImageSize;
-        bool stopped = false;
-        for (int epoch = startEpoch; epoch < o.Epochs && !stopped; epoch++)
+        protected override void EpochCompleted(int epoch, float meanLoss, double imagesPerSecond)
         {
-            double lossSum = 0;
-            long lossCount = 0, batchInEpoch = 0, rowsInEpoch = 0;
-            var batch = new float[o.BatchSize * per];
-            var batchLabels = labelCol is null ? null : new long[o.BatchSize];
-            int filled = 0;
-            foreach (var row in StreamRows(input, imageCol, labelCol, netConfig.NumClasses, per, dataSeed + epoch, o.ShuffleBufferSize, o.CancellationToken))
+            if (_o.EpochCompleted is not { } epochCompleted) return;
+            var ema = (UNet)Loop.Ema.Shadow;
+            var snapshot = new TrainingSnapshot(epoch, _o.Epochs, Loop.Step, meanLoss, imagesPerSecond, _o.CancellationToken,
+                () => new DiffusionModel(_trainer._host, ModelConfig(Loop.Step), TrainerBase.CopyOf(ema, () => new UNet(ema.Config)), _device,
+                    autoencoder: _o.Autoencoder));
+            try
             {
-                rowsInEpoch++;
-                row.Pixels.CopyTo(batch, filled * per);
-                if (batchLabels is not null) batchLabels[filled] = row.Label;
-                filled++;
-                if (filled < o.BatchSize) continue;
-                RunBatch(filled);
-                filled = 0;
-                if (stopped) break;
+                epochCompleted(snapshot);
             }
-            if (rowsInEpoch == 0)
-                throw new InvalidOperationException($"Column '{o.ImageColumnName}': the input has no rows; expected at least BatchSize = {o.BatchSize} images.");
-            if (rowsInEpoch < o.BatchSize)
-                throw new InvalidOperationException($"Column '{o.ImageColumnName}': the input has {rowsInEpoch} rows, fewer than BatchSize = {o.BatchSize}; lower BatchSize or add images.");
-            if (!stopped && filled > 0)
-                RunBatch(filled); // the last, smaller batch of the epoch
-            skipBatches = 0;
-            if (!stopped)
+            finally
             {
-                ch.Info($"Epoch {epoch + 1}/{o.Epochs} done: mean loss {(lossCount > 0 ? lossSum / lossCount : double.NaN):G5}, step {loop.Step}.");
-                if (o.CheckpointDirectory is string d2)
-                    WriteCheckpoint(d2, epoch + 1, 0);
-                if (o.EpochCompleted is { } epochCompleted)
-                {
-                    double ips = imagesThisRun / Math.Max(1e-9, watch.Elapsed.TotalSeconds);
-                    var snapshot = new TrainingSnapshot(epoch + 1, o.Epochs, loop.Step, lossCount > 0 ? (float)(lossSum / lossCount) : float.NaN, ips,
-                        o.CancellationToken, () => new DiffusionModel(_host, ModelConfig(loop.Step), CopyOf(ema), device, autoencoder: o.Autoencoder));
-                    try
-                    {
-                        epochCompleted(snapshot);
-                    }
-                    finally
-                    {
-                        snapshot.Expire();
-                    }
-                }
-            }
-
-            void RunBatch(int count)
-            {
-                if (batchInEpoch < skipBatches)
-                {
-                    batchInEpoch++;
-                    return; // consumed before the checkpoint we resumed from
-                }
-                if (o.MaxSteps is long done && loop.Step >= done)
-                {
-                    stopped = true; // resumed a run that had already reached MaxSteps
-                    return;
-                }
-                if (o.CancellationToken.IsCancellationRequested)
-                {
-                    if (o.CheckpointDirectory is string cd)
-                        WriteCheckpoint(cd, epoch, batchInEpoch);
-                    o.CancellationToken.ThrowIfCancellationRequested();
-                }
-                float loss;
-                using (var pixels = torch.tensor(batch.AsSpan(0, count * per).ToArray(), new long[] { count, o.Channels, o.ImageSize, o.ImageSize }))
-                using (var x0 = latent is null ? pixels.alias() : LatentScale.ToLatent(o.Autoencoder!, pixels, latent.ScaleFactor))
-                using (var y = batchLabels is null ? null : torch.tensor(batchLabels.AsSpan(0, count).ToArray(), dtype: int64))
-                {
-                    try
-                    {
-                        loss = loop.TrainStep(x0, y);
-                    }
-                    catch (NonFiniteLossException e)
-                    {
-                        // The failed step changed nothing and no checkpoint is written after it: the last one stays good.
-                        if (o.CheckpointDirectory is string kept)
-                            e = e.WithCheckpoint(TrainingCheckpoint.PathIn(kept), lastCheckpointStep);
-                        ch.Error(e.Message);
-                        throw e;
-                    }
-                }
-                batchInEpoch++;
-                imagesThisRun += count;
-                lossSum += loss;
-                lossCount++;
-                double ips = imagesThisRun / Math.Max(1e-9, watch.Elapsed.TotalSeconds);
-                o.Progress?.Report(new TrainingProgress(epoch + 1, o.Epochs, loop.Step, totalSteps, loss, (float)(lossSum / lossCount), ips)
-                {
-                    LearningRate = loop.CurrentLearningRate,
-                });
-                if (loop.Step % o.LogInterval == 0)
-                    ch.Info($"epoch {epoch + 1}/{o.Epochs} step {loop.Step}{(totalSteps is long t ? $"/{t}" : "")}: loss {loss:G5} (mean {lossSum / lossCount:G5}), {ips:F1} img/s");
-                if (o.CheckpointDirectory is string cd2 && loop.Step % o.CheckpointInterval == 0)
-                    WriteCheckpoint(cd2, epoch, batchInEpoch);
-                if (o.MaxSteps is long max && loop.Step >= max)
-                {
-                    stopped = true;
-                    if (o.CheckpointDirectory is string cd3)
-                        WriteCheckpoint(cd3, epoch, batchInEpoch);
-                }
+                snapshot.Expire();
             }
         }
 
-        ch.Info($"Trained {loop.Step} steps in {watch.Elapsed.TotalSeconds:F1} s.");
-        return new DiffusionModel(_host, ModelConfig(loop.Step), ema, device, autoencoder: o.Autoencoder);
-
-        // The saved model's settings after trainedSteps steps (the final model's, and each TrainingSnapshot's).
-        DiffusionModelConfig ModelConfig(long trainedSteps) => new()
+        /// <summary>The saved model's settings after trainedSteps steps (the final model's, and each TrainingSnapshot's).</summary>
+        public DiffusionModelConfig ModelConfig(long trainedSteps) => new()
         {
-            Network = netConfig, Schedule = o.Schedule, Timesteps = o.Timesteps, ImageSize = o.ImageSize, Channels = o.Channels,
-            OutputColumnName = o.OutputColumnName, SeedColumnName = o.SeedColumnName,
-            DefaultSampler = SamplerSettings.From(o.Sampler ?? new SamplerOptions()), TrainedSteps = trainedSteps,
-            Prediction = o.Prediction, Variance = o.Variance, SelfConditioning = o.SelfConditioning, Conditioning = o.Conditioning,
-            LabelColumnName = labelCol?.Name, ConditionDropProbability = labelCol is null ? 0 : o.ConditionDropProbability,
-            Latent = latent,
+            Network = Loop.Model.Config, Schedule = _o.Schedule, Timesteps = _o.Timesteps, ImageSize = _o.ImageSize, Channels = _o.Channels,
+            OutputColumnName = _o.OutputColumnName, SeedColumnName = _o.SeedColumnName,
+            DefaultSampler = SamplerSettings.From(_o.Sampler ?? new SamplerOptions()), TrainedSteps = trainedSteps,
+            Prediction = _o.Prediction, Variance = _o.Variance, SelfConditioning = _o.SelfConditioning, Conditioning = _o.Conditioning,
+            LabelColumnName = _labelColumnName, ConditionDropProbability = _labelColumnName is null ? 0 : _o.ConditionDropProbability,
+            Latent = _latent,
         };
     }
 
-    /// <summary>
-    /// An independent copy of <paramref name="network"/> (same architecture, weights and device, in eval mode). Building the
-    /// copy's layers draws their initial weights from libtorch's global generator, which dropout also uses during training:
-    /// its state is saved and restored around the construction, so taking a copy leaves training unchanged.
-    /// </summary>
-    private static UNet CopyOf(UNet network)
-    {
-        UNet copy;
-        lock (TorchGlobalSeed)
-        {
-            using var state = torch.random.get_rng_state();
-            copy = new UNet(network.Config);
-            torch.random.set_rng_state(state);
-        }
-        try
-        {
-            using (torch.no_grad())
-            {
-                var source = network.state_dict();
-                foreach (var (name, target) in copy.state_dict())
-                    target.copy_(source[name]);   // from the network's device to the CPU
-            }
-            copy.to(network.parameters().First().device);
-            copy.eval();
-            return copy;
-        }
-        catch
-        {
-            copy.Dispose();
-            throw;
-        }
-    }
-
-    internal static readonly object TorchGlobalSeed = new();
-
-    /// <summary>
-    /// Streams the image column as [-1, 1] CHW float rows (with their class index when <paramref name="labelCol"/> is set,
-    /// <paramref name="numClasses"/> for a missing key) in a shuffled order: a buffer of <paramref name="bufferSize"/>
-    /// rows, each new row replacing a random one that is emitted (the same pool shuffle as ML.NET's ShuffleRows).
-    /// </summary>
-    internal static IEnumerable<(float[] Pixels, long Label)> StreamRows(IDataView input, TrainingImageInput imageCol, DataViewSchema.Column? labelCol,
-        int numClasses, int per, long seed, int bufferSize, CancellationToken ct)
-    {
-        var rng = new Random(unchecked((int)(seed ^ (seed >> 32))));
-        var pool = new List<(float[] Pixels, long Label)>(Math.Min(bufferSize, 65536));
-        using var cursor = input.GetRowCursor(labelCol is { } lc ? new[] { imageCol.Column, lc } : new[] { imageCol.Column });
-        var read = imageCol.CreateReader(cursor);
-        long row = 0;
-        var labelReader = labelCol is { } l ? LabelColumn.Reader(cursor, l, numClasses, () => row) : null;
-        while (cursor.MoveNext())
-        {
-            ct.ThrowIfCancellationRequested();
-            var pixels = new float[per];
-            read(row, pixels);
-            var values = (pixels, labelReader?.Invoke() ?? 0L);
-            row++;
-            if (pool.Count < bufferSize)
-            {
-                pool.Add(values);
-                continue;
-            }
-            int j = rng.Next(pool.Count);
-            var emit = pool[j];
-            pool[j] = values;
-            yield return emit;
-        }
-        // Fisher-Yates over what is left.
-        for (int i = pool.Count - 1; i >= 0; i--)
-        {
-            int j = rng.Next(i + 1);
-            (pool[i], pool[j]) = (pool[j], pool[i]);
-            yield return pool[i];
-        }
-    }
+    /// <summary>Held while libtorch's global generator is seeded (see <see cref="TrainerBase.TorchGlobalSeed"/>).</summary>
+    internal static object TorchGlobalSeed => TrainerBase.TorchGlobalSeed;
 }

@@ -1,4 +1,4 @@
-using System.Diagnostics;
+using System.Text.Json;
 using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion.Models;
 using Microsoft.ML.Diffusion.Persistence;
@@ -16,7 +16,8 @@ namespace Microsoft.ML.Diffusion;
 /// trained with cross-entropy and AdamW on images noised by the diffusion model's own schedule (DDPM eq. 4, t ~ U{0..T-1}).
 /// Reached as <c>mlContext.Generative.NoisyClassifier(...)</c>; pass the model to <see cref="SamplerOptions.Classifier"/> to
 /// guide sampling. Progress goes to the MLContext log and <see cref="Options.Progress"/>; <see cref="Options.CancellationToken"/>
-/// stops training between two steps.
+/// stops training between two steps. With <see cref="Options.CheckpointDirectory"/> set, checkpoints are written atomically and a
+/// later Fit with the same options resumes from the last one.
 /// </summary>
 public sealed class NoisyClassifierTrainer : IEstimator<NoisyClassifierModel>
 {
@@ -28,7 +29,7 @@ public sealed class NoisyClassifierTrainer : IEstimator<NoisyClassifierModel>
     public const string DefaultScoreColumnName = "Score";
 
     /// <summary>Options of <see cref="NoisyClassifierTrainer"/>.</summary>
-    public sealed class Options
+    public sealed class Options : ITrainingRunOptions
     {
         /// <summary>The diffusion model to guide: its noise schedule, T, image size and channels are used. Required; a latent
         /// diffusion model is not supported (the classifier would have to see latents).</summary>
@@ -70,9 +71,15 @@ public sealed class NoisyClassifierTrainer : IEstimator<NoisyClassifierModel>
         public int? Seed { get; set; }
         /// <summary>Steps between two log lines on the MLContext log.</summary>
         public int LogInterval { get; set; } = 50;
+        /// <summary>When set: a checkpoint is written atomically every <see cref="CheckpointInterval"/> steps and at each epoch's end, and
+        /// Fit resumes from it if present (with the same options; raising Epochs or MaxSteps continues the run), as for
+        /// <see cref="DiffusionTrainer.Options.CheckpointDirectory"/>.</summary>
+        public string? CheckpointDirectory { get; set; }
+        /// <summary>Optimizer steps between checkpoints.</summary>
+        public int CheckpointInterval { get; set; } = DiffusionDefaults.CheckpointInterval;
         /// <summary>Receives a report after every optimizer step (Loss: the batch's mean cross-entropy).</summary>
         public IProgress<TrainingProgress>? Progress { get; set; }
-        /// <summary>Stops training between two steps.</summary>
+        /// <summary>Stops training between two steps (a checkpoint is written first when a directory is set).</summary>
         public CancellationToken CancellationToken { get; set; }
         /// <summary>For a grayscale diffusion model (Channels = 1): false (default) makes a color image (one whose R, G and B differ
         /// somewhere, or three ExtractPixels planes that differ) an error naming the column and row; true converts color images to
@@ -134,6 +141,7 @@ public sealed class NoisyClassifierTrainer : IEstimator<NoisyClassifierModel>
         Positive(o.BatchSize, nameof(o.BatchSize));
         Positive(o.ShuffleBufferSize, nameof(o.ShuffleBufferSize));
         Positive(o.LogInterval, nameof(o.LogInterval));
+        Positive(o.CheckpointInterval, nameof(o.CheckpointInterval));
         if (!(o.LearningRate > 0 && float.IsFinite(o.LearningRate)))
             throw new ArgumentOutOfRangeException(nameof(o.LearningRate), o.LearningRate, $"NoisyClassifierTrainer.Options.LearningRate is {o.LearningRate}; expected a positive number.");
         if (!(o.WeightDecay >= 0 && float.IsFinite(o.WeightDecay)))
@@ -187,30 +195,31 @@ public sealed class NoisyClassifierTrainer : IEstimator<NoisyClassifierModel>
         var imageCol = TrainingImageInput.Check(input.Schema, o.ImageColumnName, model.ImageSize, model.Channels)
             .RejectColor(o.ConvertToGrayscale, "NoisyClassifierTrainer.Options.ConvertToGrayscale");
         var (labelCol, numClasses) = ResolveLabels(input.Schema);
-        long? rowCount = input.GetRowCount();
-        if (rowCount is long known && known < o.BatchSize)
-            throw new InvalidOperationException(
-                $"Column '{o.ImageColumnName}': the input has {known} rows, fewer than BatchSize = {o.BatchSize}; lower BatchSize or add images.");
+        var settings = TrainingRunSettings.From(o);
+        settings.RequireRows(input.GetRowCount());
         var device = DeviceSelection.Select(_host);
         var netConfig = o.ToNetworkConfig(model, numClasses);
         long seed = o.Seed ?? _host.Rand.Next();
         using var ch = _host.Start("Noisy classifier training");
-        NoisyClassifierNetwork network;
-        lock (DiffusionTrainer.TorchGlobalSeed)
-        {
-            torch.manual_seed(seed);   // weight initialisation uses libtorch's global generator
-            network = new NoisyClassifierNetwork(netConfig);
-        }
+        var network = TrainerBase.CreateSeeded(seed, () => new NoisyClassifierNetwork(netConfig));
         try
         {
             network.to(device);
             var schedule = new DiffusionSchedule(model.Config.Schedule, model.Timesteps);
-            long steps = Train(input, imageCol, labelCol, network, schedule, seed, device, ch);
+            using var loop = new NoisyClassifierTrainingLoop(network, schedule, o.LearningRate, o.WeightDecay, seed, device);
+            // The checkpoint identity: what the weights, the AdamW state and the data order depend on.
+            string identity = JsonSerializer.Serialize(new
+            {
+                Trainer = nameof(NoisyClassifierTrainer), Network = netConfig, model.Config.Schedule, model.Timesteps, o.LearningRate,
+                o.WeightDecay, o.BatchSize, o.ShuffleBufferSize,
+            }, DiffusionModelConfig.Json);
+            new Run(settings, loop, ch, o, schedule, device).Train(input, imageCol, labelCol, numClasses,
+                model.Channels * model.ImageSize * model.ImageSize, identity, seed);
             var config = new NoisyClassifierModelConfig
             {
                 Network = netConfig, Schedule = model.Config.Schedule, Timesteps = model.Timesteps, ImageColumnName = o.ImageColumnName,
                 LabelColumnName = o.LabelColumnName, PredictedLabelColumnName = o.PredictedLabelColumnName, ScoreColumnName = o.ScoreColumnName,
-                TrainedSteps = steps,
+                TrainedSteps = loop.Step,
             };
             return new NoisyClassifierModel(_host, config, network, device);
         }
@@ -221,77 +230,39 @@ public sealed class NoisyClassifierTrainer : IEstimator<NoisyClassifierModel>
         }
     }
 
-    private long Train(IDataView input, TrainingImageInput imageCol, DataViewSchema.Column labelCol, NoisyClassifierNetwork network,
-        DiffusionSchedule schedule, long seed, Device device, IChannel ch)
+    /// <summary>The classifier's step on a batch; every training image needs a class.</summary>
+    private sealed class Run(TrainingRunSettings settings, NoisyClassifierTrainingLoop loop, IChannel ch, Options o, DiffusionSchedule schedule,
+        Device device) : TrainerBase<NoisyClassifierTrainingLoop>(settings, loop, ch)
     {
-        var o = _options;
-        var c = network.Config;
-        using var loop = new NoisyClassifierTrainingLoop(network, schedule, o.LearningRate, o.WeightDecay, seed, device);
-        long? rowCount = input.GetRowCount();
-        long? totalSteps = rowCount is long rc ? (rc + o.BatchSize - 1) / o.BatchSize * o.Epochs : null;
-        if (o.MaxSteps is long ms) totalSteps = totalSteps is long ts ? Math.Min(ts, ms) : ms;
-        ch.Info($"Training a {network.ParameterCount:N0}-parameter noisy classifier on '{o.ImageColumnName}' / '{o.LabelColumnName}' " +
-                $"({c.ImageSize}x{c.ImageSize}x{c.InChannels}, {c.NumClasses} classes, {schedule.Kind} schedule, T = {schedule.Timesteps}), " +
-                $"{o.Epochs} epoch(s) of batch {o.BatchSize}, on {device.type}.");
-        int per = c.InChannels * c.ImageSize * c.ImageSize;
-        var watch = Stopwatch.StartNew();
-        long images = 0;
-        bool stopped = false;
-        for (int epoch = 0; epoch < o.Epochs && !stopped; epoch++)
+        protected override string Description
         {
-            double lossSum = 0;
-            long lossCount = 0, rows = 0;
-            var batch = new float[o.BatchSize * per];
-            var labels = new long[o.BatchSize];
-            int filled = 0;
-            foreach (var (row, label) in DiffusionTrainer.StreamRows(input, imageCol, labelCol, c.NumClasses, per, seed + epoch, o.ShuffleBufferSize, o.CancellationToken))
+            get
             {
-                if (label == c.NumClasses)
-                    throw new ArgumentOutOfRangeException(nameof(input),
-                        $"Label column '{o.LabelColumnName}' has a missing key (0) in row {rows}; every training image needs a class (keys 1..{c.NumClasses}).");
-                rows++;
-                row.CopyTo(batch, filled * per);
-                labels[filled] = label;
-                if (++filled < o.BatchSize) continue;
-                RunBatch(filled);
-                filled = 0;
-                if (stopped) break;
-            }
-            if (rows < o.BatchSize)
-                throw new InvalidOperationException(
-                    $"Column '{o.ImageColumnName}': the input has {rows} rows, fewer than BatchSize = {o.BatchSize}; lower BatchSize or add images.");
-            if (!stopped && filled > 0) RunBatch(filled);
-            ch.Info($"Epoch {epoch + 1}/{o.Epochs} done: mean cross-entropy {(lossCount > 0 ? lossSum / lossCount : double.NaN):G5}, step {loop.Step}.");
-
-            void RunBatch(int count)
-            {
-                o.CancellationToken.ThrowIfCancellationRequested();
-                float loss;
-                using (var x = torch.tensor(batch.AsSpan(0, count * per).ToArray(), new long[] { count, c.InChannels, c.ImageSize, c.ImageSize }))
-                using (var y = torch.tensor(labels.AsSpan(0, count).ToArray(), dtype: int64))
-                {
-                    try
-                    {
-                        loss = loop.TrainStep(x, y);
-                    }
-                    catch (NonFiniteLossException e)
-                    {
-                        ch.Error(e.Message);
-                        throw;
-                    }
-                }
-                images += count;
-                lossSum += loss;
-                lossCount++;
-                double ips = images / Math.Max(1e-9, watch.Elapsed.TotalSeconds);
-                o.Progress?.Report(new TrainingProgress(epoch + 1, o.Epochs, loop.Step, totalSteps, loss, (float)(lossSum / lossCount), ips));
-                if (loop.Step % o.LogInterval == 0)
-                    ch.Info($"epoch {epoch + 1}/{o.Epochs} step {loop.Step}{(totalSteps is long t ? $"/{t}" : "")}: cross-entropy {loss:G5} " +
-                            $"(noisy-batch accuracy {loop.LastAccuracy:P0}), {ips:F1} img/s");
-                if (o.MaxSteps is long max && loop.Step >= max) stopped = true;
+                var c = Loop.Model.Config;
+                return $"Training a {Loop.Model.ParameterCount:N0}-parameter noisy classifier on '{o.ImageColumnName}' / '{o.LabelColumnName}' " +
+                       $"({c.ImageSize}x{c.ImageSize}x{c.InChannels}, {c.NumClasses} classes, {schedule.Kind} schedule, T = {schedule.Timesteps}), " +
+                       $"{o.Epochs} epoch(s) of batch {o.BatchSize}, on {device.type}.";
             }
         }
-        ch.Info($"Trained {loop.Step} steps in {watch.Elapsed.TotalSeconds:F1} s.");
-        return loop.Step;
+
+        protected override string LossName => "cross-entropy";
+
+        protected override string StepDetails(double meanLoss) => $"noisy-batch accuracy {Loop.LastAccuracy:P0}";
+
+        protected override void CheckRow(long label, long index)
+        {
+            int classes = Loop.Model.Config.NumClasses;
+            if (label == classes)
+                throw new ArgumentOutOfRangeException("input",
+                    $"Label column '{o.LabelColumnName}' has a missing key (0) in row {index}; every training image needs a class (keys 1..{classes}).");
+        }
+
+        protected override float TrainBatch(TrainingBatch batch)
+        {
+            var c = Loop.Model.Config;
+            using var x = batch.Images(c.InChannels, c.ImageSize);
+            using var y = batch.LabelTensor()!;
+            return Loop.TrainStep(x, y);
+        }
     }
 }
