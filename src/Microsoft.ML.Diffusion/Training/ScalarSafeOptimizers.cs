@@ -30,7 +30,7 @@ internal static class ScalarSafeOptimizers
 
     /// <summary>m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
     /// (Adam, algorithm 1, with the bias corrections folded as TorchSharp and PyTorch fold them).</summary>
-    internal static void Update(Tensor param, Tensor grad, Tensor expAvg, Tensor expAvgSq, long step, double lr, double beta1, double beta2, double eps,
+    internal static void Update(Tensor param, Tensor grad, Tensor expAvg, Tensor expAvgSq, long step, double lr, double beta1, double beta2,
         Scalar b1, Scalar oneMinusB1, Scalar b2, Scalar oneMinusB2, Scalar epsilon, Scalar one)
     {
         double biasCorrection1 = 1 - Math.Pow(beta1, step);
@@ -74,7 +74,7 @@ internal static class Safe
                 if (grad is null) continue;
                 state.step += 1;
                 param.mul_(decay);                       // decoupled weight decay: p <- p (1 - lr lambda)
-                ScalarSafeOptimizers.Update(param, grad, state.exp_avg, state.exp_avg_sq, state.step, lr, beta1, beta2, eps, b1, c1, b2, c2, epsilon, one);
+                ScalarSafeOptimizers.Update(param, grad, state.exp_avg, state.exp_avg_sq, state.step, lr, beta1, beta2, b1, c1, b2, c2, epsilon, one);
             }
         }, closure);
     }
@@ -97,7 +97,7 @@ internal static class Safe
                 var grad = param.grad;
                 if (grad is null) continue;
                 state.step += 1;
-                ScalarSafeOptimizers.Update(param, grad, state.exp_avg, state.exp_avg_sq, state.step, lr, beta1, beta2, eps, b1, c1, b2, c2, epsilon, one);
+                ScalarSafeOptimizers.Update(param, grad, state.exp_avg, state.exp_avg_sq, state.step, lr, beta1, beta2, b1, c1, b2, c2, epsilon, one);
             }
         }, closure);
     }
