@@ -51,6 +51,23 @@ public sealed record DiffusionModelConfig
     public float ConditionDropProbability { get; init; }
     /// <summary>Optimizer steps the weights were trained for.</summary>
     public long TrainedSteps { get; init; }
+    /// <summary>The betas were rescaled to zero terminal SNR (<see cref="DiffusionTrainer.Options.RescaleBetasZeroSnr"/>; Lin et al. 2024,
+    /// Algorithm 1), so every sampler uses the rescaled schedule; absent (false) in models saved before it existed, and not written
+    /// when false.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public bool RescaleBetasZeroSnr { get; init; }
+
+    /// <summary>The forward-process schedule of this model: <see cref="Schedule"/> over <see cref="Timesteps"/> steps, rescaled to zero
+    /// terminal SNR when <see cref="RescaleBetasZeroSnr"/>.</summary>
+    internal Schedules.DiffusionSchedule CreateSchedule() => new(Schedule, Timesteps, RescaleBetasZeroSnr);
+
+    /// <summary>Why classifier guidance (and training a noisy classifier for it) does not apply to this model, or null when it does: a
+    /// zero-terminal-SNR schedule (guidance converts the output through 1 / sqrt(alpha_bar), infinite at the last timestep).</summary>
+    internal string? ClassifierGuidanceUnsupported =>
+        RescaleBetasZeroSnr ? "a zero-terminal-SNR model (RescaleBetasZeroSnr; guidance divides by sqrt(alpha_bar_T) = 0)" : null;
+
+    /// <summary>True when the model needs format 1.3 (a feature that older releases would silently ignore).</summary>
+    internal bool NeedsObjectivesFormat => RescaleBetasZeroSnr;
 
     /// <summary>Side of the grid the network denoises: ImageSize, or ImageSize / factor for a latent model.</summary>
     internal int SampleSize => Latent is { } l ? ImageSize / l.DownsamplingFactor : ImageSize;
@@ -95,6 +112,9 @@ public sealed record DiffusionModelConfig
         if (!Enum.IsDefined(Prediction)) throw Bad(nameof(Prediction), Prediction, $"one of {string.Join(", ", Enum.GetNames<PredictionType>())}");
         if (!Enum.IsDefined(Variance)) throw Bad(nameof(Variance), Variance, $"one of {string.Join(", ", Enum.GetNames<VarianceType>())}");
         if (TrainedSteps < 0) throw Bad(nameof(TrainedSteps), TrainedSteps, "a count >= 0");
+        if (RescaleBetasZeroSnr && Timesteps < 2) throw Bad(nameof(Timesteps), Timesteps, "at least 2 with RescaleBetasZeroSnr");
+        if (RescaleBetasZeroSnr && Prediction == PredictionType.Epsilon)
+            throw Bad(nameof(Prediction), Prediction, "VPrediction or Sample with RescaleBetasZeroSnr (epsilon does not determine x_0 at alpha_bar_T = 0)");
         if (string.IsNullOrEmpty(OutputColumnName)) throw Bad(nameof(OutputColumnName), "empty", "a column name");
         if (string.IsNullOrEmpty(SeedColumnName)) throw Bad(nameof(SeedColumnName), "empty", "a column name");
         if (Network.NumClasses > 0 && string.IsNullOrEmpty(LabelColumnName))

@@ -12,16 +12,19 @@ internal static class DiffusionModelFormat
 {
     /// <summary>The stream holding the network's (EMA) weights, TorchSharp's module format.</summary>
     public const string WeightsStreamName = "TorchWeights.bin";
-    private const uint VersionWritten = 0x00010002;   // 1.2: a latent model adds the sub-model "Autoencoder"
+    private const uint VersionWritten = 0x00010003;   // 1.3: the config may carry RescaleBetasZeroSnr (or another training objective)
+    private const uint VersionLatent = 0x00010002;    // 1.2: a latent model adds the sub-model "Autoencoder"
     private const uint VersionPixelSpace = 0x00010001;   // 1.1: config JSON + weight manifest + weights (what pixel-space models still write)
     private const string AutoencoderEntryName = "Autoencoder";
     private const int BlockVersion = 1;
 
-    /// <summary>The version a loader accepts (1.1 and 1.2).</summary>
+    /// <summary>The version a loader accepts (1.1, 1.2 and 1.3).</summary>
     public static VersionInfo GetVersionInfo() => GetVersionInfo(VersionWritten);
 
     /// <summary>A pixel-space model is written as 1.1, exactly as before latent models existed, so older releases still read
-    /// it; a latent model is written as 1.2 (readable by 1.2 and later), which older releases refuse with a clear message.</summary>
+    /// it; a latent model is written as 1.2 (readable by 1.2 and later), which older releases refuse with a clear message; a model
+    /// whose config needs a feature of 1.3 (zero terminal SNR, which an older release would silently ignore and so sample from the
+    /// wrong schedule) is written as 1.3, readable by 1.3 and later.</summary>
     private static VersionInfo GetVersionInfo(uint version) => new(
         modelSignature: "DIFFMODL",
         verWrittenCur: version,
@@ -34,7 +37,7 @@ internal static class DiffusionModelFormat
     {
         ArgumentNullException.ThrowIfNull(ctx);
         ctx.CheckAtModel();
-        ctx.SetVersionInfo(GetVersionInfo(config.Latent is null ? VersionPixelSpace : VersionWritten));
+        ctx.SetVersionInfo(GetVersionInfo(config.NeedsObjectivesFormat ? VersionWritten : config.Latent is null ? VersionPixelSpace : VersionLatent));
 
         // int: block version
         ctx.Writer.Write(BlockVersion);
@@ -45,7 +48,8 @@ internal static class DiffusionModelFormat
         WeightManifest.Write(ctx.Writer, network);
         // stream TorchWeights.bin: the weights (TorchSharp module.save format)
         ctx.SaveBinaryStream(WeightsStreamName, w => network.save(w));
-        // 1.2, latent models only: sub-model "Autoencoder" (AutoencoderFormat), so both models travel in one zip
+        // 1.3: the same blocks; the config JSON may carry RescaleBetasZeroSnr (older releases would ignore it)
+        // 1.2 and later, latent models only: sub-model "Autoencoder" (AutoencoderFormat), so both models travel in one zip
         if (config.Latent is not null)
             ctx.SaveModel(autoencoder ?? throw new ArgumentNullException(nameof(autoencoder), "A latent model is saved with its autoencoder."), AutoencoderEntryName);
     }
@@ -74,6 +78,9 @@ internal static class DiffusionModelFormat
             throw new InvalidDataException("The diffusion model's configuration in the zip is corrupt.", e);
         }
         config.Validate();
+        if (config.NeedsObjectivesFormat && ctx.Header.ModelVerWritten < VersionWritten)
+            throw new InvalidDataException(
+                $"The model's configuration asks for a 1.3 feature (RescaleBetasZeroSnr), but the zip has format 0x{ctx.Header.ModelVerWritten:X8}; the file is corrupt or was edited.");
         try
         {
             config.Conditioning?.Validate(config.ImageSize);
@@ -115,7 +122,7 @@ internal static class DiffusionModelFormat
     private static AutoencoderModel LoadAutoencoder(IHostEnvironment env, ModelLoadContext ctx, DiffusionModelConfig config)
     {
         var latent = config.Latent!;
-        if (ctx.Header.ModelVerWritten < VersionWritten)
+        if (ctx.Header.ModelVerWritten < VersionLatent)
             throw new InvalidDataException($"The model's configuration describes a latent model, but the zip has format 0x{ctx.Header.ModelVerWritten:X8}, which holds no autoencoder; the file is corrupt or was edited.");
         AutoencoderModel? autoencoder;
         try

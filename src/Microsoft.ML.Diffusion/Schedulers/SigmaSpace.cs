@@ -12,9 +12,10 @@ internal static class SigmaSpace
     /// <summary>EDM's rho for the Karras discretization (eq. 5; the paper's default 7).</summary>
     public const double Rho = 7.0;
 
-    /// <summary>sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) for t = 0 .. T - 1, increasing.</summary>
+    /// <summary>sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) for t = 0 .. T - 1, increasing; a zero-terminal-SNR schedule's last
+    /// alpha_bar (0) counts as 2^-24 (<see cref="DiffusionSchedule.SolverAlphaBar"/>), so sigma_max = 4096 rather than infinity.</summary>
     public static double[] TrainingSigmas(DiffusionSchedule schedule) =>
-        schedule.AlphaBars.Select(a => Math.Sqrt((1.0 - a) / a)).ToArray();
+        Enumerable.Range(0, schedule.Timesteps).Select(schedule.SolverAlphaBar).Select(a => Math.Sqrt((1.0 - a) / a)).ToArray();
 
     /// <summary>alpha_bar of the VP sample at noise level <paramref name="sigma"/>: 1 / (sigma^2 + 1).</summary>
     public static double AlphaBar(double sigma) => 1.0 / (sigma * sigma + 1.0);

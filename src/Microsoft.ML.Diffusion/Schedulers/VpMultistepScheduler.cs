@@ -236,7 +236,8 @@ internal abstract class VpMultistepScheduler : IDiffusionScheduler, IDisposable
         {
             _timesteps = SchedulerCore.SpacedTimesteps(Settings.Spacing, T, steps);
             // final_sigmas_type: "zero" lands on alpha_bar = 1; "sigma_min" on alpha_bar_0, the schedule's first level.
-            _alphaBars = _timesteps.Select(Schedule.AlphaBar).Append(zero ? 1.0 : Schedule.AlphaBar(0)).ToArray();
+            // A zero-terminal-SNR schedule's alpha_bar_{T-1} = 0 counts as 2^-24 (finite lambda), as diffusers sets it.
+            _alphaBars = _timesteps.Select(Schedule.SolverAlphaBar).Append(zero ? 1.0 : Schedule.AlphaBar(0)).ToArray();
             return;
         }
 

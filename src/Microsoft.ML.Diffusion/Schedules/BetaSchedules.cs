@@ -135,6 +135,52 @@ internal static class BetaSchedules
         return betas;
     }
 
+    /// <summary>
+    /// Zero terminal SNR (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", Algorithm 1; diffusers'
+    /// <c>rescale_zero_terminal_snr</c>): sqrt(alpha_bar) is shifted so that its last value is 0 and scaled so that its first value is
+    /// unchanged, then the betas are recomputed from the new alpha_bar. Returns a new array whose last beta is exactly 1
+    /// (alpha_bar_T = 0: x_T is pure noise, SNR(T) = 0).
+    /// </summary>
+    /// <param name="betas">beta_1 .. beta_T, T &gt;= 2 (with one timestep the first and last alpha_bar coincide).</param>
+    public static double[] RescaleZeroTerminalSnr(double[] betas)
+    {
+        ArgumentNullException.ThrowIfNull(betas);
+        if (betas.Length < 2)
+            throw new ArgumentOutOfRangeException(nameof(betas), betas.Length,
+                $"Zero-terminal-SNR rescaling needs at least 2 timesteps (it keeps the first alpha_bar and zeroes the last); got {betas.Length}.");
+        int n = betas.Length;
+        // Algorithm 1, lines 2-4: alphas = 1 - betas, alphas_bar = cumprod(alphas), alphas_bar_sqrt = sqrt(alphas_bar).
+        var sqrtAlphaBar = new double[n];
+        double alphaBar = 1.0;
+        for (int t = 0; t < n; t++)
+        {
+            alphaBar *= 1.0 - betas[t];
+            sqrtAlphaBar[t] = Math.Sqrt(alphaBar);
+        }
+
+        // Lines 6-7: store old values (first and last).
+        double first = sqrtAlphaBar[0], last = sqrtAlphaBar[n - 1];
+        if (!(first > last))
+            throw new ArgumentException($"Zero-terminal-SNR rescaling needs a decreasing alpha_bar; the first sqrt(alpha_bar) is {first} and the last {last}.", nameof(betas));
+        // Lines 9-12: shift so the last timestep is zero, scale so the first timestep is back to its old value.
+        var rescaled = new double[n];
+        for (int t = 0; t < n; t++)
+        {
+            double s = (sqrtAlphaBar[t] - last) * (first / (first - last));
+            rescaled[t] = s * s;                                        // line 14: alphas_bar = alphas_bar_sqrt ** 2
+        }
+
+        // Lines 15-17: alphas = alphas_bar[1:] / alphas_bar[:-1], with alphas_bar[0] first; betas = 1 - alphas.
+        var result = new double[n];
+        result[0] = 1.0 - rescaled[0];
+        for (int t = 1; t < n; t++)
+        {
+            result[t] = 1.0 - rescaled[t] / rescaled[t - 1];
+        }
+
+        return result;
+    }
+
     /// <summary>Returns the betas of <paramref name="schedule"/> over <paramref name="timesteps"/> steps, with each schedule's default parameters.</summary>
     /// <param name="schedule">The schedule kind.</param>
     /// <param name="timesteps">Number of diffusion steps T (at least 1).</param>

@@ -23,6 +23,23 @@ internal sealed class DiffusionSchedule
     }
 
     /// <summary>
+    /// Creates the schedule of kind <paramref name="kind"/> over <paramref name="timesteps"/> steps, rescaled to zero terminal SNR
+    /// when <paramref name="rescaleZeroTerminalSnr"/> (<see cref="BetaSchedules.RescaleZeroTerminalSnr"/>: alpha_bar_{T-1} = 0, the last
+    /// beta 1; diffusers' <c>rescale_betas_zero_snr</c>).
+    /// </summary>
+    /// <param name="kind">The beta schedule.</param>
+    /// <param name="timesteps">Number of diffusion steps T (at least 2 when rescaled).</param>
+    /// <param name="rescaleZeroTerminalSnr">Apply Lin et al. 2024, Algorithm 1.</param>
+    public DiffusionSchedule(NoiseSchedule kind, int timesteps, bool rescaleZeroTerminalSnr)
+        : this(rescaleZeroTerminalSnr
+                ? CheckBetas(BetaSchedules.RescaleZeroTerminalSnr(CheckBetas(BetaSchedules.Create(kind, timesteps))), lastMayBeOne: true)
+                : CheckBetas(BetaSchedules.Create(kind, timesteps)),
+            kind, isCustom: false)
+    {
+        ZeroTerminalSnr = rescaleZeroTerminalSnr;
+    }
+
+    /// <summary>
     /// Creates a schedule from explicit betas (copied). <see cref="Kind"/> is then <see cref="NoiseSchedule.Linear"/>
     /// only as a placeholder and <see cref="IsCustom"/> is true: code that persists a schedule must store
     /// <see cref="Betas"/> when <see cref="IsCustom"/> is set.
@@ -81,6 +98,20 @@ internal sealed class DiffusionSchedule
 
     /// <summary>True when the schedule was built from explicit betas rather than from <see cref="Kind"/>.</summary>
     public bool IsCustom { get; }
+
+    /// <summary>True when the betas were rescaled to zero terminal SNR (Lin et al. 2024): alpha_bar_{T-1} = 0, the last beta is 1.</summary>
+    public bool ZeroTerminalSnr { get; }
+
+    /// <summary>
+    /// The alpha_bar that samplers working with log-SNR or sigma = sqrt((1 - alpha_bar)/alpha_bar) use for timestep t: alpha_bar_t,
+    /// except that an alpha_bar of exactly 0 (the last timestep of a zero-terminal-SNR schedule) becomes 2^-24, as diffusers' Euler,
+    /// Euler ancestral, DPM-Solver++ and UniPC schedulers set alphas_cumprod[-1] "so the first sigma is not inf" (sigma_max = 4096). Other tiny values (the cosine schedule's last, about 2e-9) are kept.
+    /// </summary>
+    /// <param name="t">The timestep, from -1 to T - 1.</param>
+    public double SolverAlphaBar(int t) => AlphaBar(t) is var a && a == 0 ? MinSolverAlphaBar : a;
+
+    /// <summary>2^-24: the smallest alpha_bar a sigma-space or log-SNR sampler sees (see <see cref="SolverAlphaBar"/>).</summary>
+    public const double MinSolverAlphaBar = 5.9604644775390625E-08;
 
     /// <summary>Number of diffusion steps T.</summary>
     public int Timesteps { get; }
@@ -207,7 +238,10 @@ internal sealed class DiffusionSchedule
     private double[]? _sqrtAlphaBars;
     private double[]? _sqrtOneMinusAlphaBars;
 
-    private static double[] CheckBetas(double[] betas)
+    private static double[] CheckBetas(double[] betas) => CheckBetas(betas, lastMayBeOne: false);
+
+    /// <summary>Checks that every beta lies in (0, 1), the last one in (0, 1] when <paramref name="lastMayBeOne"/> (zero terminal SNR).</summary>
+    private static double[] CheckBetas(double[] betas, bool lastMayBeOne)
     {
         ArgumentNullException.ThrowIfNull(betas);
         if (betas.Length < 1)
@@ -217,7 +251,7 @@ internal sealed class DiffusionSchedule
 
         for (int i = 0; i < betas.Length; i++)
         {
-            if (!(betas[i] > 0 && betas[i] < 1))
+            if (!(betas[i] > 0 && (betas[i] < 1 || (lastMayBeOne && i == betas.Length - 1 && betas[i] == 1))))
             {
                 throw new ArgumentOutOfRangeException(nameof(betas), betas[i], $"Every beta must lie strictly between 0 and 1; betas[{i}] = {betas[i]}.");
             }

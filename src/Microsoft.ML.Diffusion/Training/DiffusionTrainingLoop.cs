@@ -52,6 +52,9 @@ internal sealed record TrainingSettings
     /// (<see cref="Precision.Bf16Mixed"/>: a bfloat16 working copy of the network computes, the float32 weights, AdamW moments,
     /// gradient clipping, EMA and loss stay float32).</summary>
     public Precision Precision { get; init; } = Precision.Fp32;
+    /// <summary>Offset noise (Guttenberg 2023): eps = randn(x) + OffsetNoise * randn(B, C, 1, 1) (<see cref="DiffusionTrainingLoop.TrainingNoise"/>);
+    /// 0 (default) draws plain Gaussian noise and nothing more from the generator.</summary>
+    public double OffsetNoise { get; init; }
 }
 
 /// <summary>
@@ -141,7 +144,7 @@ internal sealed class DiffusionTrainingLoop : TrainingLoop
         var x = x0.device == Device ? x0 : x0.to(Device);
         // t ~ Uniform({0, ..., T-1}) and eps ~ N(0, I), drawn on the CPU generator so runs are reproducible and resumable.
         var t = randint(0, _schedule.Timesteps, new long[] { b }, dtype: int64, device: CPU, generator: Generator).to(Device);
-        var eps = randn(x.shape, dtype: float32, device: CPU, generator: Generator).to(Device);
+        var eps = TrainingNoise(x.shape, Settings.OffsetNoise, Generator).to(Device);
         var xt = _schedule.AddNoise(x, eps, t);                      // eq. 4
         var target = DiffusionLoss.Target(_schedule, Settings.Prediction, x, eps, t);   // eps, x_0 or v
         var weights = _timestepWeights is null ? null : _schedule.Extract(_timestepWeights, t, 1);
@@ -179,6 +182,22 @@ internal sealed class DiffusionTrainingLoop : TrainingLoop
                 ? VariationalBound.HybridLoss(_schedule, Settings.Prediction, predicted, target, x, xt, t, weights)   // Improved DDPM eq. 16
                 : DiffusionLoss.WeightedMse(predicted, target, weights);   // eq. 14 (L_simple) when unweighted epsilon
         });
+    }
+
+    /// <summary>
+    /// The training noise of a batch shaped <paramref name="shape"/> [B, C, ...], float32 on the CPU, drawn from <paramref name="generator"/>:
+    /// eps = randn(shape) + <paramref name="offset"/> * randn(B, C, 1, ..., 1) (offset noise, Guttenberg 2023: a per-image, per-channel
+    /// constant). With offset 0 it is randn(shape) alone, and the generator draws nothing more (the training of earlier releases).
+    /// </summary>
+    internal static Tensor TrainingNoise(long[] shape, double offset, Generator generator)
+    {
+        var eps = randn(shape, dtype: float32, device: CPU, generator: generator);
+        if (offset == 0) return eps;
+        var channelShape = shape.Select((d, i) => i < 2 ? d : 1L).ToArray();
+        using var shift = randn(channelShape, dtype: float32, device: CPU, generator: generator);
+        using Scalar scale = offset.ToScalar();
+        eps.add_(shift, scale);                                     // broadcast over the spatial dimensions
+        return eps;
     }
 
     /// <summary>Mixed precision: the bfloat16 copy's gradients go to the float32 master weights before clipping.</summary>

@@ -54,7 +54,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         _device = device;
         _network.to(device);
         _network.eval();
-        _schedule = new DiffusionSchedule(config.Schedule, config.Timesteps);
+        _schedule = config.CreateSchedule();
         _defaultSampler = sampler?.Clone() ?? config.DefaultSampler.ToOptions();
         NetworkForward = (x, t, y) => _network.forward(x, t, y);
     }

@@ -97,6 +97,24 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         /// <summary>What the network learns to predict: the noise eps (default, DDPM), the clean image x_0, or
         /// v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0 (Salimans &amp; Ho 2022). Saved with the model; its samplers use it.</summary>
         public PredictionType Prediction { get; set; } = PredictionType.Epsilon;
+        /// <summary>
+        /// Rescales the betas to zero terminal SNR (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed",
+        /// Algorithm 1; diffusers' <c>rescale_betas_zero_snr</c>): sqrt(alpha_bar) is shifted and scaled so that its last value is 0 and
+        /// its first unchanged, so the last timestep is pure noise, as sampling starts. Without it the last timestep keeps a little
+        /// signal (SNR(T) = 4e-5 for the linear schedule), which the network learns to use, and images drift to medium brightness.
+        /// At alpha_bar_T = 0 an epsilon prediction does not determine x_0, so this needs <see cref="Prediction"/> =
+        /// <see cref="PredictionType.VPrediction"/> (as Lin et al. use; <see cref="PredictionType.Sample"/> is accepted too), and at
+        /// least 2 <see cref="Timesteps"/>. Sample with steps that start at the last timestep: <see cref="TimestepSpacing.Trailing"/>
+        /// (section 3.3). Saved with the model; every sampler uses the rescaled schedule. Default false.
+        /// </summary>
+        public bool RescaleBetasZeroSnr { get; set; }
+        /// <summary>
+        /// Offset noise (Guttenberg 2023, "Diffusion with Offset Noise"; diffusers' training scripts' <c>noise_offset</c>): the training
+        /// noise is eps = randn(x) + OffsetNoise * randn(B, C, 1, 1), a per-image, per-channel constant added to the Gaussian noise, so
+        /// the network learns to change an image's mean brightness (very dark or bright images). Only training changes; typical values
+        /// 0.05-0.1. Default 0 (plain Gaussian noise, the training of earlier releases bit for bit).
+        /// </summary>
+        public float OffsetNoise { get; set; }
         /// <summary>Per-timestep loss weighting: none (default) or Min-SNR-5 (Hang et al. 2023), which speeds up convergence.</summary>
         public LossWeighting LossWeighting { get; set; } = LossWeighting.None;
         /// <summary>The reverse-step variance: FixedSmall (default, beta_tilde), FixedLarge (beta), or Learned (Improved DDPM,
@@ -243,6 +261,17 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             throw new ArgumentOutOfRangeException(nameof(o.MaxSteps), m, "DiffusionTrainer.Options.MaxSteps must be >= 1 when set.");
         if (!Enum.IsDefined(o.Schedule))
             throw new ArgumentOutOfRangeException(nameof(o.Schedule), o.Schedule, $"Unknown schedule; expected one of {string.Join(", ", Enum.GetNames<NoiseSchedule>())}.");
+        if (o.RescaleBetasZeroSnr && o.Prediction == PredictionType.Epsilon)
+            throw new ArgumentException(
+                "DiffusionTrainer.Options.RescaleBetasZeroSnr is true with Prediction = Epsilon: the rescaled schedule has alpha_bar_T = 0, where an " +
+                "epsilon prediction does not determine x_0 (x_0 = (x_T - sqrt(1 - alpha_bar_T) eps) / sqrt(alpha_bar_T) divides by zero). Set " +
+                "Prediction = PredictionType.VPrediction (Lin et al. 2024, section 3.2), or leave RescaleBetasZeroSnr false.", nameof(o.RescaleBetasZeroSnr));
+        if (o.RescaleBetasZeroSnr && o.Timesteps < 2)
+            throw new ArgumentOutOfRangeException(nameof(o.Timesteps), o.Timesteps,
+                "DiffusionTrainer.Options.RescaleBetasZeroSnr needs Timesteps >= 2 (it keeps the first alpha_bar and zeroes the last).");
+        if (!(o.OffsetNoise >= 0 && float.IsFinite(o.OffsetNoise)))
+            throw new ArgumentOutOfRangeException(nameof(o.OffsetNoise), o.OffsetNoise,
+                "DiffusionTrainer.Options.OffsetNoise must be a finite number >= 0 (0: plain Gaussian noise; typical values 0.05-0.1).");
         o.Conditioning?.Validate(o.ImageSize);
         if (o.Autoencoder is { } ae)
         {
@@ -303,7 +332,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         var (labelCol, numClasses) = ResolveLabels(input.Schema);
         var device = DeviceSelection.Select(_host);
         var netConfig = o.ToNetworkConfig(numClasses);
-        var schedule = new DiffusionSchedule(o.Schedule, o.Timesteps);
+        var schedule = new DiffusionSchedule(o.Schedule, o.Timesteps, o.RescaleBetasZeroSnr);
         long seed = o.Seed ?? _host.Rand.Next();
 
         using var ch = _host.Start("Diffusion training");
@@ -329,7 +358,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             LearnedVariance = o.Variance == VarianceType.Learned, SelfConditioning = o.SelfConditioning,
             LowResolutionFactor = o.Conditioning?.Factor ?? 0,
             NumClasses = numClasses, ConditionDropProbability = labelCol is null ? 0 : o.ConditionDropProbability,
-            Precision = o.Precision,
+            Precision = o.Precision, OffsetNoise = o.OffsetNoise,
         };
         LatentSpace? latent = null;
         if (o.Autoencoder is { } ae)
@@ -376,7 +405,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             o.EmaDecay, o.ShuffleBufferSize,
         };
         // In the order the options were added: the training target and weighting, the variance, self-conditioning, the
-        // conditioning, class conditioning, the precision, the learning-rate curve, the latent space.
+        // conditioning, class conditioning, the precision, the learning-rate curve, the latent space, zero terminal SNR, offset noise.
         string identity = o.Prediction == PredictionType.Epsilon && o.LossWeighting == LossWeighting.None
             ? Json(identityFields)
             : Json(new { Run = identityFields, o.Prediction, o.LossWeighting });
@@ -394,6 +423,10 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             identity = Json(new { Run = identity, o.LearningRateWarmupSteps, o.LearningRateSchedule });
         if (latent is not null)
             identity = Json(new { Run = identity, Latent = latent, Autoencoder = o.Autoencoder!.Config });
+        if (o.RescaleBetasZeroSnr)
+            identity = Json(new { Run = identity, o.RescaleBetasZeroSnr });
+        if (o.OffsetNoise != 0)
+            identity = Json(new { Run = identity, o.OffsetNoise });
         return identity;
     }
 
@@ -477,7 +510,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             DefaultSampler = SamplerSettings.From(_o.Sampler ?? new SamplerOptions()), TrainedSteps = trainedSteps,
             Prediction = _o.Prediction, Variance = _o.Variance, SelfConditioning = _o.SelfConditioning, Conditioning = _o.Conditioning,
             LabelColumnName = _labelColumnName, ConditionDropProbability = _labelColumnName is null ? 0 : _o.ConditionDropProbability,
-            Latent = _latent,
+            Latent = _latent, RescaleBetasZeroSnr = _o.RescaleBetasZeroSnr,
         };
     }
 

@@ -146,6 +146,8 @@ public sealed class NoisyClassifierModel : ITransformer, ICanSaveModel, IDisposa
             throw new ArgumentException(
                 "SamplerOptions.Classifier is set, but this is a latent diffusion model: classifier guidance is not supported for latent models " +
                 "(the classifier sees pixels, the sampler latents). Leave SamplerOptions.Classifier null.", "options");
+        if (model.Config.ClassifierGuidanceUnsupported is string reason)
+            throw new NotSupportedException($"SamplerOptions.Classifier is set, but this is {reason}: classifier guidance is not supported for it. Leave SamplerOptions.Classifier null.");
         void Mismatch(string what, object mine, object theirs)
         {
             if (!Equals(mine, theirs))

@@ -122,6 +122,8 @@ public sealed class NoisyClassifierTrainer : IEstimator<NoisyClassifierModel>
                 $"NoisyClassifierTrainer.Options.DiffusionModel is a latent diffusion model ({model.Latent.LatentChannels}x{model.Config.SampleSize}x{model.Config.SampleSize} latents); " +
                 "classifier guidance is not supported for latent models (the classifier would have to be trained on noisy latents). Use a pixel-space model.",
                 nameof(o.DiffusionModel));
+        if (model.Config.ClassifierGuidanceUnsupported is string reason)
+            throw new NotSupportedException($"NoisyClassifierTrainer.Options.DiffusionModel is {reason}: classifier guidance is not supported for it.");
         if (model.Conditioning is not null)
             throw new ArgumentException(
                 $"NoisyClassifierTrainer.Options.DiffusionModel is a super-resolution model (Conditioning {model.Conditioning}); classifier guidance needs a model that generates from noise.",

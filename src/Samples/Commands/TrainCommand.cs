@@ -33,6 +33,13 @@ public static class TrainCommand
         var maxSteps = new Option<long?>("--max-steps") { Description = "Stop after this many optimizer steps" }.AtLeast(1L);
         var checkpoints = new Option<string?>("--checkpoint-dir") { Description = "Write checkpoints here and resume from them" };
         var prediction = new Option<PredictionType>("--prediction") { Description = "What the network predicts: Epsilon, Sample or VPrediction", DefaultValueFactory = _ => PredictionType.Epsilon };
+        var zeroSnr = new Option<bool>("--rescale-betas-zero-snr") { Description = "Rescale the betas to zero terminal SNR (Lin et al. 2024; needs --prediction VPrediction; sample with --spacing Trailing)" };
+        var offsetNoise = new Option<float>("--offset-noise") { Description = "Offset noise (Guttenberg 2023): training noise randn + this * a per-channel constant (0: off; typical 0.05-0.1)", DefaultValueFactory = _ => 0f };
+        offsetNoise.Validators.Add(r =>
+        {
+            float v = r.GetValueOrDefault<float>();
+            if (!(v >= 0 && float.IsFinite(v))) r.AddError($"--offset-noise is {v}; expected a finite number >= 0.");
+        });
         var selfConditioning = new Option<bool>("--self-conditioning") { Description = "Self-conditioning (Chen et al. 2022, Analog Bits): feed the network its previous x_0 estimate" };
         var precision = new Option<Precision>("--precision") { Description = "Fp32 or Bf16Mixed (bfloat16 forward/backward, float32 master weights; needs the full instruction set, the default)", DefaultValueFactory = _ => Precision.Fp32 };
         var weighting = new Option<LossWeighting>("--loss-weighting") { Description = "None or MinSnr (gamma 5)", DefaultValueFactory = _ => LossWeighting.None };
@@ -56,7 +63,7 @@ public static class TrainCommand
         var command = new Command("train", "Train a diffusion model on Fashion-MNIST")
         {
             data, limit, epochs, output, batch, baseChannels, timesteps, schedule, lr, ema, seed, maxSteps, checkpoints, warmup, lrSchedule, threads, prediction, weighting, selfConditioning,
-            conditional, conditionDrop, superResolution, precision, metrics, evalEvery, evalSamples, evalSampler, evalSteps, evalPerClass, classifier,
+            zeroSnr, offsetNoise, conditional, conditionDrop, superResolution, precision, metrics, evalEvery, evalSamples, evalSampler, evalSteps, evalPerClass, classifier,
         };
         command.SetAction(parse =>
         {
@@ -94,6 +101,7 @@ public static class TrainCommand
                 Seed = parse.GetValue(seed), MaxSteps = parse.GetValue(maxSteps), CheckpointDirectory = checkpointDir,
                 Prediction = parse.GetValue(prediction), LossWeighting = parse.GetValue(weighting),
                 SelfConditioning = parse.GetValue(selfConditioning), Precision = parse.GetValue(precision),
+                RescaleBetasZeroSnr = parse.GetValue(zeroSnr), OffsetNoise = parse.GetValue(offsetNoise),
                 // The IDX label file gives a UInt32 column of classes 0..9.
                 LabelColumnName = parse.GetValue(conditional) ? "Label" : null,
                 NumClasses = parse.GetValue(conditional) ? FashionMnist.ClassNames.Length : null,

@@ -146,7 +146,7 @@ public class BadInputTests
         new("truncated zip (first half)", f => LoadForged(f.Zip[..(f.Zip.Length / 2)]),
             typeof(InvalidDataException)),
         new("model from a future format version", f => LoadForged(ReliabilityKit.ChangeEntry(f.Zip, "Model.key", k => ReliabilityKit.ChangeVersion(k, 0x00020001, 0x00020001))),
-            typeof(InvalidDataException), "newer Microsoft.ML.Diffusion", "0x00020001", "0x00010002", "Update"),
+            typeof(InvalidDataException), "newer Microsoft.ML.Diffusion", "0x00020001", "0x00010003", "Update"),
         new("weights of another network (BaseChannels 16)", f => LoadForged(ReliabilityKit.ChangeEntry(f.Zip, ReliabilityKit.WeightsEntry, _ => OtherWeights(f))),
             typeof(InvalidDataException), "'TorchWeights.bin'", "expected"),
         new("truncated weights stream", f => LoadForged(ReliabilityKit.ChangeEntry(f.Zip, ReliabilityKit.WeightsEntry, w => w[..(w.Length / 2)])),
