@@ -57,6 +57,11 @@ public sealed record DiffusionModelConfig
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
     public bool RescaleBetasZeroSnr { get; init; }
 
+    /// <summary>The training objective (<see cref="DiffusionTrainer.Options.Objective"/>): which samplers apply and what the network's
+    /// output means; absent (<see cref="DiffusionObjective.Ddpm"/>) in models saved before it existed, and not written when Ddpm.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public DiffusionObjective Objective { get; init; }
+
     /// <summary>The forward-process schedule of this model: <see cref="Schedule"/> over <see cref="Timesteps"/> steps, rescaled to zero
     /// terminal SNR when <see cref="RescaleBetasZeroSnr"/>.</summary>
     internal Schedules.DiffusionSchedule CreateSchedule() => new(Schedule, Timesteps, RescaleBetasZeroSnr);
@@ -64,10 +69,11 @@ public sealed record DiffusionModelConfig
     /// <summary>Why classifier guidance (and training a noisy classifier for it) does not apply to this model, or null when it does: a
     /// zero-terminal-SNR schedule (guidance converts the output through 1 / sqrt(alpha_bar), infinite at the last timestep).</summary>
     internal string? ClassifierGuidanceUnsupported =>
-        RescaleBetasZeroSnr ? "a zero-terminal-SNR model (RescaleBetasZeroSnr; guidance divides by sqrt(alpha_bar_T) = 0)" : null;
+        Objective == DiffusionObjective.FlowMatching ? "a flow-matching model (Objective FlowMatching; the noisy classifier is trained on the DDPM forward process)"
+        : RescaleBetasZeroSnr ? "a zero-terminal-SNR model (RescaleBetasZeroSnr; guidance divides by sqrt(alpha_bar_T) = 0)" : null;
 
     /// <summary>True when the model needs format 1.3 (a feature that older releases would silently ignore).</summary>
-    internal bool NeedsObjectivesFormat => RescaleBetasZeroSnr;
+    internal bool NeedsObjectivesFormat => RescaleBetasZeroSnr || Objective != DiffusionObjective.Ddpm;
 
     /// <summary>Side of the grid the network denoises: ImageSize, or ImageSize / factor for a latent model.</summary>
     internal int SampleSize => Latent is { } l ? ImageSize / l.DownsamplingFactor : ImageSize;
@@ -112,6 +118,14 @@ public sealed record DiffusionModelConfig
         if (!Enum.IsDefined(Prediction)) throw Bad(nameof(Prediction), Prediction, $"one of {string.Join(", ", Enum.GetNames<PredictionType>())}");
         if (!Enum.IsDefined(Variance)) throw Bad(nameof(Variance), Variance, $"one of {string.Join(", ", Enum.GetNames<VarianceType>())}");
         if (TrainedSteps < 0) throw Bad(nameof(TrainedSteps), TrainedSteps, "a count >= 0");
+        if (!Enum.IsDefined(Objective)) throw Bad(nameof(Objective), Objective, $"one of {string.Join(", ", Enum.GetNames<DiffusionObjective>())}");
+        if (Objective == DiffusionObjective.FlowMatching)
+        {
+            if (Prediction != PredictionType.Epsilon) throw Bad(nameof(Prediction), Prediction, "Epsilon (unused) for a flow-matching model, which predicts the velocity");
+            if (Variance != VarianceType.FixedSmall) throw Bad(nameof(Variance), Variance, "FixedSmall for a flow-matching model");
+            if (SelfConditioning) throw Bad(nameof(SelfConditioning), SelfConditioning, "false for a flow-matching model");
+            if (RescaleBetasZeroSnr) throw Bad(nameof(RescaleBetasZeroSnr), RescaleBetasZeroSnr, "false for a flow-matching model");
+        }
         if (RescaleBetasZeroSnr && Timesteps < 2) throw Bad(nameof(Timesteps), Timesteps, "at least 2 with RescaleBetasZeroSnr");
         if (RescaleBetasZeroSnr && Prediction == PredictionType.Epsilon)
             throw Bad(nameof(Prediction), Prediction, "VPrediction or Sample with RescaleBetasZeroSnr (epsilon does not determine x_0 at alpha_bar_T = 0)");
@@ -135,7 +149,9 @@ public sealed record DiffusionModelConfig
         }
         try
         {
-            (DefaultSampler ?? throw Bad(nameof(DefaultSampler), "null", "sampler settings")).ToOptions().Validate(Timesteps);
+            var sampler = (DefaultSampler ?? throw Bad(nameof(DefaultSampler), "null", "sampler settings")).ToOptions();
+            sampler.Validate(Timesteps);
+            Sampling.SamplerRegistry.CheckObjective(Sampling.SamplerRegistry.Get(sampler.Sampler), Objective);
             Conditioning?.Validate(ImageSize);
         }
         catch (ArgumentException e)

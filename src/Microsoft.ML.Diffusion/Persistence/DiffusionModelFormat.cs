@@ -12,7 +12,7 @@ internal static class DiffusionModelFormat
 {
     /// <summary>The stream holding the network's (EMA) weights, TorchSharp's module format.</summary>
     public const string WeightsStreamName = "TorchWeights.bin";
-    private const uint VersionWritten = 0x00010003;   // 1.3: the config may carry RescaleBetasZeroSnr (or another training objective)
+    private const uint VersionWritten = 0x00010003;   // 1.3: the config may carry RescaleBetasZeroSnr and Objective
     private const uint VersionLatent = 0x00010002;    // 1.2: a latent model adds the sub-model "Autoencoder"
     private const uint VersionPixelSpace = 0x00010001;   // 1.1: config JSON + weight manifest + weights (what pixel-space models still write)
     private const string AutoencoderEntryName = "Autoencoder";
@@ -23,8 +23,8 @@ internal static class DiffusionModelFormat
 
     /// <summary>A pixel-space model is written as 1.1, exactly as before latent models existed, so older releases still read
     /// it; a latent model is written as 1.2 (readable by 1.2 and later), which older releases refuse with a clear message; a model
-    /// whose config needs a feature of 1.3 (zero terminal SNR, which an older release would silently ignore and so sample from the
-    /// wrong schedule) is written as 1.3, readable by 1.3 and later.</summary>
+    /// whose config needs a feature of 1.3 (zero terminal SNR or flow matching, which an older release would silently ignore and so
+    /// sample from the wrong schedule or with the wrong sampler) is written as 1.3, readable by 1.3 and later.</summary>
     private static VersionInfo GetVersionInfo(uint version) => new(
         modelSignature: "DIFFMODL",
         verWrittenCur: version,
@@ -48,7 +48,7 @@ internal static class DiffusionModelFormat
         WeightManifest.Write(ctx.Writer, network);
         // stream TorchWeights.bin: the weights (TorchSharp module.save format)
         ctx.SaveBinaryStream(WeightsStreamName, w => network.save(w));
-        // 1.3: the same blocks; the config JSON may carry RescaleBetasZeroSnr (older releases would ignore it)
+        // 1.3: the same blocks; the config JSON may carry RescaleBetasZeroSnr and Objective (older releases would ignore them)
         // 1.2 and later, latent models only: sub-model "Autoencoder" (AutoencoderFormat), so both models travel in one zip
         if (config.Latent is not null)
             ctx.SaveModel(autoencoder ?? throw new ArgumentNullException(nameof(autoencoder), "A latent model is saved with its autoencoder."), AutoencoderEntryName);
@@ -80,7 +80,7 @@ internal static class DiffusionModelFormat
         config.Validate();
         if (config.NeedsObjectivesFormat && ctx.Header.ModelVerWritten < VersionWritten)
             throw new InvalidDataException(
-                $"The model's configuration asks for a 1.3 feature (RescaleBetasZeroSnr), but the zip has format 0x{ctx.Header.ModelVerWritten:X8}; the file is corrupt or was edited.");
+                $"The model's configuration asks for a 1.3 feature (RescaleBetasZeroSnr or Objective {config.Objective}), but the zip has format 0x{ctx.Header.ModelVerWritten:X8}; the file is corrupt or was edited.");
         try
         {
             config.Conditioning?.Validate(config.ImageSize);

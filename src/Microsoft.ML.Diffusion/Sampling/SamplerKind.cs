@@ -51,4 +51,19 @@ public enum SamplerKind
     /// corrector reuses each network output; deterministic, good samples in 5-10 steps (10 by default). Trailing spacing.
     /// </summary>
     UniPC,
+
+    /// <summary>
+    /// Euler's method on the rectified-flow ODE, for models trained with <see cref="DiffusionObjective.FlowMatching"/> (diffusers'
+    /// FlowMatchEulerDiscreteScheduler, shift 1; the sampler of Stable Diffusion 3): x_{i+1} = x_i + (sigma_{i+1} - sigma_i) v over
+    /// sigma = linspace(1, 1/T, n), then 0. Deterministic; 28 steps by default. Spacing, clipping and thresholding do not apply; no RePaint
+    /// or classifier guidance.
+    /// </summary>
+    FlowMatchEuler,
+
+    /// <summary>
+    /// Heun's second-order method on the rectified-flow ODE, for models trained with <see cref="DiffusionObjective.FlowMatching"/>
+    /// (diffusers' FlowMatchHeunDiscreteScheduler, shift 1): n steps take 2n - 1 network calls (14 steps, 27 calls, by default).
+    /// Deterministic. Spacing, clipping and thresholding do not apply; no RePaint or classifier guidance.
+    /// </summary>
+    FlowMatchHeun,
 }

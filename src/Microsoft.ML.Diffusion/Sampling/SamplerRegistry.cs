@@ -25,9 +25,11 @@ internal readonly record struct SchedulerArguments(
 /// <param name="DefaultSpacing">Spacing when <see cref="SamplerOptions.Spacing"/> is null.</param>
 /// <param name="Capabilities">What it supports beyond plain generation.</param>
 /// <param name="Create">Builds the scheduler (its timesteps are set by <see cref="SchedulerFactory"/>).</param>
+/// <param name="Objective">The training objective of the models it samples (<see cref="DiffusionObjective.Ddpm"/> unless stated).</param>
 internal sealed record SamplerInfo(
     SamplerKind Kind, string CliName, string DisplayName, Func<int, int> DefaultSteps, TimestepSpacing DefaultSpacing,
-    SchedulerCapabilities Capabilities, Func<SchedulerArguments, IDiffusionScheduler> Create);
+    SchedulerCapabilities Capabilities, Func<SchedulerArguments, IDiffusionScheduler> Create,
+    DiffusionObjective Objective = DiffusionObjective.Ddpm);
 
 /// <summary>
 /// The samplers, one row each. Adding a sampler is one scheduler file in Schedulers/, one <see cref="SamplerKind"/> value and one row
@@ -68,6 +70,10 @@ internal static class SamplerRegistry
             Multistep, a => new DpmSolverSdeScheduler(a.Schedule, a.Multistep())),
         new(SamplerKind.UniPC, "unipc", UniPcScheduler.DisplayName, t => Math.Min(10, t), TimestepSpacing.Trailing,
             Multistep, a => new UniPcScheduler(a.Schedule, a.Multistep())),
+        new(SamplerKind.FlowMatchEuler, "flow-euler", FlowMatchEulerScheduler.DisplayName, t => Math.Min(28, t), TimestepSpacing.Linspace,
+            SchedulerCapabilities.None, a => new FlowMatchEulerScheduler(a.Schedule), DiffusionObjective.FlowMatching),
+        new(SamplerKind.FlowMatchHeun, "flow-heun", FlowMatchHeunScheduler.DisplayName, t => Math.Min(14, t), TimestepSpacing.Linspace,
+            SchedulerCapabilities.None, a => new FlowMatchHeunScheduler(a.Schedule), DiffusionObjective.FlowMatching),
     };
 
     /// <summary>The row of <paramref name="kind"/>, or null for a value without one.</summary>
@@ -95,6 +101,20 @@ internal static class SamplerRegistry
         int calls = scheduler.Timesteps.Count;
         (scheduler as IDisposable)?.Dispose();
         return calls;
+    }
+
+    /// <summary>"Flow matching Euler, Flow matching Heun": the display names of the samplers of <paramref name="objective"/>.</summary>
+    public static string NamesFor(DiffusionObjective objective) =>
+        string.Join(", ", All.Where(r => r.Objective == objective).Select(r => $"{r.DisplayName} ({r.Kind})"));
+
+    /// <summary>Throws unless <paramref name="row"/> samples models of <paramref name="objective"/>, naming the sampler, the objective
+    /// and the samplers that fit.</summary>
+    public static void CheckObjective(SamplerInfo row, DiffusionObjective objective, string paramName = "options")
+    {
+        if (row.Objective != objective)
+            throw new ArgumentException(
+                $"SamplerOptions.Sampler is {row.Kind} ({row.DisplayName}), a sampler for {row.Objective} models, but this model was trained with " +
+                $"DiffusionObjective.{objective} (DiffusionTrainer.Options.Objective); use one of: {NamesFor(objective)}.", paramName);
     }
 
     /// <summary>"DDPM, DDIM": the display names of the samplers with <paramref name="capability"/>.</summary>

@@ -13,13 +13,15 @@ internal static class SchedulerFactory
     /// <param name="prediction">What the model predicts (the <see cref="DiffusionTrainer.Options.Prediction"/> it was trained with).</param>
     /// <param name="variance">The model's reverse-step variance (<see cref="DiffusionTrainer.Options.Variance"/>): DDPM uses it;
     /// the other samplers use only the prediction half of a learned-variance output.</param>
+    /// <param name="objective">The model's training objective: the sampler must be one of its samplers (<see cref="SamplerInfo.Objective"/>).</param>
     public static IDiffusionScheduler Create(DiffusionSchedule schedule, SamplerOptions options, PredictionType prediction = PredictionType.Epsilon,
-        VarianceType variance = VarianceType.FixedSmall)
+        VarianceType variance = VarianceType.FixedSmall, DiffusionObjective objective = DiffusionObjective.Ddpm)
     {
         ArgumentNullException.ThrowIfNull(schedule);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate(schedule.Timesteps);
         var row = SamplerRegistry.Get(options.Sampler, nameof(options));
+        SamplerRegistry.CheckObjective(row, objective, nameof(options));
         var scheduler = row.Create(new SchedulerArguments(schedule, options, options.Spacing ?? row.DefaultSpacing, prediction, variance));
         scheduler.SetTimesteps(options.ResolveSteps(schedule.Timesteps));
         return scheduler;

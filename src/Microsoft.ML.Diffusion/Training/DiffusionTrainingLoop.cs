@@ -55,13 +55,16 @@ internal sealed record TrainingSettings
     /// <summary>Offset noise (Guttenberg 2023): eps = randn(x) + OffsetNoise * randn(B, C, 1, 1) (<see cref="DiffusionTrainingLoop.TrainingNoise"/>);
     /// 0 (default) draws plain Gaussian noise and nothing more from the generator.</summary>
     public double OffsetNoise { get; init; }
+    /// <summary>The objective: DDPM (default) or flow matching (<see cref="DiffusionTrainingLoop.FlowMatchingBatch"/>).</summary>
+    public DiffusionObjective Objective { get; init; } = DiffusionObjective.Ddpm;
 }
 
 /// <summary>
 /// The DDPM training step (Ho et al. 2020, algorithm 1): t ~ Uniform{0..T-1}, eps ~ N(0, I),
 /// x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (eq. 4), minimise || eps - eps_theta(x_t, t) ||^2 (eq. 14),
 /// with AdamW, gradient clipping and an EMA of the weights. The target may instead be x_0 or v and the per-sample
-/// loss may carry Min-SNR weights (<see cref="DiffusionLoss"/>). Knows TorchSharp only.
+/// loss may carry Min-SNR weights (<see cref="DiffusionLoss"/>). With <see cref="DiffusionObjective.FlowMatching"/> the step is
+/// flow matching's instead (<see cref="FlowMatchingBatch"/>, MSE to the velocity). Knows TorchSharp only.
 /// </summary>
 internal sealed class DiffusionTrainingLoop : TrainingLoop
 {
@@ -95,6 +98,10 @@ internal sealed class DiffusionTrainingLoop : TrainingLoop
             throw new ArgumentOutOfRangeException(nameof(settings), settings.LossWeighting, $"Unknown loss weighting {settings.LossWeighting}.");
         if (!Enum.IsDefined(settings.Precision))
             throw new ArgumentOutOfRangeException(nameof(settings), settings.Precision, $"Unknown precision {settings.Precision}.");
+        if (!Enum.IsDefined(settings.Objective))
+            throw new ArgumentOutOfRangeException(nameof(settings), settings.Objective, $"Unknown objective {settings.Objective}.");
+        if (settings.Objective == DiffusionObjective.FlowMatching && (settings.LearnedVariance || settings.SelfConditioning || settings.LossWeighting != LossWeighting.None))
+            throw new ArgumentException("Flow matching trains the plain MSE to the velocity: no learned variance, self-conditioning or loss weighting.", nameof(settings));
         if (settings.WarmupSteps < 0)
             throw new ArgumentOutOfRangeException(nameof(settings), settings.WarmupSteps, "WarmupSteps must be 0 or more.");
         if (settings.LearningRateSchedule == LearningRateSchedule.Cosine && settings.TotalSteps is null)
@@ -142,12 +149,21 @@ internal sealed class DiffusionTrainingLoop : TrainingLoop
         using var scope = NewDisposeScope();
         long b = x0.shape[0];
         var x = x0.device == Device ? x0 : x0.to(Device);
-        // t ~ Uniform({0, ..., T-1}) and eps ~ N(0, I), drawn on the CPU generator so runs are reproducible and resumable.
-        var t = randint(0, _schedule.Timesteps, new long[] { b }, dtype: int64, device: CPU, generator: Generator).to(Device);
-        var eps = TrainingNoise(x.shape, Settings.OffsetNoise, Generator).to(Device);
-        var xt = _schedule.AddNoise(x, eps, t);                      // eq. 4
-        var target = DiffusionLoss.Target(_schedule, Settings.Prediction, x, eps, t);   // eps, x_0 or v
-        var weights = _timestepWeights is null ? null : _schedule.Extract(_timestepWeights, t, 1);
+        Tensor t, xt, target;
+        Tensor? weights = null;
+        if (Settings.Objective == DiffusionObjective.FlowMatching)
+        {
+            (t, xt, target) = FlowMatchingBatch(x, _schedule.Timesteps, Settings.OffsetNoise, Generator);
+        }
+        else
+        {
+            // t ~ Uniform({0, ..., T-1}) and eps ~ N(0, I), drawn on the CPU generator so runs are reproducible and resumable.
+            t = randint(0, _schedule.Timesteps, new long[] { b }, dtype: int64, device: CPU, generator: Generator).to(Device);
+            var eps = TrainingNoise(x.shape, Settings.OffsetNoise, Generator).to(Device);
+            xt = _schedule.AddNoise(x, eps, t);                      // eq. 4
+            target = DiffusionLoss.Target(_schedule, Settings.Prediction, x, eps, t);   // eps, x_0 or v
+            weights = _timestepWeights is null ? null : _schedule.Extract(_timestepWeights, t, 1);
+        }
         // SR3: the network sees upsample(downsample(x_0)) as extra channels (null when unconditional).
         var lowResolution = Settings.LowResolutionFactor > 0 ? LowResolutionCondition.FromImage(x, Settings.LowResolutionFactor) : null;
         // Self-conditioning (Analog Bits, algorithm 1): a fair coin per batch, from the loop's generator (reproducible, resumable).
@@ -182,6 +198,26 @@ internal sealed class DiffusionTrainingLoop : TrainingLoop
                 ? VariationalBound.HybridLoss(_schedule, Settings.Prediction, predicted, target, x, xt, t, weights)   // Improved DDPM eq. 16
                 : DiffusionLoss.WeightedMse(predicted, target, weights);   // eq. 14 (L_simple) when unweighted epsilon
         });
+    }
+
+    /// <summary>
+    /// A flow-matching batch (Lipman et al. 2023, eq. 22-23 with the optimal-transport path and sigma_min = 0; Liu et al. 2023, eq. 1,
+    /// rectified flow): t ~ Uniform[0, 1) per image (float64, then float32), eps = <see cref="TrainingNoise"/>, x_t = (1 - t) x_0 + t eps,
+    /// the target velocity v = eps - x_0 = dx_t/dt, and the network's time input t * <paramref name="timeScale"/> (float32, [B]). Draws
+    /// t, then the noise, from <paramref name="generator"/>; the tensors are on x0's device, in the caller's dispose scope.
+    /// </summary>
+    internal static (Tensor NetworkTime, Tensor Xt, Tensor Velocity) FlowMatchingBatch(Tensor x0, int timeScale, double offsetNoise, Generator generator)
+    {
+        long b = x0.shape[0];
+        var u = rand(new long[] { b }, dtype: float64, device: CPU, generator: generator);
+        var eps = TrainingNoise(x0.shape, offsetNoise, generator).to(x0.device);
+        var shape = x0.shape.Select((d, i) => i == 0 ? d : 1L).ToArray();
+        var tb = u.to_type(x0.dtype).reshape(shape).to(x0.device);
+        var velocity = eps - x0;                                     // v = eps - x_0
+        var xt = x0 + tb * velocity;                                 // x_t = (1 - t) x_0 + t eps
+        using Scalar scale = ((double)timeScale).ToScalar();
+        var networkTime = u.mul(scale).to_type(float32).to(x0.device);
+        return (networkTime, xt, velocity);
     }
 
     /// <summary>

@@ -117,6 +117,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     {
         ArgumentNullException.ThrowIfNull(sampler);
         sampler.Validate(Timesteps);
+        SamplerRegistry.CheckObjective(SamplerRegistry.Get(sampler.Sampler, nameof(sampler)), Config.Objective, nameof(sampler));
         CheckGuidance(sampler);
         sampler.Classifier?.CheckCompatible(this);
         CheckEngine(sampler);
@@ -272,6 +273,18 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         }
     }
 
+    /// <summary>The training objective (<see cref="DiffusionTrainer.Options.Objective"/>): which samplers apply.</summary>
+    public DiffusionObjective Objective => Config.Objective;
+
+    /// <summary>Throws <see cref="NotSupportedException"/> naming <paramref name="feature"/> when this is a flow-matching model.</summary>
+    internal void RequireDdpmObjective(string feature)
+    {
+        if (Config.Objective != DiffusionObjective.Ddpm)
+            throw new NotSupportedException(
+                $"{feature} is not supported for a model trained with DiffusionObjective.{Config.Objective} (DiffusionTrainer.Options.Objective); " +
+                "it needs a DDPM-objective model.");
+    }
+
     /// <summary>Throws when guidance is asked of a model without class conditioning.</summary>
     private void CheckGuidance(SamplerOptions options)
     {
@@ -327,7 +340,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
             {
                 int start = b * options.BatchSize, n = Math.Min(options.BatchSize, seeds.Count - start);
                 var chunk = seeds.Skip(start).Take(n).ToArray();
-                var scheduler = SchedulerFactory.Create(_schedule, options, Config.Prediction, Config.Variance);
+                var scheduler = SchedulerFactory.Create(_schedule, options, Config.Prediction, Config.Variance, Config.Objective);
                 try
                 {
                     using var noise = initialNoise?.narrow(0, start, n);
@@ -386,7 +399,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (count < 2) throw new ArgumentOutOfRangeException(nameof(count), count, "count must be >= 2 (both end points are included).");
         options ??= DefaultSampler;
-        var probe = SchedulerFactory.Create(_schedule, options, Config.Prediction, Config.Variance);
+        var probe = SchedulerFactory.Create(_schedule, options, Config.Prediction, Config.Variance, Config.Objective);
         if (probe.NeedsNoise)
         {
             throw new ArgumentException(

@@ -3,6 +3,7 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion.Imaging;
 using Microsoft.ML.Diffusion.Models;
 using Microsoft.ML.Diffusion.Persistence;
+using Microsoft.ML.Diffusion.Sampling;
 using Microsoft.ML.Diffusion.Schedules;
 using Microsoft.ML.Diffusion.Training;
 using Microsoft.ML.Runtime;
@@ -97,6 +98,19 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         /// <summary>What the network learns to predict: the noise eps (default, DDPM), the clean image x_0, or
         /// v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0 (Salimans &amp; Ho 2022). Saved with the model; its samplers use it.</summary>
         public PredictionType Prediction { get; set; } = PredictionType.Epsilon;
+        /// <summary>
+        /// The training objective. <see cref="DiffusionObjective.Ddpm"/> (default): denoising diffusion on the beta schedule
+        /// (<see cref="Schedule"/>, <see cref="Prediction"/>, <see cref="Variance"/>). <see cref="DiffusionObjective.FlowMatching"/>: flow
+        /// matching on the rectified-flow path (Lipman et al. 2023; Liu et al. 2023; Stable Diffusion 3): x_t = (1 - t) x_0 + t eps with
+        /// t ~ Uniform[0, 1) (uniform, as Lipman et al. and Liu et al.; SD3's logit-normal sampling is not offered), the network sees the
+        /// time t * <see cref="Timesteps"/> as a float and learns the velocity v = eps - x_0 by mean squared error. A flow model samples
+        /// with <see cref="SamplerKind.FlowMatchEuler"/> or <see cref="SamplerKind.FlowMatchHeun"/>: set <see cref="Sampler"/> to one of
+        /// them. It leaves Schedule, Prediction, Variance and LossWeighting at their defaults (they describe the DDPM objective) and does not
+        /// take SelfConditioning or RescaleBetasZeroSnr; class conditioning (with classifier-free guidance), OffsetNoise,
+        /// super-resolution conditioning and latent diffusion work as with DDPM. RePaint inpainting and classifier guidance are not
+        /// supported. Saved with the model.
+        /// </summary>
+        public DiffusionObjective Objective { get; set; } = DiffusionObjective.Ddpm;
         /// <summary>
         /// Rescales the betas to zero terminal SNR (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed",
         /// Algorithm 1; diffusers' <c>rescale_betas_zero_snr</c>): sqrt(alpha_bar) is shifted and scaled so that its last value is 0 and
@@ -261,6 +275,11 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             throw new ArgumentOutOfRangeException(nameof(o.MaxSteps), m, "DiffusionTrainer.Options.MaxSteps must be >= 1 when set.");
         if (!Enum.IsDefined(o.Schedule))
             throw new ArgumentOutOfRangeException(nameof(o.Schedule), o.Schedule, $"Unknown schedule; expected one of {string.Join(", ", Enum.GetNames<NoiseSchedule>())}.");
+        if (!Enum.IsDefined(o.Objective))
+            throw new ArgumentOutOfRangeException(nameof(o.Objective), o.Objective,
+                $"Unknown DiffusionTrainer.Options.Objective; expected one of {string.Join(", ", Enum.GetNames<DiffusionObjective>())}.");
+        if (o.Objective == DiffusionObjective.FlowMatching)
+            ValidateFlowMatching(o);
         if (o.RescaleBetasZeroSnr && o.Prediction == PredictionType.Epsilon)
             throw new ArgumentException(
                 "DiffusionTrainer.Options.RescaleBetasZeroSnr is true with Prediction = Epsilon: the rescaled schedule has alpha_bar_T = 0, where an " +
@@ -308,6 +327,31 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         }
         network.Validate();
         (o.Sampler ?? new SamplerOptions()).Validate(o.Timesteps);
+    }
+
+    /// <summary>The options that describe the DDPM objective stay at their defaults with flow matching, and the sampler is a flow sampler.</summary>
+    private static void ValidateFlowMatching(Options o)
+    {
+        static ArgumentException Unsupported(string option, object value, string why) => new(
+            $"DiffusionTrainer.Options.{option} is {value}, but Objective is FlowMatching, {why}. Leave {option} at its default with flow matching.", option);
+        if (o.Prediction != PredictionType.Epsilon)
+            throw Unsupported(nameof(o.Prediction), o.Prediction, "whose network always predicts the velocity v = eps - x_0");
+        if (o.Variance != VarianceType.FixedSmall)
+            throw Unsupported(nameof(o.Variance), o.Variance, "which has no reverse-step variance to learn");
+        if (o.LossWeighting != LossWeighting.None)
+            throw Unsupported(nameof(o.LossWeighting), o.LossWeighting, "whose loss is the plain MSE to the velocity (Min-SNR weights are defined on the DDPM schedule)");
+        if (o.Schedule != NoiseSchedule.Linear)
+            throw Unsupported(nameof(o.Schedule), o.Schedule, "which has no beta schedule (its path is x_t = (1 - t) x_0 + t eps)");
+        if (o.RescaleBetasZeroSnr)
+            throw Unsupported(nameof(o.RescaleBetasZeroSnr), true, "whose path already ends in pure noise at t = 1");
+        if (o.SelfConditioning)
+            throw Unsupported(nameof(o.SelfConditioning), true, "which does not support self-conditioning");
+        var row = SamplerRegistry.Get((o.Sampler ?? new SamplerOptions()).Sampler, nameof(o.Sampler));
+        if (row.Objective != DiffusionObjective.FlowMatching)
+            throw new ArgumentException(
+                $"DiffusionTrainer.Options.Sampler.Sampler is {row.Kind} ({row.DisplayName}), a sampler for Ddpm models, but Objective is FlowMatching; " +
+                $"set Sampler = new SamplerOptions {{ Sampler = SamplerKind.FlowMatchEuler }} (or one of: {SamplerRegistry.NamesFor(DiffusionObjective.FlowMatching)}).",
+                nameof(o.Sampler));
     }
 
     /// <inheritdoc/>
@@ -358,7 +402,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             LearnedVariance = o.Variance == VarianceType.Learned, SelfConditioning = o.SelfConditioning,
             LowResolutionFactor = o.Conditioning?.Factor ?? 0,
             NumClasses = numClasses, ConditionDropProbability = labelCol is null ? 0 : o.ConditionDropProbability,
-            Precision = o.Precision, OffsetNoise = o.OffsetNoise,
+            Precision = o.Precision, OffsetNoise = o.OffsetNoise, Objective = o.Objective,
         };
         LatentSpace? latent = null;
         if (o.Autoencoder is { } ae)
@@ -405,7 +449,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             o.EmaDecay, o.ShuffleBufferSize,
         };
         // In the order the options were added: the training target and weighting, the variance, self-conditioning, the
-        // conditioning, class conditioning, the precision, the learning-rate curve, the latent space, zero terminal SNR, offset noise.
+        // conditioning, class conditioning, the precision, the learning-rate curve, the latent space, zero terminal SNR, offset noise, the objective.
         string identity = o.Prediction == PredictionType.Epsilon && o.LossWeighting == LossWeighting.None
             ? Json(identityFields)
             : Json(new { Run = identityFields, o.Prediction, o.LossWeighting });
@@ -427,6 +471,8 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             identity = Json(new { Run = identity, o.RescaleBetasZeroSnr });
         if (o.OffsetNoise != 0)
             identity = Json(new { Run = identity, o.OffsetNoise });
+        if (o.Objective != DiffusionObjective.Ddpm)
+            identity = Json(new { Run = identity, o.Objective });
         return identity;
     }
 
@@ -475,7 +521,8 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
 
         protected override string Description =>
             $"Training a {Loop.Model.ParameterCount:N0}-parameter U-Net on '{_o.ImageColumnName}' ({_o.ImageSize}x{_o.ImageSize}x{_o.Channels}), " +
-            $"T = {_o.Timesteps} ({_o.Schedule}), {_o.Epochs} epoch(s) of batch {_o.BatchSize}, on {_device.type}.";
+            (_o.Objective == DiffusionObjective.FlowMatching ? $"flow matching (time t x {_o.Timesteps})" : $"T = {_o.Timesteps} ({_o.Schedule})") +
+            $", {_o.Epochs} epoch(s) of batch {_o.BatchSize}, on {_device.type}.";
 
         protected override float TrainBatch(TrainingBatch batch)
         {
@@ -510,7 +557,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
             DefaultSampler = SamplerSettings.From(_o.Sampler ?? new SamplerOptions()), TrainedSteps = trainedSteps,
             Prediction = _o.Prediction, Variance = _o.Variance, SelfConditioning = _o.SelfConditioning, Conditioning = _o.Conditioning,
             LabelColumnName = _labelColumnName, ConditionDropProbability = _labelColumnName is null ? 0 : _o.ConditionDropProbability,
-            Latent = _latent, RescaleBetasZeroSnr = _o.RescaleBetasZeroSnr,
+            Latent = _latent, RescaleBetasZeroSnr = _o.RescaleBetasZeroSnr, Objective = _o.Objective,
         };
     }
 

@@ -25,6 +25,7 @@ public sealed class InpaintingEstimator : ImageToImageEstimator<InpaintingTransf
         : base(env, model, outputColumnName, imageColumnName)
     {
         _maskColumnName = string.IsNullOrEmpty(maskColumnName) ? null : maskColumnName;
+        model.RequireDdpmObjective("RePaint inpainting (mlContext.Generative.Inpaint)");
         _options = (options ?? new InpaintOptions()).Clone();
         _options.Validate(model.Timesteps);
         if (model.Conditioning is { } c)

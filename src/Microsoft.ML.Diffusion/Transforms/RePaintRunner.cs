@@ -26,6 +26,7 @@ internal static class RePaintRunner
         Func<Tensor, Tensor, Tensor>? network = null, Tensor? encoderInput = null, bool cellKnownIfAnyPixel = false,
         RePaintProgressLog? log = null)
     {
+        model.RequireDdpmObjective("RePaint inpainting");
         options.Validate(model.Timesteps);
         if (log is not null)
         {
@@ -80,7 +81,7 @@ internal static class RePaintRunner
             {
                 int start = b * options.BatchSize, n = Math.Min(options.BatchSize, count - start);
                 var chunk = seeds.Skip(start).Take(n).ToArray();
-                var scheduler = SchedulerFactory.Create(model.Schedule, samplerOptions, model.Config.Prediction, model.Config.Variance);
+                var scheduler = SchedulerFactory.Create(model.Schedule, samplerOptions, model.Config.Prediction, model.Config.Variance, model.Config.Objective);
                 var (denoise, state) = model.NewBatchDenoiser(network);
                 try
                 {

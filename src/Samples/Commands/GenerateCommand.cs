@@ -55,7 +55,10 @@ public static class GenerateCommand
             using var cts = ConsoleProgress.CancelOnCtrlC();
             var options = new SamplerOptions
             {
-                Sampler = ParseSampler(parse.GetValue(sampler)!),
+                // Without --sampler, a flow-matching model samples with its own default sampler (flow-euler), any other with DDIM.
+                Sampler = diffusion.Objective != DiffusionObjective.Ddpm && parse.GetResult(sampler) is null or { Implicit: true }
+                    ? diffusion.DefaultSampler.Sampler
+                    : ParseSampler(parse.GetValue(sampler)!),
                 Steps = parse.GetValue(steps), Spacing = parse.GetValue(spacing), Eta = parse.GetValue(eta), Seed = parse.GetValue(seed),
                 BatchSize = parse.GetValue(batch), CancellationToken = cts.Token, GuidanceScale = parse.GetValue(guidance),
                 Precision = parse.GetValue(precision), Engine = parse.GetValue(engine), Classifier = noisyClassifier, ClassifierScale = parse.GetValue(classifierScale),

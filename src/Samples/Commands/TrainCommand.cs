@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using Microsoft.ML.Diffusion.Samples.Data;
 using Microsoft.ML.Diffusion.Samples.Metrics;
+using Microsoft.ML.Diffusion.Sampling;
 using Microsoft.ML.Diffusion.Training;
 using Spectre.Console;
 using Microsoft.ML.Diffusion.Samples.Cli;
@@ -33,6 +34,8 @@ public static class TrainCommand
         var maxSteps = new Option<long?>("--max-steps") { Description = "Stop after this many optimizer steps" }.AtLeast(1L);
         var checkpoints = new Option<string?>("--checkpoint-dir") { Description = "Write checkpoints here and resume from them" };
         var prediction = new Option<PredictionType>("--prediction") { Description = "What the network predicts: Epsilon, Sample or VPrediction", DefaultValueFactory = _ => PredictionType.Epsilon };
+        var objective = new Option<string>("--objective") { Description = "Training objective: ddpm (denoising diffusion) or flow-matching (rectified flow, Lipman et al. 2023; samples with flow-euler or flow-heun)", DefaultValueFactory = _ => "ddpm" };
+        objective.OneOf(ObjectiveNames);
         var zeroSnr = new Option<bool>("--rescale-betas-zero-snr") { Description = "Rescale the betas to zero terminal SNR (Lin et al. 2024; needs --prediction VPrediction; sample with --spacing Trailing)" };
         var offsetNoise = new Option<float>("--offset-noise") { Description = "Offset noise (Guttenberg 2023): training noise randn + this * a per-channel constant (0: off; typical 0.05-0.1)", DefaultValueFactory = _ => 0f };
         offsetNoise.Validators.Add(r =>
@@ -63,7 +66,7 @@ public static class TrainCommand
         var command = new Command("train", "Train a diffusion model on Fashion-MNIST")
         {
             data, limit, epochs, output, batch, baseChannels, timesteps, schedule, lr, ema, seed, maxSteps, checkpoints, warmup, lrSchedule, threads, prediction, weighting, selfConditioning,
-            zeroSnr, offsetNoise, conditional, conditionDrop, superResolution, precision, metrics, evalEvery, evalSamples, evalSampler, evalSteps, evalPerClass, classifier,
+            objective, zeroSnr, offsetNoise, conditional, conditionDrop, superResolution, precision, metrics, evalEvery, evalSamples, evalSampler, evalSteps, evalPerClass, classifier,
         };
         command.SetAction(parse =>
         {
@@ -71,13 +74,20 @@ public static class TrainCommand
             string? checkpointDir = parse.GetValue(checkpoints);
             string? metricsPath = parse.GetValue(metrics) ?? (checkpointDir is null ? null : Path.Combine(checkpointDir, "metrics.csv"));
             string metricsOption = parse.GetValue(metrics) is null ? "--checkpoint-dir" : "--metrics";
+            var trainingObjective = ParseObjective(parse.GetValue(objective)!);
+            bool flow = trainingObjective == DiffusionObjective.FlowMatching;
+            // The evaluations sample with a sampler of the objective: flow-euler by default for a flow model.
+            string evalSamplerName = flow && parse.GetResult(evalSampler) is null or { Implicit: true } ? "flow-euler" : parse.GetValue(evalSampler)!;
+            if (SamplerRegistry.FindByCliName(evalSamplerName) is { } evalRow && evalRow.Objective != trainingObjective)
+                throw new CliException($"--eval-sampler {evalSamplerName} samples {evalRow.Objective} models, but --objective is {parse.GetValue(objective)}; use one of: " +
+                    string.Join(", ", SamplerRegistry.All.Where(r => r.Objective == trainingObjective).Select(r => r.CliName)) + ".");
             int? every = parse.GetValue(evalEvery);
             if (every is not null && metricsPath is null)
                 throw new CliException("--eval-every needs --metrics FILE.csv or --checkpoint-dir (the figures and grids go next to the metrics file).");
             using var metricsLog = metricsPath is null ? null : MetricsLog.Open(metricsPath, metricsOption);
             string dir = parse.GetValue(data)!;
             using var evaluation = every is int k
-                ? TrainEvaluation.Create(new TrainEvaluation.Settings(k, parse.GetValue(evalSamples), parse.GetValue(evalSampler)!, parse.GetValue(evalSteps),
+                ? TrainEvaluation.Create(new TrainEvaluation.Settings(k, parse.GetValue(evalSamples), evalSamplerName, parse.GetValue(evalSteps),
                     parse.GetValue(evalPerClass)), parse.GetValue(classifier)!, dir)
                 : null;
             InputFiles.RequireFashionMnist(dir, "train");
@@ -101,7 +111,9 @@ public static class TrainCommand
                 Seed = parse.GetValue(seed), MaxSteps = parse.GetValue(maxSteps), CheckpointDirectory = checkpointDir,
                 Prediction = parse.GetValue(prediction), LossWeighting = parse.GetValue(weighting),
                 SelfConditioning = parse.GetValue(selfConditioning), Precision = parse.GetValue(precision),
-                RescaleBetasZeroSnr = parse.GetValue(zeroSnr), OffsetNoise = parse.GetValue(offsetNoise),
+                RescaleBetasZeroSnr = parse.GetValue(zeroSnr), OffsetNoise = parse.GetValue(offsetNoise), Objective = trainingObjective,
+                // A flow model's saved default sampler is flow matching's Euler (the DDPM default, DDIM, does not apply to it).
+                Sampler = flow ? new SamplerOptions { Sampler = SamplerKind.FlowMatchEuler } : new SamplerOptions(),
                 // The IDX label file gives a UInt32 column of classes 0..9.
                 LabelColumnName = parse.GetValue(conditional) ? "Label" : null,
                 NumClasses = parse.GetValue(conditional) ? FashionMnist.ClassNames.Length : null,
@@ -165,4 +177,15 @@ public static class TrainCommand
         });
         return command;
     }
+
+    /// <summary>The names <c>--objective</c> accepts.</summary>
+    public static readonly string[] ObjectiveNames = { "ddpm", "flow-matching" };
+
+    /// <summary>The objective named on the command line.</summary>
+    public static DiffusionObjective ParseObjective(string name) => name switch
+    {
+        "ddpm" => DiffusionObjective.Ddpm,
+        "flow-matching" => DiffusionObjective.FlowMatching,
+        _ => throw new CliException($"--objective '{name}' is not recognised; expected one of {string.Join(", ", ObjectiveNames)}."),
+    };
 }

@@ -129,7 +129,7 @@ public sealed class CliLearningCurveTests
     private static double Number(string text) => double.Parse(text, CultureInfo.InvariantCulture);
 
     /// <summary>Runs the samples app; exit code and stdout + stderr.</summary>
-    private static (int ExitCode, string Output) Samples(string arguments)
+    internal static (int ExitCode, string Output) Samples(string arguments)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         psi.ArgumentList.Add(Persistence.SamplesApp.Path());
@@ -147,7 +147,7 @@ public sealed class CliLearningCurveTests
     }
 
     /// <summary>Writes <paramref name="count"/> 28x28 images (a bright square on black) and labels 0..9 as plain IDX files.</summary>
-    private static void WriteIdx(string directory, string split, int count, int seed)
+    internal static void WriteIdx(string directory, string split, int count, int seed)
     {
         Directory.CreateDirectory(directory);
         var rng = new Random(seed);
