@@ -75,6 +75,32 @@ public class FlowMatchingTests
     }
 
     [TestMethod]
+    public void ClassifierFreeGuidanceAndInterpolationWork()
+    {
+        // Guidance mixes two velocity predictions linearly (v_uncond + w (v_cond - v_uncond)), as diffusers' SD3 pipeline does.
+        using var conditional = TestModel.Train("flow-cfg", steps: 2, o =>
+        {
+            o.Objective = DiffusionObjective.FlowMatching;
+            o.Sampler = new SamplerOptions { Sampler = SamplerKind.FlowMatchEuler, Steps = 3 };
+            o.LabelColumnName = "Label";
+            o.NumClasses = 25;
+        });
+        var seeds = new uint[] { 1, 2 };
+        var labels = new[] { 3, 7 };
+        using var plain = conditional.Model.GenerateTensor(seeds, labels, new SamplerOptions { Sampler = SamplerKind.FlowMatchEuler, Steps = 3 });
+        using var guided = conditional.Model.GenerateTensor(seeds, labels, new SamplerOptions { Sampler = SamplerKind.FlowMatchEuler, Steps = 3, GuidanceScale = 3 });
+        Assert.IsTrue(guided.isfinite().all().item<bool>());
+        Assert.IsFalse(plain.equal(guided).all().item<bool>(), "the guidance scale changes the samples");
+
+        // Interpolation needs a deterministic sampler: both flow samplers are; its ends are the seeds' own samples.
+        var options = new SamplerOptions { Sampler = SamplerKind.FlowMatchHeun, Steps = 3 };
+        var path = _fixture.Model.Interpolate(4, 9, 3, options);
+        Assert.HasCount(3, path);
+        CollectionAssert.AreEqual(TestData.Pixels(_fixture.Model.Generate(1, new SamplerOptions { Sampler = SamplerKind.FlowMatchHeun, Steps = 3, Seed = 9 })[0]),
+            TestData.Pixels(path[2]));
+    }
+
+    [TestMethod]
     public void SaveAndLoadGiveIdenticalSamples()
     {
         string path = Path.Combine(_fixture.Directory, "flow.zip");
