@@ -23,6 +23,7 @@ public sealed class UpscalingEstimator : ImageToImageEstimator<UpscalingTransfor
     {
         _options = (options ?? new UpscaleOptions()).Clone();
         _options.Validate(model.Timesteps, model.ImageSize);
+        if (model.Conditioning is null) model.RequireDdpmObjective("Upscaling an unconditional model (RePaint; train a super-resolution model with Conditioning.LowResolution instead)");
         UpscalingTransformer.CheckLatent(model, _options.Factor);
         UpscalingTransformer.CheckConditioning(model, _options.Factor);
     }

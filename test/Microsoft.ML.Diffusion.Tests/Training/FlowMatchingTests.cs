@@ -145,6 +145,8 @@ public class FlowMatchingTests
         var e = Assert.ThrowsExactly<NotSupportedException>(() => ml.Generative.Inpaint(_fixture.Model));
         StringAssert.Contains(e.Message, "RePaint inpainting");
         StringAssert.Contains(e.Message, "FlowMatching");
+        e = Assert.ThrowsExactly<NotSupportedException>(() => ml.Generative.Upscale(_fixture.Model, "Upscaled", "Image", new UpscaleOptions { Factor = 2 }));
+        StringAssert.Contains(e.Message, "Upscaling an unconditional model");
         var c = Assert.ThrowsExactly<NotSupportedException>(() => ml.Generative.NoisyClassifier(new NoisyClassifierTrainer.Options { DiffusionModel = _fixture.Model }));
         StringAssert.Contains(c.Message, "flow-matching");
     }
