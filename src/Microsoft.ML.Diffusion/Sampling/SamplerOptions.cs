@@ -20,7 +20,9 @@ public sealed class SamplerOptions
     /// How the <see cref="Steps"/> timesteps are spread over the T training timesteps. Null means the sampler's default:
     /// <see cref="TimestepSpacing.Leading"/> for DDPM and DDIM, <see cref="TimestepSpacing.Trailing"/> for DPM-Solver++, and
     /// diffusers' default for the others (<see cref="TimestepSpacing.Linspace"/> for the Euler and Heun samplers, where it also bounds
-    /// the Karras sigmas).
+    /// the Karras sigmas). The flow-matching samplers ignore it (their noise levels are diffusers' linspace(1, 1/T, n)). With a
+    /// zero-terminal-SNR model (<see cref="DiffusionTrainer.Options.RescaleBetasZeroSnr"/>) use <see cref="TimestepSpacing.Trailing"/>,
+    /// so that sampling starts at the last timestep (Lin et al. 2024, section 3.3).
     /// </summary>
     public TimestepSpacing? Spacing { get; set; }
 
@@ -33,7 +35,8 @@ public sealed class SamplerOptions
     /// </summary>
     public uint Seed { get; set; }
 
-    /// <summary>Clip the predicted x0 to [-1, 1] at every step (DDPM's reference implementation does). Default true.</summary>
+    /// <summary>Clip the predicted x0 to [-1, 1] at every step (DDPM's reference implementation does). Default true. The flow-matching
+    /// samplers ignore it, and <see cref="DynamicThresholding"/>: their update does not go through x0.</summary>
     public bool ClipSample { get; set; } = true;
 
     /// <summary>

@@ -6,7 +6,7 @@ namespace Microsoft.ML.Diffusion.Schedulers;
 
 /// <summary>
 /// What the flow-matching samplers share (diffusers' FlowMatchEulerDiscreteScheduler and FlowMatchHeunDiscreteScheduler with shift 1):
-/// the rectified-flow path x_sigma = (1 - sigma) x_0 + sigma eps (Liu et al. 2023, eq. 1; Lipman et al. 2023, eq. 20 with sigma_min = 0)
+/// the rectified-flow path x_sigma = (1 - sigma) x_0 + sigma eps (Liu et al. 2023, eq. 1; Lipman et al. 2023, eq. 20 with sigma_min = 0 and time reversed)
 /// and a network that predicts the velocity v = eps - x_0 = dx/dsigma. The sample starts as standard normal noise (sigma = 1,
 /// <see cref="InitNoiseSigma"/> 1), the network sees it unscaled at the time sigma * T (a float), and the solver integrates the ODE down
 /// to sigma = 0 over the noise levels sigma_i = linspace(1, 1/T, n), then 0 (diffusers' set_timesteps: linspace(T, 1, n) / T).

@@ -201,8 +201,8 @@ internal sealed class DiffusionTrainingLoop : TrainingLoop
     }
 
     /// <summary>
-    /// A flow-matching batch (Lipman et al. 2023, eq. 22-23 with the optimal-transport path and sigma_min = 0; Liu et al. 2023, eq. 1,
-    /// rectified flow): t ~ Uniform[0, 1) per image (float64, then float32), eps = <see cref="TrainingNoise"/>, x_t = (1 - t) x_0 + t eps,
+    /// A flow-matching batch (Liu et al. 2023, rectified flow, eq. 1; Lipman et al. 2023, eq. 20-23, the optimal-transport path with
+    /// sigma_min = 0, with time reversed as in Stable Diffusion 3: t = 0 is data, t = 1 noise): t ~ Uniform[0, 1) per image (float64, then float32), eps = <see cref="TrainingNoise"/>, x_t = (1 - t) x_0 + t eps,
     /// the target velocity v = eps - x_0 = dx_t/dt, and the network's time input t * <paramref name="timeScale"/> (float32, [B]). Draws
     /// t, then the noise, from <paramref name="generator"/>; the tensors are on x0's device, in the caller's dispose scope.
     /// </summary>

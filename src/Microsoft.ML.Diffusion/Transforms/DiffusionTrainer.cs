@@ -174,7 +174,9 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionModel>
         /// forward and backward passes; the weights, AdamW state, gradient clipping, EMA and loss stay float32, and so does the
         /// trained model). Not saved with the model: sampling precision is <see cref="SamplerOptions.Precision"/>.</summary>
         public Precision Precision { get; set; } = Precision.Fp32;
-        /// <summary>The sampler the trained model's Transform uses (saved with the model).</summary>
+        /// <summary>The sampler the trained model's Transform uses (saved with the model); one of the samplers of <see cref="Objective"/>
+        /// (DDIM by default, which fits the default DDPM objective; <see cref="SamplerKind.FlowMatchEuler"/> or
+        /// <see cref="SamplerKind.FlowMatchHeun"/> with flow matching).</summary>
         public SamplerOptions Sampler { get; set; } = new();
         /// <summary>Receives a report after every optimizer step.</summary>
         public IProgress<TrainingProgress>? Progress { get; set; }

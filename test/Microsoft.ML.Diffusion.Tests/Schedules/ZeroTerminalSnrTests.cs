@@ -122,6 +122,20 @@ public class ZeroTerminalSnrTests
     }
 
     [TestMethod]
+    public void RePaintStaysFiniteAndKeepsTheKnownPixels()
+    {
+        // RePaint jumps back up to the noisiest level (alpha_bar_T = 0) and denoises from there with DDPM.
+        using var known = TestData.SquaresTensor(2);
+        using var mask = ones(2, 1, 8, 8);
+        mask.narrow(3, 4, 4).fill_(0);                                   // the right half is unknown
+        var options = new InpaintOptions { Steps = 50, JumpLength = 5, Resamplings = 2 };
+        using var filled = RePaintRunner.Run(_fixture.Model, options, known, mask, new uint[] { 1, 2 });
+        Assert.IsTrue(filled.isfinite().all().item<bool>());
+        using var keptError = ((filled - known) * mask).abs().max();
+        Assert.AreEqual(0.0, keptError.item<float>(), 1e-6);
+    }
+
+    [TestMethod]
     public void TheFirstTrailingStepSeesPureNoise()
     {
         // Trailing spacing starts at t = T - 1, where alpha_bar = 0: DDIM's x_0 estimate there is -v (x_0 = sqrt(abar) x_t - sqrt(1 - abar) v).
