@@ -124,6 +124,28 @@ public sealed class SdeditSamplingTests
         (scheduler as IDisposable)?.Dispose();
     }
 
+    /// <summary>Every sampler of the registry runs SDEdit: min(int(N s), N) solver steps, i.e. the network calls of that many steps (2 k - 1 for
+    /// Heun, whose loop starts at position 2 t_start), and a finite result that differs from the input.</summary>
+    [TestMethod]
+    public void EverySampler_RunsTheLastStepsOfItsLoop()
+    {
+        using var x0 = Image(2);
+        foreach (var row in SamplerRegistry.All)
+        {
+            var scheduler = SchedulerFactory.Create(Linear, new SamplerOptions { Sampler = row.Kind, Steps = 10 });
+            int tStart = SdeditSchedule.StartStep(10, 0.6f);
+            int start = SdeditSchedule.StartIndex(tStart, scheduler.Order, scheduler.Timesteps.Count);
+            int calls = 0;
+            using var result = DiffusionSampler.Sample((x, t) => { calls++; return x * 0.05; }, scheduler, new uint[] { 1, 2 }, Shape, CPU,
+                initialImage: x0, startIndex: start);
+            Assert.AreEqual(4, tStart);
+            Assert.AreEqual(SamplerRegistry.NetworkCalls(row, 10 - tStart), calls, row.DisplayName);
+            Assert.IsTrue(result.isfinite().all().item<bool>(), row.DisplayName);
+            Assert.IsFalse((result == x0).all().item<bool>(), row.DisplayName);
+            (scheduler as IDisposable)?.Dispose();
+        }
+    }
+
     /// <summary>Strength 0 (no position left) returns x_0 itself; strength 1 (position 0) is generation from the seeds' x_T, ignoring the image.</summary>
     [TestMethod]
     public void EndPoints_ReturnTheImage_OrGenerate()
