@@ -215,7 +215,8 @@ public sealed class GenerativeCatalog
     /// <param name="imageColumnName">The column of input images.</param>
     /// <param name="strength">How much of each image is replaced, in [0, 1] (diffusers' default 0.8).</param>
     /// <param name="sampler">The sampler; null keeps the model's default sampler.</param>
-    /// <param name="steps">N, the steps of a whole loop (only the last int(N strength) run); null keeps the sampler's default.</param>
+    /// <param name="steps">N, the steps of a whole loop (only the last int(N strength) run); null keeps the model's sampler's steps, or
+    /// takes the default of the sampler given in <paramref name="sampler"/>.</param>
     /// <param name="seed">Seed of the first row (row i uses seed + i).</param>
     public SdeditEstimator ImageToImage(DiffusionModel model, string outputColumnName = "Edited", string imageColumnName = DiffusionDefaults.ImageColumnName,
         float strength = ImageToImageOptions.DefaultStrength, SamplerKind? sampler = null, int? steps = null, uint seed = 0)
