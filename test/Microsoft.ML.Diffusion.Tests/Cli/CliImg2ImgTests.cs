@@ -59,6 +59,35 @@ public sealed class CliImg2ImgTests
         }
     }
 
+    /// <summary>An SdeditTransformer saved with mlContext.Model.Save loads in a fresh process (its diffusion model's weights inside) and
+    /// translates to the pixels it gives here.</summary>
+    [TestMethod]
+    public void SavedTransformer_LoadsInAFreshProcess()
+    {
+        using var fixture = TestModel.Shared("cli-img2img-saved");
+        var ml = fixture.Ml;
+        var sampler = fixture.Model.DefaultSampler;
+        sampler.Steps = 6;
+        sampler.Seed = 3;
+        var transformer = ml.Generative.ImageToImage(fixture.Model, "Edited", "Image", new ImageToImageOptions { Strength = 0.5f, Sampler = sampler })
+            .Fit(fixture.Data);
+        string zip = Path.Combine(fixture.Directory, "sdedit.zip");
+        ml.Model.Save(transformer, fixture.Data.Schema, zip);
+        string input = Path.Combine(fixture.Directory, "square.png");
+        TestData.Squares(1, seed: 4).Single().Image.Save(input);
+
+        var files = ml.Data.LoadFromEnumerable(new[] { new PathRow { Path = "square.png" } });
+        var images = ml.Transforms.LoadImages("Image", fixture.Directory, "Path").Append(ml.Transforms.ResizeImages("Image", 8, 8))
+            .Append(ml.Transforms.ConvertToGrayscale("Image"));
+        var expected = transformer.Transform(images.Fit(files).Transform(files)).GetColumn<MLImage>("Edited").Single();
+
+        string png = Path.Combine(fixture.Directory, "out.png");
+        var (exitCode, log) = Run("--model", zip, "--input", input, "--strength", "0.5", "--sampler", "ddim", "--steps", "6", "--seed", "3", "--out", png);
+        Assert.AreEqual(0, exitCode, log);
+        using var written = MLImage.CreateFromFile(png);
+        CollectionAssert.AreEqual(expected.GetBGRPixels, written.GetBGRPixels, "the other process translated to different pixels");
+    }
+
     [TestMethod]
     public void WrongSizedInput_IsResized_AndSideBySideWritesBoth()
     {
