@@ -118,7 +118,8 @@ public static class TrainCommand
                     {
                         retries = p.Retries;
                         task.Value = p.Step;
-                        task.Description = $"Training: epoch {p.Epoch}/{p.Epochs}, loss {p.AverageLoss:F4}, {p.ImagesPerSecond:F0} img/s";
+                        task.Description = $"Training: epoch {p.Epoch}/{p.Epochs}, loss {p.AverageLoss:F4}, {p.ImagesPerSecond:F0} img/s" +
+                                           (p.Retries > 0 ? $", {p.Retries} step(s) recomputed" : "");
                         metricsLog?.Append(new MetricsRow
                         {
                             Kind = MetricsRow.StepKind, Step = p.Step, Epoch = p.Epoch, Loss = p.Loss, LearningRate = p.LearningRate,
