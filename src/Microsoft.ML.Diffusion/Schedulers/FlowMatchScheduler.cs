@@ -122,6 +122,20 @@ internal abstract class FlowMatchScheduler : IDiffusionScheduler
         return (x0 + sigma * (noise - x0)).MoveToOuterDisposeScope();
     }
 
+    /// <summary>(1 - sigma) x_0 + sigma noise with sigma = <see cref="LoopSigmas"/>[<paramref name="index"/>] (diffusers' scale_noise): the point
+    /// of the straight path at that loop position, which SDEdit's image-to-image starts from.</summary>
+    /// <inheritdoc/>
+    public Tensor AddNoiseAt(Tensor x0, Tensor noise, int index)
+    {
+        SchedulerCore.CheckIndex(_timesteps, index);
+        ArgumentNullException.ThrowIfNull(x0);
+        ArgumentNullException.ThrowIfNull(noise);
+        if (!noise.shape.SequenceEqual(x0.shape))
+            throw new ArgumentException($"noise must have the shape of x0 [{string.Join(", ", x0.shape)}]; got [{string.Join(", ", noise.shape)}].", nameof(noise));
+        double sigma = _loopSigmas[index];
+        return SchedulerCore.Combine(1.0 - sigma, x0, sigma, noise);
+    }
+
     /// <summary>x0_hat = x - sigma v: the clean sample the velocity <paramref name="velocity"/> points to from noise level
     /// <paramref name="sigma"/> (diffusers' "denoised"). A new tensor in the caller's dispose scope.</summary>
     protected static Tensor PredictedX0(Tensor sample, Tensor velocity, double sigma) => SchedulerCore.Combine(1.0, sample, -sigma, velocity);

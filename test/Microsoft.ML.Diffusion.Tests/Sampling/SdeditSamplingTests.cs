@@ -132,7 +132,7 @@ public sealed class SdeditSamplingTests
         using var x0 = Image(2);
         foreach (var row in SamplerRegistry.All)
         {
-            var scheduler = SchedulerFactory.Create(Linear, new SamplerOptions { Sampler = row.Kind, Steps = 10 });
+            var scheduler = SchedulerFactory.Create(Linear, new SamplerOptions { Sampler = row.Kind, Steps = 10 }, objective: row.Objective);
             int tStart = SdeditSchedule.StartStep(10, 0.6f);
             int start = SdeditSchedule.StartIndex(tStart, scheduler.Order, scheduler.Timesteps.Count);
             int calls = 0;

@@ -163,6 +163,24 @@ public class FlowMatchSchedulerTests
     }
 
     [TestMethod]
+    [DataRow(SamplerKind.FlowMatchEuler, 0)]
+    [DataRow(SamplerKind.FlowMatchEuler, 3)]
+    [DataRow(SamplerKind.FlowMatchHeun, 4)]
+    public void AddNoiseAtIsThePathAtTheLoopSigma(SamplerKind kind, int index)
+    {
+        var sch = SchedulerFactory.Create(T1000, new SamplerOptions { Sampler = kind, Steps = 5 }, objective: DiffusionObjective.FlowMatching);
+        var s = ReferenceSigmas(1000, 5);
+        double sigma = kind == SamplerKind.FlowMatchHeun ? s[(index + 1) / 2] : s[index];
+        using var g = new TorchSharp.torch.Generator(12);
+        using var x0 = randn(new long[] { 2, 1, 3, 3 }, dtype: float64, generator: g);
+        using var noise = randn(new long[] { 2, 1, 3, 3 }, dtype: float64, generator: g);
+        using var got = sch.AddNoiseAt(x0, noise, index);
+        using var expected = (1 - sigma) * x0 + sigma * noise;         // diffusers' scale_noise
+        Assert.AreEqual(0.0, (got - expected).abs().max().item<double>(), 1e-14);
+        (sch as IDisposable)?.Dispose();
+    }
+
+    [TestMethod]
     public void ASamplerOfTheOtherObjectiveIsRefusedNamingBoth()
     {
         var e = Assert.ThrowsExactly<ArgumentException>(() =>
