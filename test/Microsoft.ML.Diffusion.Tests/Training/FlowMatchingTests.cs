@@ -101,6 +101,19 @@ public class FlowMatchingTests
     }
 
     [TestMethod]
+    [DataRow(SamplerKind.FlowMatchEuler)]
+    [DataRow(SamplerKind.FlowMatchHeun)]
+    public void OnnxRuntimeGivesTorchSharpsSamples(SamplerKind kind)
+    {
+        // The exported U-Net takes the flow time sigma * T as a float (int64 where it is a whole number, as at sigma = 1).
+        var seeds = new uint[] { 3, 4 };
+        using var torchImages = _fixture.Model.GenerateTensor(seeds, new SamplerOptions { Sampler = kind, Steps = 4, Engine = InferenceEngine.TorchSharp });
+        using var onnxImages = _fixture.Model.GenerateTensor(seeds, new SamplerOptions { Sampler = kind, Steps = 4, Engine = InferenceEngine.OnnxRuntime });
+        using var diff = (torchImages - onnxImages).abs().max();
+        Assert.IsLessThan(1e-3f, diff.item<float>(), kind.ToString());
+    }
+
+    [TestMethod]
     public void ImageToImageStartsOnThePath()
     {
         // SDEdit (Meng et al. 2022) on a flow model: noise the image to the start position's sigma, then integrate the rest.
