@@ -15,6 +15,7 @@ public sealed class CliObjectivesTests
     {
         _dir = TestData.TempDirectory("cli-objectives");
         CliLearningCurveTests.WriteIdx(Path.Combine(_dir, "data"), "train", count: 16, seed: 1);
+        CliLearningCurveTests.WriteIdx(Path.Combine(_dir, "data"), "t10k", count: 16, seed: 2);
     }
 
     [ClassCleanup]
@@ -29,8 +30,15 @@ public sealed class CliObjectivesTests
     [TestMethod]
     public void FlowMatchingTrainsAndGeneratesWithItsOwnSampler()
     {
-        var (code, log) = CliLearningCurveTests.Samples(Train("--objective flow-matching --offset-noise 0.1", "flow"));
+        var (code, log) = CliLearningCurveTests.Samples(Train(
+            $"--objective flow-matching --offset-noise 0.1 --eval-every 1 --eval-samples 8 --eval-steps 2 --metrics {_dir}/flow/metrics.csv", "flow"));
         Assert.AreEqual(0, code, log);
+        // The evaluation sampled with the flow model's own sampler (--eval-sampler defaults to flow-euler for it).
+        var evalRow = File.ReadAllLines($"{_dir}/flow/metrics.csv").Single(l => l.StartsWith("eval,")).Split(',');
+        CollectionAssert.AreEqual(new[] { "8", "flow-euler", "2" }, new[] { evalRow[8], evalRow[9], evalRow[10] });
+        (code, log) = CliLearningCurveTests.Samples(Train("--objective flow-matching --eval-every 1 --eval-sampler ddim --metrics x.csv", "flow-ddim"));
+        Assert.AreNotEqual(0, code, log);
+        StringAssert.Contains(log, "--eval-sampler ddim");
         using (var model = (DiffusionModel)new MLContext().Model.Load($"{_dir}/flow.zip", out _))
         {
             Assert.AreEqual(DiffusionObjective.FlowMatching, model.Objective);
