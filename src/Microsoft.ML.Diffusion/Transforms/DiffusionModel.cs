@@ -475,6 +475,15 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         }
     }
 
+    /// <summary>True once this model's ONNX Runtime session has been opened (<see cref="OnnxNetwork"/>).</summary>
+    internal bool OnnxNetworkOpened
+    {
+        get
+        {
+            lock (_lowPrecisionLock) return _onnx is not null;
+        }
+    }
+
     /// <summary>Throws <see cref="NotSupportedException"/> naming what <see cref="InferenceEngine.OnnxRuntime"/> does not cover
     /// (bfloat16 precision); nothing for <see cref="InferenceEngine.TorchSharp"/>.</summary>
     private static void CheckEngine(SamplerOptions options)
