@@ -469,7 +469,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
             {
                 using var stream = new MemoryStream();
                 Onnx.UNetOnnxExporter.Export(_network, Config, stream);
-                _onnx = new Onnx.OnnxRuntimeNetwork(stream.ToArray(), Config.Network);
+                _onnx = new Onnx.OnnxRuntimeNetwork(stream.ToArray(), Config.Network, _host);
             }
             return _onnx;
         }
