@@ -152,6 +152,23 @@ public sealed class CliOnnxTests
         Assert.AreEqual("OnnxRuntime", doc["engine"]!.GetValue<string>());
     }
 
+    /// <summary>bench (one tiny round, no PyTorch, no demo grid) reports the ONNX Runtime step at the batch and at batch 1.</summary>
+    [TestMethod]
+    public void BenchReportsTheOnnxRuntimeStep()
+    {
+        string json = Path.Combine(_dir, "bench.json");
+        RunOk("bench", "--runs", "1", "--iterations", "1", "--batch-size", "2", "--threads", "1", "--no-pytorch", "--no-demo", "--json", json);
+        var doc = JsonNode.Parse(File.ReadAllText(json))!;
+        double ort = doc["step_img_per_s.onnxruntime"]!.GetValue<double>();
+        Assert.IsTrue(ort > 0, $"step_img_per_s.onnxruntime = {ort}");
+        var step = doc["step_img_per_s"]!;
+        Assert.AreEqual(ort, step["onnxruntime"]!.GetValue<double>());
+        Assert.AreEqual(Math.Round(ort / step["torchsharp"]!.GetValue<double>(), 3), step["onnxruntime_vs_torchsharp"]!.GetValue<double>(), 0.002);
+        var b1 = doc["step_b1_img_per_s"]!;
+        Assert.IsTrue(b1["torchsharp"]!.GetValue<double>() > 0 && b1["onnxruntime"]!.GetValue<double>() > 0, b1.ToJsonString());
+        Assert.IsNull(doc["demo_grid_seconds"], "--no-demo skips the grid");
+    }
+
     [TestMethod]
     public void HelpListsTheEngineOption()
     {
