@@ -5,8 +5,8 @@ namespace Microsoft.ML.Diffusion;
 /// <summary>
 /// Generative models in ML.NET: <c>mlContext.Generative.Diffusion(...)</c> trains a diffusion model,
 /// <c>mlContext.Generative.CreateRequests(...)</c> makes the rows it generates images for, <c>Autoencoder</c> trains the
-/// first stage of latent diffusion, <c>NoisyClassifier</c> trains the classifier of classifier guidance, <c>Inpaint</c> and <c>Upscale</c>
-/// fill and upscale images with a trained model, <c>CreateMask</c> makes the built-in inpainting masks.
+/// first stage of latent diffusion, <c>NoisyClassifier</c> trains the classifier of classifier guidance, <c>Inpaint</c>, <c>Upscale</c> and
+/// <c>ImageToImage</c> fill, upscale and translate (SDEdit) images with a trained model, <c>CreateMask</c> makes the built-in inpainting masks.
 /// </summary>
 public sealed class GenerativeCatalog
 {
@@ -196,6 +196,42 @@ public sealed class GenerativeCatalog
         int factor = 2, int? steps = null, int jumpLength = 10, int resamplings = 10, uint seed = 0) =>
         new(Context, model, outputColumnName, imageColumnName,
             new UpscaleOptions { Factor = factor, Steps = steps, JumpLength = jumpLength, Resamplings = resamplings, Seed = seed });
+
+    /// <summary>
+    /// Image-to-image translation with SDEdit (Meng et al. 2022): each image is noised to a level set by <see cref="ImageToImageOptions.Strength"/>
+    /// and denoised by the last steps of the sampler's loop, as diffusers' StableDiffusionImg2ImgPipeline does (N steps, strength s:
+    /// the last min(int(N s), N) run). 0 returns the input, 1 generates from noise.
+    /// </summary>
+    /// <param name="model">A diffusion model of the images' size and channels (pixel-space or latent, unconditional or class-conditional).</param>
+    /// <param name="outputColumnName">The column of translated images (model size).</param>
+    /// <param name="imageColumnName">The column of input images (MLImage, model size).</param>
+    /// <param name="options">Strength, sampler, label column; null uses the defaults (strength 0.8, the model's default sampler).</param>
+    public SdeditEstimator ImageToImage(DiffusionModel model, string outputColumnName, string imageColumnName, ImageToImageOptions? options) =>
+        new(Context, model, outputColumnName, imageColumnName, options);
+
+    /// <summary>Image-to-image translation with SDEdit, with the common settings (see the <see cref="ImageToImageOptions"/> overload).</summary>
+    /// <param name="model">A diffusion model of the images' size and channels.</param>
+    /// <param name="outputColumnName">The column of translated images.</param>
+    /// <param name="imageColumnName">The column of input images.</param>
+    /// <param name="strength">How much of each image is replaced, in [0, 1] (diffusers' default 0.8).</param>
+    /// <param name="sampler">The sampler; null keeps the model's default sampler.</param>
+    /// <param name="steps">N, the steps of a whole loop (only the last int(N strength) run); null keeps the model's sampler's steps, or
+    /// takes the default of the sampler given in <paramref name="sampler"/>.</param>
+    /// <param name="seed">Seed of the first row (row i uses seed + i).</param>
+    public SdeditEstimator ImageToImage(DiffusionModel model, string outputColumnName = "Edited", string imageColumnName = DiffusionDefaults.ImageColumnName,
+        float strength = ImageToImageOptions.DefaultStrength, SamplerKind? sampler = null, int? steps = null, uint seed = 0)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        var options = model.DefaultSampler;
+        if (sampler is SamplerKind kind && kind != options.Sampler)
+        {
+            options.Sampler = kind;
+            options.Steps = null;       // the new sampler's default, unless given
+        }
+        if (steps is not null) options.Steps = steps;
+        options.Seed = seed;
+        return new(Context, model, outputColumnName, imageColumnName, new ImageToImageOptions { Strength = strength, Sampler = options });
+    }
 
     /// <summary>A built-in inpainting mask as a <paramref name="size"/> x <paramref name="size"/> image: white keeps the pixel, black fills it.</summary>
     /// <param name="kind">Which mask (the RePaint paper's set).</param>

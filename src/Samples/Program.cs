@@ -37,7 +37,7 @@ internal static class SamplesApp
     [MethodImpl(MethodImplOptions.NoInlining)]
     public static RootCommand CreateRoot()
     {
-        var root = new RootCommand("Microsoft.ML.Diffusion samples: train, generate, inpaint, upscale, bench, evaluate, train-classifier, evaluate-inpaint, evaluate-guidance, train-latent, train-noisy-classifier, soak, plot, export-onnx (and the demo when run without a command).");
+        var root = new RootCommand("Microsoft.ML.Diffusion samples: train, generate, inpaint, upscale, img2img, bench, evaluate, train-classifier, evaluate-inpaint, evaluate-guidance, train-latent, train-noisy-classifier, soak, plot, export-onnx (and the demo when run without a command).");
         root.Subcommands.Add(TrainCommand.Create());
         root.Subcommands.Add(GenerateCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());
@@ -46,6 +46,7 @@ internal static class SamplesApp
         root.Subcommands.Add(TrainClassifierCommand.Create());
         root.Subcommands.Add(InpaintCommand.Create());
         root.Subcommands.Add(UpscaleCommand.Create());
+        root.Subcommands.Add(Img2ImgCommand.Create());
         root.Subcommands.Add(EvaluateInpaintCommand.Create());
         root.Subcommands.Add(SoakCommand.Create());
         root.Subcommands.Add(EvaluateGuidanceCommand.Create());

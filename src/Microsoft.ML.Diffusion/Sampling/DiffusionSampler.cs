@@ -5,9 +5,9 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Diffusion.Sampling;
 
 /// <summary>
-/// The denoising loop shared by generation (and later inpainting and upscaling): starts from Gaussian noise
-/// and applies the scheduler's steps. Each image draws its noise from its own generator seeded with its seed,
-/// so an image depends on its seed and the sampler settings only, not on the batch it is in.
+/// The denoising loop shared by generation, super-resolution, interpolation and image-to-image (SDEdit): starts from Gaussian
+/// noise, or from an image noised to a loop position, and applies the scheduler's steps. Each image draws its noise from its own
+/// generator seeded with its seed, so an image depends on its seed and the sampler settings only, not on the batch it is in.
 /// </summary>
 internal static class DiffusionSampler
 {
@@ -28,6 +28,11 @@ internal static class DiffusionSampler
     /// <param name="initialNoise">When set, x_T itself ([B, C, H, W] with B = seeds.Count, any device; copied, not modified)
     /// instead of the per-seed draw; the seeds then only feed the per-step noise of samplers that need it.</param>
     /// <param name="guidance">Classifier guidance (Dhariwal &amp; Nichol 2021) applied to every step; null: none.</param>
+    /// <param name="initialImage">SDEdit (Meng et al. 2022): the clean samples x_0 [B, C, H, W] (any device; not modified) that the loop
+    /// starts from at loop position <paramref name="startIndex"/> instead of from x_T. Image i's first draw (the draw that is x_T in
+    /// generation) is the noise of q(x_t | x_0) (<see cref="IDiffusionScheduler.AddNoiseAt"/>); at position 0 the loop starts from x_T
+    /// itself (strength 1 is generation), and at Timesteps.Count (no step left) it returns x_0.</param>
+    /// <param name="startIndex">With <paramref name="initialImage"/>: the first loop position run, 0 .. Timesteps.Count.</param>
     public static Tensor Sample(
         Func<Tensor, Tensor, Tensor> denoiser,
         IDiffusionScheduler scheduler,
@@ -39,20 +44,22 @@ internal static class DiffusionSampler
         int batchIndex = 0,
         int batchCount = 0,
         Tensor? initialNoise = null,
-        ClassifierGuidance? guidance = null)
+        ClassifierGuidance? guidance = null,
+        Tensor? initialImage = null,
+        int startIndex = 0)
     {
         ArgumentNullException.ThrowIfNull(denoiser);
         ArgumentNullException.ThrowIfNull(scheduler);
         ArgumentNullException.ThrowIfNull(seeds);
         if (seeds.Count == 0) throw new ArgumentException("At least one seed is needed.", nameof(seeds));
-        if (initialNoise is not null)
-        {
-            var expected = new[] { (long)seeds.Count }.Concat(imageShape).ToArray();
-            if (!initialNoise.shape.SequenceEqual(expected))
-                throw new ArgumentException(
-                    $"initialNoise must have shape [{string.Join(", ", expected)}] (one image per seed); got [{string.Join(", ", initialNoise.shape)}].",
-                    nameof(initialNoise));
-        }
+        CheckShape(initialNoise, seeds.Count, imageShape, nameof(initialNoise));
+        CheckShape(initialImage, seeds.Count, imageShape, nameof(initialImage));
+        if (initialNoise is not null && initialImage is not null)
+            throw new ArgumentException("Give initialNoise (x_T) or initialImage (SDEdit's x_0), not both.", nameof(initialImage));
+        var timesteps = scheduler.Timesteps;
+        if (startIndex < 0 || startIndex > timesteps.Count || (startIndex > 0 && initialImage is null))
+            throw new ArgumentOutOfRangeException(nameof(startIndex), startIndex,
+                $"startIndex must lie between 0 and the {timesteps.Count} loop positions, and be 0 without an initialImage.");
 
         var generators = seeds.Select(s => new Generator(s, CPU)).ToArray();
         try
@@ -61,15 +68,26 @@ internal static class DiffusionSampler
             // x_T ~ N(0, I) (DDPM algorithm 2, line 1), one stream per image; a sigma-space sampler starts from
             // init_noise_sigma times it (so its model input at the first step is that same x_T).
             Tensor x = initialNoise is null ? NextNoise(generators, imageShape, device) : CopyTo(initialNoise, device);
-            double initSigma = scheduler.InitNoiseSigma;
-            if (initSigma != 1.0)
+            if (initialImage is not null && startIndex > 0)
             {
-                using Scalar s = initSigma.ToScalar();
-                x.mul_(s);
+                // SDEdit: x = q(x_t | x_0) at the start position with the draw that would have been x_T as its noise; with no step
+                // left, x_0 itself.
+                using var x0 = CopyTo(initialImage, device);
+                var noised = startIndex < timesteps.Count ? scheduler.AddNoiseAt(x0, x, startIndex) : x0.clone();
+                x.Dispose();
+                x = noised;
+            }
+            else
+            {
+                double initSigma = scheduler.InitNoiseSigma;
+                if (initSigma != 1.0)
+                {
+                    using Scalar s = initSigma.ToScalar();
+                    x.mul_(s);
+                }
             }
 
-            var timesteps = scheduler.Timesteps;
-            for (int i = 0; i < timesteps.Count; i++)
+            for (int i = startIndex; i < timesteps.Count; i++)
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 int t = timesteps[i];
@@ -84,7 +102,7 @@ internal static class DiffusionSampler
                 }
                 x.Dispose();
                 x = next;
-                progress?.Report(new SamplingProgress(i + 1, timesteps.Count, t, batchIndex, batchCount));
+                progress?.Report(new SamplingProgress(i + 1 - startIndex, timesteps.Count - startIndex, t, batchIndex, batchCount));
             }
             var result = x.cpu();
             if (!ReferenceEquals(result, x)) x.Dispose();
@@ -94,6 +112,15 @@ internal static class DiffusionSampler
         {
             foreach (var g in generators) g.Dispose();
         }
+    }
+
+    private static void CheckShape(Tensor? x, int count, long[] imageShape, string name)
+    {
+        if (x is null) return;
+        var expected = new[] { (long)count }.Concat(imageShape).ToArray();
+        if (!x.shape.SequenceEqual(expected))
+            throw new ArgumentException(
+                $"{name} must have shape [{string.Join(", ", expected)}] (one image per seed); got [{string.Join(", ", x.shape)}].", name);
     }
 
     /// <summary>The network's [B] time input: int64 for a whole-number timestep (every VP sampler), float32 for a continuous one.</summary>

@@ -99,6 +99,11 @@ internal sealed class DdimScheduler : IDiffusionScheduler
     /// <inheritdoc/>
     public Tensor AddNoise(Tensor x0, Tensor noise, Tensor timesteps) => Schedule.AddNoise(x0, noise, timesteps);
 
+    /// <summary>DDPM eq. 4 at alpha_bar of Timesteps[<paramref name="index"/>].</summary>
+    /// <inheritdoc/>
+    public Tensor AddNoiseAt(Tensor x0, Tensor noise, int index) =>
+        SchedulerCore.AddNoiseVp(x0, noise, Schedule.AlphaBar(SchedulerCore.CheckIndex(_timesteps, index)));
+
     /// <summary>sigma_t of DDIM eq. 16 for a step from <paramref name="timestep"/> to <see cref="PreviousTimestep"/>.</summary>
     /// <param name="timestep">A timestep in [0, T).</param>
     public double Sigma(int timestep)

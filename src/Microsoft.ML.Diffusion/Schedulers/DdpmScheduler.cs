@@ -115,6 +115,11 @@ internal sealed class DdpmScheduler : IDiffusionScheduler
     /// <inheritdoc/>
     public Tensor AddNoise(Tensor x0, Tensor noise, Tensor timesteps) => Schedule.AddNoise(x0, noise, timesteps);
 
+    /// <summary>DDPM eq. 4 at alpha_bar of Timesteps[<paramref name="index"/>].</summary>
+    /// <inheritdoc/>
+    public Tensor AddNoiseAt(Tensor x0, Tensor noise, int index) =>
+        SchedulerCore.AddNoiseVp(x0, noise, Schedule.AlphaBar(SchedulerCore.CheckIndex(_timesteps, index)));
+
     /// <summary>
     /// The bounds of the learned log variance for the step from <paramref name="timestep"/> (Improved DDPM eq. 15):
     /// log beta'_t and log beta_tilde'_t with beta'_t = 1 - alpha_bar_t/alpha_bar_prev and beta_tilde'_t =

@@ -56,6 +56,18 @@ internal interface IDiffusionScheduler
     Tensor AddNoise(Tensor x0, Tensor noise, Tensor timesteps);
 
     /// <summary>
+    /// The loop's sample at loop position <paramref name="index"/> of <see cref="Timesteps"/> for clean samples <paramref name="x0"/>:
+    /// the forward process q(x_t | x_0) at that position's noise level, in the space the loop steps (diffusers' add_noise at
+    /// step_index = index, which SDEdit's image-to-image starts from; Meng et al. 2022). VP samplers: sqrt(alpha_bar) x_0 +
+    /// sqrt(1 - alpha_bar) noise (DDPM eq. 4) with the position's alpha_bar; sigma-space samplers: x_0 + sigma noise (Karras et al.
+    /// 2022, eq. 1 with s = 1) with the position's sigma. A new tensor with x0's dtype and device.
+    /// </summary>
+    /// <param name="x0">Clean samples, [B, ...].</param>
+    /// <param name="noise">Standard normal noise shaped like <paramref name="x0"/>.</param>
+    /// <param name="index">A loop position, 0 .. Timesteps.Count - 1.</param>
+    Tensor AddNoiseAt(Tensor x0, Tensor noise, int index);
+
+    /// <summary>
     /// The timestep that <see cref="Step"/> moves <paramref name="timestep"/> to: the next element of <see cref="Timesteps"/>,
     /// or -1 (x_0) after the last. For a timestep not in the list, the largest listed timestep below it (or -1).
     /// </summary>

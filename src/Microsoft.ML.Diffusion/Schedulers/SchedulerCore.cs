@@ -207,6 +207,37 @@ internal static class SchedulerCore
         return x.mul(sa).add_(y, sb);
     }
 
+    /// <summary>Throws unless <paramref name="index"/> is a loop position of <paramref name="timesteps"/>; returns the timestep there.</summary>
+    public static int CheckIndex(IReadOnlyList<int> timesteps, int index)
+    {
+        if (index < 0 || index >= timesteps.Count)
+            throw new ArgumentOutOfRangeException(nameof(index), index, $"The loop position must lie between 0 and {timesteps.Count - 1}; got {index}.");
+        return timesteps[index];
+    }
+
+    /// <summary>q(x_t | x_0) at <paramref name="alphaBar"/> (DDPM eq. 4): sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) noise, the coefficients
+    /// computed in float64; a new tensor with x0's dtype and device.</summary>
+    public static Tensor AddNoiseVp(Tensor x0, Tensor noise, double alphaBar)
+    {
+        CheckNoiseShape(x0, noise);
+        return Combine(Math.Sqrt(alphaBar), x0, Math.Sqrt(1.0 - alphaBar), noise);
+    }
+
+    /// <summary>x_0 + sigma noise: the forward process in sigma space (Karras et al. 2022, EDM, section 2); a new tensor.</summary>
+    public static Tensor AddNoiseSigma(Tensor x0, Tensor noise, double sigma)
+    {
+        CheckNoiseShape(x0, noise);
+        return Combine(1.0, x0, sigma, noise);
+    }
+
+    private static void CheckNoiseShape(Tensor x0, Tensor noise)
+    {
+        ArgumentNullException.ThrowIfNull(x0);
+        ArgumentNullException.ThrowIfNull(noise);
+        if (!x0.shape.SequenceEqual(noise.shape))
+            throw new ArgumentException($"noise must have the shape of x0 [{string.Join(", ", x0.shape)}]; got [{string.Join(", ", noise.shape)}].", nameof(noise));
+    }
+
     /// <summary>x + b * y, in place on x.</summary>
     public static Tensor AddScaled_(Tensor x, double b, Tensor y)
     {

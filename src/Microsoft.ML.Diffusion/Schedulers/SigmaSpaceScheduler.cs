@@ -141,6 +141,15 @@ internal abstract class SigmaSpaceScheduler : IDiffusionScheduler
     /// <summary>The VP forward process q(x_t | x_0) of the schedule (DDPM eq. 4), not the sigma-space one.</summary>
     public Tensor AddNoise(Tensor x0, Tensor noise, Tensor timesteps) => Schedule.AddNoise(x0, noise, timesteps);
 
+    /// <summary>x_0 + sigma noise with sigma = <see cref="LoopSigmas"/>[<paramref name="index"/>] (diffusers' Euler and Heun add_noise): the
+    /// loop's sample in sigma space, which the network sees divided by sqrt(sigma^2 + 1) (the VP sample of DDPM eq. 4).</summary>
+    /// <inheritdoc/>
+    public Tensor AddNoiseAt(Tensor x0, Tensor noise, int index)
+    {
+        SchedulerCore.CheckIndex(_timesteps, index);
+        return SchedulerCore.AddNoiseSigma(x0, noise, _loopSigmas[index]);
+    }
+
     /// <summary>
     /// The denoiser D(x; sigma) = x0_hat from a network output for the input x / sqrt(sigma^2 + 1), in diffusers' form: epsilon:
     /// x - sigma eps (EDM table 1, VP column); v: -sigma / sqrt(sigma^2 + 1) v + x / (sigma^2 + 1) (Salimans &amp; Ho 2022 in sigma

@@ -121,6 +121,15 @@ internal abstract class VpMultistepScheduler : IDiffusionScheduler, IDisposable
     /// <inheritdoc/>
     public Tensor AddNoise(Tensor x0, Tensor noise, Tensor timesteps) => Schedule.AddNoise(x0, noise, timesteps);
 
+    /// <summary>DDPM eq. 4 at the noise level of loop position <paramref name="index"/> (<see cref="AlphaBars"/>: a Karras or Lu level
+    /// itself, not its rounded timestep's, as diffusers' add_noise reads sigmas[step_index]).</summary>
+    /// <inheritdoc/>
+    public Tensor AddNoiseAt(Tensor x0, Tensor noise, int index)
+    {
+        SchedulerCore.CheckIndex(_timesteps, index);
+        return SchedulerCore.AddNoiseVp(x0, noise, _alphaBars[index]);
+    }
+
     /// <summary>The step at the loop position of <paramref name="timestep"/> (the position the last step landed on when its timestep is
     /// this one, else the first position with it).</summary>
     /// <inheritdoc/>

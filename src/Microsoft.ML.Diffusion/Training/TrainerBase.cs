@@ -144,6 +144,7 @@ internal abstract class TrainerBase<TLoop> where TLoop : TrainingLoop
                     s.CancellationToken.ThrowIfCancellationRequested();
                 }
                 float loss;
+                int retriesBefore = loop.Retries;
                 try
                 {
                     loss = TrainBatch(batch);
@@ -161,9 +162,13 @@ internal abstract class TrainerBase<TLoop> where TLoop : TrainingLoop
                 lossSum += loss;
                 lossCount++;
                 double ips = imagesThisRun / Math.Max(1e-9, watch.Elapsed.TotalSeconds);
+                if (loop.Retries > retriesBefore)
+                    ch.Warning($"step {loop.Step} was recomputed ({loop.LastRetryReason ?? $"non-finite {LossName} or gradients"}); " +
+                               $"{loop.Retries} recomputed step(s) in this run.");
                 s.Progress?.Report(new TrainingProgress(epoch + 1, s.Epochs, loop.Step, totalSteps, loss, (float)(lossSum / lossCount), ips)
                 {
                     LearningRate = loop.CurrentLearningRate,
+                    Retries = loop.Retries,
                 });
                 if (loop.Step % s.LogInterval == 0)
                     ch.Info($"epoch {epoch + 1}/{s.Epochs} step {loop.Step}{(totalSteps is long t ? $"/{t}" : "")}: {LossName} {loss:G5} " +

@@ -56,10 +56,10 @@ internal abstract class TrainingLoop : IDisposable
     /// <summary>How often a step was recomputed because its loss or gradients were not finite.</summary>
     public int Retries { get; private set; }
 
-    /// <summary>The loss of the last successful step (NaN before the first).</summary>
     /// <summary>The first line of the last libtorch error that made a step recompute (null if none).</summary>
     public string? LastRetryReason { get; private set; }
 
+    /// <summary>The loss of the last successful step (NaN before the first).</summary>
     public float LastFiniteLoss { get; private set; } = float.NaN;
 
     /// <summary>The learning rate of optimizer step <paramref name="step"/> (0-based; <see cref="LearningRateCurve.At"/>).</summary>

@@ -12,4 +12,10 @@ public readonly record struct TrainingProgress(int Epoch, int Epochs, long Step,
 {
     /// <summary>The learning rate the optimizer used at this step (after warm-up and decay; 0 when not reported).</summary>
     public double LearningRate { get; init; }
+
+    /// <summary>
+    /// Steps of this run (since it started or resumed) that were recomputed once because their loss or gradients were not finite
+    /// or libtorch raised an error (a transient fault: the recomputed step succeeded; a persistent one stops training).
+    /// </summary>
+    public int Retries { get; init; }
 }

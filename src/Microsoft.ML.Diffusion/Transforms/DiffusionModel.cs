@@ -115,13 +115,20 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     /// </summary>
     public DiffusionModel WithSampler(SamplerOptions sampler)
     {
+        CheckSampler(sampler);
+        return new DiffusionModel(_host, Config with { DefaultSampler = SamplerSettings.From(sampler) }, _network, _device, ownsNetwork: false, sampler,
+            autoencoder: Autoencoder, ownsAutoencoder: false);
+    }
+
+    /// <summary>Throws unless this model can sample with <paramref name="sampler"/>: its settings (<see cref="SamplerOptions.Validate"/>),
+    /// guidance (a class-conditional model), the classifier (made for this model) and the engine (float32 on ONNX Runtime).</summary>
+    internal void CheckSampler(SamplerOptions sampler)
+    {
         ArgumentNullException.ThrowIfNull(sampler);
         sampler.Validate(Timesteps);
         CheckGuidance(sampler);
         sampler.Classifier?.CheckCompatible(this);
         CheckEngine(sampler);
-        return new DiffusionModel(_host, Config with { DefaultSampler = SamplerSettings.From(sampler) }, _network, _device, ownsNetwork: false, sampler,
-            autoencoder: Autoencoder, ownsAutoencoder: false);
     }
 
     /// <summary>
@@ -300,10 +307,13 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     /// are the class labels of a class-conditional model, guided by <see cref="SamplerOptions.GuidanceScale"/>; null samples
     /// with the null label. <paramref name="lowResolution"/> [count, C, S/f, S/f] is the low-resolution image of a super-resolution
     /// model, which <see cref="InferenceEngine.OnnxRuntime"/> hands to the graph instead of <paramref name="conditionChannels"/>.
+    /// <paramref name="initialImages"/> [count, C, S, S] (pixels in [-1, 1], CPU), when given, are SDEdit's inputs (Meng et al. 2022):
+    /// each batch's images (encoded first by a latent model, z = s E(x)) are noised to loop position <paramref name="startStep"/> times
+    /// the scheduler's order and denoised from there (<see cref="DiffusionSampler.Sample"/>).
     /// Returns x_0 [count, C, H, W] on the CPU.
     /// </summary>
     internal Tensor SampleInBatches(IReadOnlyList<uint> seeds, SamplerOptions options, Tensor? initialNoise, Tensor? conditionChannels = null,
-        long[]? classes = null, Tensor? lowResolution = null)
+        long[]? classes = null, Tensor? lowResolution = null, Tensor? initialImages = null, int startStep = 0)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         options.Validate(Timesteps);
@@ -344,8 +354,11 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
                     var guidance = options.Classifier is { } classifier
                         ? new ClassifierGuidance((x, t) => classifier.LogProbabilityGradient(x, t, classifierLabels!), options.ClassifierScale, Config.Prediction)
                         : null;
+                    using var images = initialImages?.narrow(0, start, n);
+                    using var sdeditX0 = images is null ? null : Latent is { } space ? LatentScale.ToLatent(Autoencoder!, images, space.ScaleFactor) : images.alias();
+                    int startIndex = sdeditX0 is null ? 0 : SdeditSchedule.StartIndex(startStep, scheduler.Order, scheduler.Timesteps.Count);
                     var x0 = DiffusionSampler.Sample(selfConditioned is null ? network.Forward : selfConditioned.Denoise, scheduler, chunk, shape, _device,
-                        options.Progress, options.CancellationToken, b, batches, noise, guidance);
+                        options.Progress, options.CancellationToken, b, batches, noise, guidance, sdeditX0, startIndex);
                     parts.Add(x0);
                     if (Latent is { } latent)
                     {

@@ -12,7 +12,7 @@ public static class DiffusionTransformerExtensions
     /// <summary>
     /// The diffusion model in <paramref name="transformer"/>: the transformer itself, the last one found in a
     /// <see cref="TransformerChain{TLastTransformer}"/> (searched from its end, nested chains included), or the model an
-    /// <see cref="ImageToImageTransformer"/> (inpainting, upscaling) samples with. The model stays part of
+    /// <see cref="ImageToImageTransformer"/> (inpainting, upscaling, image-to-image) samples with. The model stays part of
     /// <paramref name="transformer"/>: it is not a copy.
     /// </summary>
     /// <exception cref="InvalidOperationException">No diffusion model is there; the message lists what was found.</exception>

@@ -5,8 +5,8 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Diffusion;
 
 /// <summary>One input row of an image-to-image transform: its index, its image as C x H x W floats in [-1, 1], and its
-/// keep mask (H x W, 1 keeps, 0 fills) when the transform reads one.</summary>
-internal sealed record ImageRequest(long Row, float[] Image, float[]? Mask)
+/// keep mask (H x W, 1 keeps, 0 fills) when the transform reads one, and its class index when it reads a label column.</summary>
+internal sealed record ImageRequest(long Row, float[] Image, float[]? Mask, long? Class = null)
 {
     /// <summary>The images of <paramref name="requests"/> as one float tensor [N, <paramref name="channels"/>, size, size] on the CPU.</summary>
     public static Tensor Images(IReadOnlyList<ImageRequest> requests, int channels, int size) =>

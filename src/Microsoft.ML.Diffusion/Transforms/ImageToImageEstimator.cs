@@ -4,7 +4,7 @@ namespace Microsoft.ML.Diffusion;
 
 /// <summary>
 /// The shared part of the estimators of the image-to-image transformers (<see cref="InpaintingEstimator"/>,
-/// <see cref="UpscalingEstimator"/>): nothing is trained; <see cref="Fit"/> checks the input schema and returns the
+/// <see cref="UpscalingEstimator"/>, <see cref="SdeditEstimator"/>): nothing is trained; <see cref="Fit"/> checks the input schema and returns the
 /// transformer over the given <see cref="DiffusionModel"/>, which stays the caller's.
 /// </summary>
 /// <typeparam name="TTransformer">The transformer <see cref="Fit"/> returns.</typeparam>

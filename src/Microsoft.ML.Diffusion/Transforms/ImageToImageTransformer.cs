@@ -6,7 +6,7 @@ namespace Microsoft.ML.Diffusion;
 
 /// <summary>
 /// The shared part of the transformers that map each row's image with a <see cref="DiffusionModel"/>
-/// (<see cref="InpaintingTransformer"/>, <see cref="UpscalingTransformer"/>): the lazy, batched <see cref="Transform"/>, the
+/// (<see cref="InpaintingTransformer"/>, <see cref="UpscalingTransformer"/>, <see cref="SdeditTransformer"/>): the lazy, batched <see cref="Transform"/>, the
 /// row-to-row mapper of a PredictionEngine, the output schema, the frame of the saved model (version, output and image
 /// columns, the derived transformer's own fields, then the diffusion model as the sub-model "DiffusionModel") and the
 /// ownership of a loaded model. A derived transformer gives only its input checks, its row reader, its batch mapping and its
@@ -37,7 +37,7 @@ public abstract class ImageToImageTransformer : ITransformer, ICanSaveModel, IDi
     /// <summary>The column of input images.</summary>
     public string ImageColumnName { get; }
 
-    /// <summary>Replaces the model's network when set: tests count network calls through it.</summary>
+    /// <summary>Replaces the model's network in RePaint when set (inpainting, upscaling by an unconditional model): tests count network calls through it.</summary>
     internal Func<Tensor, Tensor, Tensor>? NetworkOverride { get; set; }
 
     private protected IHost Host { get; }
@@ -91,7 +91,7 @@ public abstract class ImageToImageTransformer : ITransformer, ICanSaveModel, IDi
         return ImageMapping.OutputSchema(inputSchema, OutputColumnName, Model.ImageSize);
     }
 
-    /// <summary>Lazily adds the output images; rows are mapped in batches of <see cref="RePaintOptions.BatchSize"/>.</summary>
+    /// <summary>Lazily adds the output images; rows are mapped in batches of the options' BatchSize.</summary>
     public IDataView Transform(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);

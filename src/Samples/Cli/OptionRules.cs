@@ -30,6 +30,18 @@ public static class OptionRules
         return option;
     }
 
+    /// <summary>Rejects values outside [<paramref name="minimum"/>, <paramref name="maximum"/>] (NaN included).</summary>
+    public static Option<float> Between(this Option<float> option, float minimum, float maximum, string meaning)
+    {
+        option.Validators.Add(result =>
+        {
+            float value = result.GetValueOrDefault<float>();
+            if (!(value >= minimum && value <= maximum))
+                result.AddError($"{option.Name} is {value.ToString(System.Globalization.CultureInfo.InvariantCulture)}; expected a number in [{minimum}, {maximum}] ({meaning}).");
+        });
+        return option;
+    }
+
     /// <summary>Accepts only one of <paramref name="names"/> (like AcceptOnlyFromAmong, with a one-line message naming the option).</summary>
     public static Option<string> OneOf(this Option<string> option, params string[] names)
     {

@@ -1,6 +1,5 @@
 using System.CommandLine;
 using Microsoft.ML.Data;
-using Microsoft.ML.OnnxRuntime;
 using Spectre.Console;
 using Microsoft.ML.Diffusion.Samples.Cli;
 
@@ -102,11 +101,10 @@ public static class ExportOnnxCommand
 
         foreach (var (path, what) in written)
         {
-            // Open the written file as any ONNX Runtime user would: a file ONNX Runtime cannot load is an error here.
-            string kind;
-            using (var session = new InferenceSession(path))
-                kind = session.ModelMetadata.CustomMetadataMap.TryGetValue("model_kind", out var k) ? k : "?";
-            AnsiConsole.MarkupLine($"Wrote the {what} ({kind}) to [bold]{Markup.Escape(path)}[/] ({new FileInfo(path).Length:N0} bytes).");
+            // Read the written file back: it parses, carries the library's metadata and ONNX Runtime opens it.
+            var file = Onnx.OnnxModelFile.Open(path);
+            AnsiConsole.MarkupLine($"Wrote the {what} ({file.Kind}, opset {file.Model.OpsetImport[0].Version}) to [bold]{Markup.Escape(path)}[/] " +
+                                   $"({file.Bytes.Length:N0} bytes).");
         }
         return 0;
     }

@@ -107,6 +107,7 @@ public static class TrainCommand
 
             var watch = Stopwatch.StartNew();
             var evaluations = new List<MetricsRow>();
+            int retries = 0;
             DiffusionModel model;
             try
             {
@@ -115,8 +116,10 @@ public static class TrainCommand
                     var task = ctx.AddTask("Training", maxValue: steps);
                     options.Progress = new SyncProgress<TrainingProgress>(p =>
                     {
+                        retries = p.Retries;
                         task.Value = p.Step;
-                        task.Description = $"Training: epoch {p.Epoch}/{p.Epochs}, loss {p.AverageLoss:F4}, {p.ImagesPerSecond:F0} img/s";
+                        task.Description = $"Training: epoch {p.Epoch}/{p.Epochs}, loss {p.AverageLoss:F4}, {p.ImagesPerSecond:F0} img/s" +
+                                           (p.Retries > 0 ? $", {p.Retries} step(s) recomputed" : "");
                         metricsLog?.Append(new MetricsRow
                         {
                             Kind = MetricsRow.StepKind, Step = p.Step, Epoch = p.Epoch, Loss = p.Loss, LearningRate = p.LearningRate,
@@ -153,6 +156,8 @@ public static class TrainCommand
             ml.Model.Save(model, images.Schema, outPath);
             AnsiConsole.MarkupLine($"Trained {model.Config.TrainedSteps:N0} steps in {watch.Elapsed.TotalMinutes:F1} min " +
                                    $"({total * (double)e / watch.Elapsed.TotalSeconds:F1} img/s); wrote [bold]{Markup.Escape(outPath)}[/].");
+            if (retries > 0)
+                AnsiConsole.MarkupLine($"[yellow]{retries} step(s) were recomputed after a transient fault (non-finite loss or a libtorch error).[/]");
             return 0;
         });
         return command;

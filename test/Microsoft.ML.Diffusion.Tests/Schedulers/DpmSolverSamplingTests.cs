@@ -123,6 +123,7 @@ public class DpmSolverSamplingTests
         public void SetTimesteps(int steps) => inner.SetTimesteps(steps);
         public int PreviousTimestep(int timestep) => inner.PreviousTimestep(timestep);
         public Tensor AddNoise(Tensor x0, Tensor noise, Tensor timesteps) => inner.AddNoise(x0, noise, timesteps);
+        public Tensor AddNoiseAt(Tensor x0, Tensor noise, int index) => inner.AddNoiseAt(x0, noise, index);
 
         public Tensor Step(Tensor modelOutput, int timestep, Tensor sample, Tensor? noise = null)
         {
