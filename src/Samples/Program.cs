@@ -37,7 +37,7 @@ internal static class SamplesApp
     [MethodImpl(MethodImplOptions.NoInlining)]
     public static RootCommand CreateRoot()
     {
-        var root = new RootCommand("Microsoft.ML.Diffusion samples: train, generate, inpaint, upscale, img2img, bench, evaluate, train-classifier, evaluate-inpaint, evaluate-guidance, train-latent, train-noisy-classifier, soak, plot (and the demo when run without a command).");
+        var root = new RootCommand("Microsoft.ML.Diffusion samples: train, generate, inpaint, upscale, img2img, bench, evaluate, train-classifier, evaluate-inpaint, evaluate-guidance, train-latent, train-noisy-classifier, soak, plot, export-onnx (and the demo when run without a command).");
         root.Subcommands.Add(TrainCommand.Create());
         root.Subcommands.Add(GenerateCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());
@@ -54,8 +54,9 @@ internal static class SamplesApp
         root.Subcommands.Add(TrainLatentCommand.Create());
         root.Subcommands.Add(TrainNoisyClassifierCommand.Create());
         root.Subcommands.Add(PlotCommand.Create());
+        root.Subcommands.Add(ExportOnnxCommand.Create());
         root.Options.Add(CliErrors.Verbose);
-        root.SetAction(parse => DemoCommand.Run(DemoCommand.DefaultModelPath, "out"));
+        root.SetAction(parse => DemoCommand.Run(DemoCommand.DefaultModelPath, "out", EngineOption.Default));
         return root;
     }
 }

@@ -15,10 +15,11 @@ internal sealed class OnnxRuntimeDecoder : IDisposable
     private readonly InferenceSession _session;
     private readonly long[] _image;
 
-    /// <summary>Opens a session on <paramref name="onnxModel"/>, the decoder of an autoencoder of <paramref name="config"/>.</summary>
-    public OnnxRuntimeDecoder(byte[] onnxModel, AutoencoderConfig config)
+    /// <summary>Opens a session on <paramref name="onnxModel"/>, the decoder of an autoencoder of <paramref name="config"/>, with the
+    /// library's session settings and <paramref name="env"/>'s GPU request (<see cref="OnnxExecution"/>).</summary>
+    public OnnxRuntimeDecoder(byte[] onnxModel, AutoencoderConfig config, Microsoft.ML.Runtime.IHostEnvironment env)
     {
-        _session = new InferenceSession(onnxModel);
+        _session = OnnxExecution.CreateSession(onnxModel, env, "ONNX Runtime decoder");
         _image = new long[] { config.Channels, config.ImageSize, config.ImageSize };
     }
 

@@ -23,11 +23,12 @@ internal sealed class OnnxRuntimeNetwork : IDisposable
     private readonly bool _lowResolution;
     private static readonly string[] OutputNames = { UNetOnnxExporter.PredictionOutput };
 
-    /// <summary>Opens a session on <paramref name="onnxModel"/>, the export of a U-Net with hyper-parameters <paramref name="network"/>.</summary>
-    public OnnxRuntimeNetwork(byte[] onnxModel, UNetConfig network)
+    /// <summary>Opens a session on <paramref name="onnxModel"/>, the export of a U-Net with hyper-parameters <paramref name="network"/>,
+    /// with the library's session settings and <paramref name="env"/>'s GPU request (<see cref="OnnxExecution"/>).</summary>
+    public OnnxRuntimeNetwork(byte[] onnxModel, UNetConfig network, Microsoft.ML.Runtime.IHostEnvironment env)
     {
         _net = network;
-        _session = new InferenceSession(onnxModel);
+        _session = OnnxExecution.CreateSession(onnxModel, env, "ONNX Runtime U-Net");
         var inputs = _session.InputMetadata;
         _sampleChannels = inputs[UNetOnnxExporter.SampleInput].Dimensions[1];
         _selfConditioned = inputs.ContainsKey(UNetOnnxExporter.SelfConditionInput);

@@ -1,7 +1,8 @@
 namespace Microsoft.ML.Diffusion;
 
-/// <summary>Where the network calls of sampling run (<see cref="SamplerOptions.Engine"/>). The sampler's own arithmetic (the
-/// scheduler loop, noise, guidance) always runs on TorchSharp tensors.</summary>
+/// <summary>Where the network calls of sampling run (<see cref="SamplerOptions.Engine"/>; <see cref="RePaintOptions.Engine"/> for
+/// inpainting and upscaling). The sampler's own arithmetic (the scheduler loop, noise, guidance, RePaint's merge of known
+/// pixels) always runs on TorchSharp tensors.</summary>
 public enum InferenceEngine
 {
     /// <summary>The TorchSharp U-Net (default): every model, every sampler and precision.</summary>

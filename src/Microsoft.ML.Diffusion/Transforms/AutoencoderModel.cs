@@ -165,7 +165,7 @@ public sealed class AutoencoderModel : ITransformer, ICanSaveModel, IDisposable,
             {
                 using var stream = new MemoryStream();
                 Onnx.AutoencoderOnnxExporter.Export(_network, Config, Onnx.AutoencoderPart.Decoder, stream);
-                _onnxDecoder = new Onnx.OnnxRuntimeDecoder(stream.ToArray(), Config.Network);
+                _onnxDecoder = new Onnx.OnnxRuntimeDecoder(stream.ToArray(), Config.Network, _host);
             }
             decoder = _onnxDecoder;
         }

@@ -495,9 +495,18 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
             {
                 using var stream = new MemoryStream();
                 Onnx.UNetOnnxExporter.Export(_network, Config, stream);
-                _onnx = new Onnx.OnnxRuntimeNetwork(stream.ToArray(), Config.Network);
+                _onnx = new Onnx.OnnxRuntimeNetwork(stream.ToArray(), Config.Network, _host);
             }
             return _onnx;
+        }
+    }
+
+    /// <summary>True once this model's ONNX Runtime session has been opened (<see cref="OnnxNetwork"/>).</summary>
+    internal bool OnnxNetworkOpened
+    {
+        get
+        {
+            lock (_lowPrecisionLock) return _onnx is not null;
         }
     }
 

@@ -131,6 +131,16 @@ public abstract class ImageToImageTransformer : ITransformer, ICanSaveModel, IDi
         return (output, image);
     }
 
+    /// <summary>Reads a saved <see cref="InferenceEngine"/> (an int); throws <see cref="InvalidDataException"/> for a value that names none.</summary>
+    private protected static InferenceEngine ReadEngine(BinaryReader reader)
+    {
+        int value = reader.ReadInt32();
+        if (!Enum.IsDefined((InferenceEngine)value))
+            throw new InvalidDataException(
+                $"The saved transformer's inference engine is {value}; expected one of {string.Join(", ", Enum.GetValues<InferenceEngine>().Select(e => $"{(int)e} ({e})"))}. The file is corrupt.");
+        return (InferenceEngine)value;
+    }
+
     /// <summary>Loads the diffusion model (the end of the frame), after the derived transformer has read its own fields.</summary>
     private protected static DiffusionModel LoadModel(IHostEnvironment env, ModelLoadContext ctx)
     {

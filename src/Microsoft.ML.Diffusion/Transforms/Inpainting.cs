@@ -117,10 +117,13 @@ public sealed class InpaintingTransformer : ImageToImageTransformer
     /// <summary>The format that added ConvertToGrayscale (0x00010001: the first).</summary>
     private const uint GrayscaleOptionVersion = 0x00010002;
 
+    /// <summary>The format that added the inference engine (<see cref="RePaintOptions.Engine"/>).</summary>
+    private const uint EngineOptionVersion = 0x00010003;
+
     private static VersionInfo GetVersionInfo() => new(
         modelSignature: "INPAINTT",
-        verWrittenCur: GrayscaleOptionVersion,
-        verReadableCur: GrayscaleOptionVersion,
+        verWrittenCur: EngineOptionVersion,
+        verReadableCur: EngineOptionVersion,
         verWeCanReadBack: 0x00010001,
         loaderSignature: LoaderSignature,
         loaderAssemblyName: typeof(InpaintingTransformer).Assembly.FullName);
@@ -136,6 +139,8 @@ public sealed class InpaintingTransformer : ImageToImageTransformer
         writer.Write((int)_options.Mask);
         // bool: ConvertToGrayscale (format 0x00010002)
         writer.Write(_options.ConvertToGrayscale);
+        // int: Engine (InferenceEngine; format 0x00010003)
+        writer.Write((int)_options.Engine);
     }
 
     private static InpaintingTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
@@ -147,6 +152,8 @@ public sealed class InpaintingTransformer : ImageToImageTransformer
         options.Mask = (InpaintMaskKind)ctx.Reader.ReadInt32();
         // Transformers saved before the option converted color images silently: they keep doing so.
         options.ConvertToGrayscale = ctx.Header.ModelVerWritten < GrayscaleOptionVersion || ctx.Reader.ReadBoolean();
+        // Transformers saved before the engine option ran on TorchSharp.
+        options.Engine = ctx.Header.ModelVerWritten < EngineOptionVersion ? InferenceEngine.TorchSharp : ReadEngine(ctx.Reader);
         var model = LoadModel(env, ctx);
         return new InpaintingTransformer(env, model, output, image, mask.Length == 0 ? null : mask, options, ownsModel: true);
     }

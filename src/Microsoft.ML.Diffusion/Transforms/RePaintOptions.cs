@@ -41,6 +41,15 @@ public abstract class RePaintOptions
     /// (equal channels, as mlContext.Transforms.ConvertToGrayscale writes them) are accepted either way. Saved with the transformer.</summary>
     public bool ConvertToGrayscale { get; set; }
 
+    /// <summary>
+    /// Where the network calls run: <see cref="InferenceEngine.TorchSharp"/> (default) or <see cref="InferenceEngine.OnnxRuntime"/>
+    /// (the model's exported graph in one ONNX Runtime session, made on first use and reused; a latent model's decoder runs there
+    /// too, its encoder on TorchSharp). The RePaint loop (noise, the known/unknown merge, the jumps back) stays on TorchSharp
+    /// tensors; the images agree with TorchSharp's to float32 rounding. Saved with the transformer (transformers saved before the
+    /// option load with <see cref="InferenceEngine.TorchSharp"/>).
+    /// </summary>
+    public InferenceEngine Engine { get; set; } = InferenceEngine.TorchSharp;
+
     /// <summary>Receives one report per schedule entry of each batch: <see cref="SamplingProgress.Step"/> counts up to
     /// <see cref="SamplingProgress.TotalSteps"/> (<see cref="ScheduleLength"/>) in every batch, and in a transform
     /// <see cref="SamplingProgress.BatchIndex"/> is the batch's first row / <see cref="BatchSize"/>. Not saved.</summary>
@@ -70,6 +79,9 @@ public abstract class RePaintOptions
             throw new ArgumentOutOfRangeException(nameof(Resamplings), Resamplings, $"{type}.Resamplings must be >= 1 (1 = no resampling).");
         if (BatchSize < 1)
             throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, $"{type}.BatchSize must be >= 1.");
+        if (!Enum.IsDefined(Engine))
+            throw new ArgumentOutOfRangeException(nameof(Engine), Engine,
+                $"{type}.Engine: unknown inference engine; expected one of {string.Join(", ", Enum.GetNames<InferenceEngine>())}.");
     }
 
     /// <summary>A shallow copy (the same Progress and CancellationToken).</summary>

@@ -16,7 +16,8 @@ internal static class RePaintRunner
     /// <param name="known">The known images.</param>
     /// <param name="mask">1 keeps, 0 fills.</param>
     /// <param name="seeds">One seed per image.</param>
-    /// <param name="network">Replaces the model's network when set (tests count calls through it).</param>
+    /// <param name="network">Replaces the model's network when set (tests count calls through it); otherwise the network runs on
+    /// <see cref="RePaintOptions.Engine"/>.</param>
     /// <param name="encoderInput">Latent models only: the image the known latent is encoded from (default: <paramref name="known"/>).</param>
     /// <param name="cellKnownIfAnyPixel">Latent models only: a latent cell is known when any of its f x f pixels is known
     /// (default false: when all of them are).</param>
@@ -59,7 +60,7 @@ internal static class RePaintRunner
             : -nn.functional.max_pool2d(-keep, kernel, kernel);              // all pixels of the cell known (min-pool)
         var zKnown = LatentScale.ToLatent(autoencoder, encoderInput, latent.ScaleFactor);
         var z0 = RunBatches(model, options, zKnown, latentKeep, seeds, network);
-        var decoded = LatentScale.ToImage(autoencoder, z0, latent.ScaleFactor);
+        var decoded = LatentScale.ToImage(autoencoder, z0, latent.ScaleFactor, options.Engine);
         return where(keep.expand_as(decoded) > 0.5, known.to_type(float32), decoded).MoveToOuterDisposeScope();
     }
 
@@ -72,6 +73,12 @@ internal static class RePaintRunner
             Sampler = SamplerKind.Ddpm, Steps = options.ResolveSteps(model.Timesteps),
             ClipSample = defaults.ClipSample, DynamicThresholding = defaults.DynamicThresholding,
         };
+        // ONNX Runtime: the model's session (made once, reused); it splits a self-conditioned network's concat(x_t, x0_hat).
+        if (network is null && options.Engine == InferenceEngine.OnnxRuntime)
+        {
+            var onnx = model.OnnxNetwork();
+            network = (x, t) => onnx.Forward(x, t, null);   // no class label (the null class of a class-conditional model)
+        }
         int count = seeds.Count;
         int batches = (count + options.BatchSize - 1) / options.BatchSize;
         var parts = new List<Tensor>();

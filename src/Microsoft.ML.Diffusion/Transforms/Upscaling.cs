@@ -107,6 +107,8 @@ public sealed class UpscalingTransformer : ImageToImageTransformer
             sampler.BatchSize = _options.BatchSize;
             sampler.Progress = _options.Progress;
             sampler.CancellationToken = _options.CancellationToken;
+            sampler.Engine = _options.Engine;
+            if (sampler.Engine == InferenceEngine.OnnxRuntime) sampler.Precision = Precision.Fp32;   // the graph is float32 (a bfloat16 default sampler runs it in float32)
             return Model.SampleSuperResolution(lowRes, seeds, sampler);
         }
 
@@ -150,10 +152,13 @@ public sealed class UpscalingTransformer : ImageToImageTransformer
     /// <summary>The format that added ConvertToGrayscale (0x00010001: the first).</summary>
     private const uint GrayscaleOptionVersion = 0x00010002;
 
+    /// <summary>The format that added the inference engine (<see cref="RePaintOptions.Engine"/>).</summary>
+    private const uint EngineOptionVersion = 0x00010003;
+
     private static VersionInfo GetVersionInfo() => new(
         modelSignature: "UPSCALET",
-        verWrittenCur: GrayscaleOptionVersion,
-        verReadableCur: GrayscaleOptionVersion,
+        verWrittenCur: EngineOptionVersion,
+        verReadableCur: EngineOptionVersion,
         verWeCanReadBack: 0x00010001,
         loaderSignature: LoaderSignature,
         loaderAssemblyName: typeof(UpscalingTransformer).Assembly.FullName);
@@ -167,6 +172,8 @@ public sealed class UpscalingTransformer : ImageToImageTransformer
         writer.Write(_options.Factor);
         // bool: ConvertToGrayscale (format 0x00010002)
         writer.Write(_options.ConvertToGrayscale);
+        // int: Engine (InferenceEngine; format 0x00010003)
+        writer.Write((int)_options.Engine);
     }
 
     private static UpscalingTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
@@ -177,6 +184,8 @@ public sealed class UpscalingTransformer : ImageToImageTransformer
         options.Factor = ctx.Reader.ReadInt32();
         // Transformers saved before the option converted color images silently: they keep doing so.
         options.ConvertToGrayscale = ctx.Header.ModelVerWritten < GrayscaleOptionVersion || ctx.Reader.ReadBoolean();
+        // Transformers saved before the engine option ran on TorchSharp.
+        options.Engine = ctx.Header.ModelVerWritten < EngineOptionVersion ? InferenceEngine.TorchSharp : ReadEngine(ctx.Reader);
         var model = LoadModel(env, ctx);
         return new UpscalingTransformer(env, model, output, image, options, ownsModel: true);
     }

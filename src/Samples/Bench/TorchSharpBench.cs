@@ -12,7 +12,9 @@ namespace Microsoft.ML.Diffusion.Samples.Bench;
 /// The TorchSharp side of <c>bench</c>: the 28x28 U-Net of the Core configuration at a given batch, timed for a training
 /// step (fp32 and bf16 mixed precision), one denoising step (fp32 and bf16), and the dense limits of libtorch in this
 /// process (large fp32 matmul, fp32 3x3 convolution, bf16 matmul). The PyTorch script (pytorch_unet_bench.py) measures
-/// the same figures with the same shapes.
+/// the same figures with the same shapes. The ONNX Runtime engine (<see cref="InferenceEngine.OnnxRuntime"/>) runs the same EMA
+/// network, exported to ONNX in memory, for the denoising step at batch 64 and batch 1 (the session settings of the library,
+/// <c>Onnx/OnnxExecution</c>).
 /// </summary>
 public sealed class TorchSharpBench : IDisposable
 {
@@ -25,7 +27,8 @@ public sealed class TorchSharpBench : IDisposable
     private readonly DiffusionTrainingLoop _loop, _loop16;
     private readonly LowPrecisionCopy _emaBf16;
     private readonly DdimScheduler _scheduler;
-    private readonly Tensor _x0, _t, _a32, _b32, _a16, _b16, _convX, _convW;
+    private readonly Tensor _x0, _t, _x0b1, _tb1, _a32, _b32, _a16, _b16, _convX, _convW;
+    private readonly Onnx.OnnxRuntimeNetwork _onnx;
 
     /// <summary>Builds the networks (seed 1) and the inputs.</summary>
     public TorchSharpBench(int batchSize, int iterations, bool includeBf16)
@@ -48,6 +51,14 @@ public sealed class TorchSharpBench : IDisposable
         _scheduler.SetTimesteps(50);
         _x0 = rand(batchSize, 1, 28, 28) * 2 - 1;
         _t = full(new long[] { batchSize }, _scheduler.Timesteps[25], dtype: int64);
+        _x0b1 = _x0.narrow(0, 0, 1).contiguous();
+        _tb1 = _t.narrow(0, 0, 1).contiguous();
+        // The same EMA network on ONNX Runtime: exported in memory, one session (the library's settings, MLContext without a GPU).
+        using (var stream = new MemoryStream())
+        {
+            Onnx.UNetOnnxExporter.Export(_ema, new DiffusionModelConfig { Network = config }, stream);
+            _onnx = new Onnx.OnnxRuntimeNetwork(stream.ToArray(), config, new MLContext(seed: 1));
+        }
         _a32 = randn(MatmulSide, MatmulSide);
         _b32 = randn(MatmulSide, MatmulSide);
         _a16 = _a32.to(bfloat16);
@@ -84,6 +95,9 @@ public sealed class TorchSharpBench : IDisposable
             ("train_bf16_img_per_s", () => _loop16.TrainStep(_x0), _batch, _iterations),
             ("step_img_per_s", () => DenoisingStep(_ema.forward), _batch, _iterations),
             ("step_bf16_img_per_s", () => DenoisingStep(_emaBf16.Forward), _batch, _iterations),
+            ("step_img_per_s.onnxruntime", () => DenoisingStep((x, t) => _onnx.Forward(x, t, null)), _batch, _iterations),
+            ("step_b1_img_per_s", () => DenoisingStep(_ema.forward, _x0b1, _tb1), 1, B1Iterations),
+            ("step_b1_img_per_s.onnxruntime", () => DenoisingStep((x, t) => _onnx.Forward(x, t, null), _x0b1, _tb1), 1, B1Iterations),
             ("matmul_gflops_per_s", () => Dense(() => mm(_a32, _b32)), 2.0 * Math.Pow(MatmulSide, 3) / 1e9, 3 * _iterations),
             ("conv_gflops_per_s", () => Dense(() => nn.functional.conv2d(_convX, _convW, padding: new long[] { 1, 1 })), ConvFlops / 1e9, _iterations),
             ("matmul_bf16_gflops_per_s", () => Dense(() => mm(_a16, _b16)), 2.0 * Math.Pow(MatmulSide, 3) / 1e9, 3 * _iterations),
@@ -98,13 +112,17 @@ public sealed class TorchSharpBench : IDisposable
         return result;
     }
 
-    /// <summary>One sampling step as DiffusionSampler takes it: the network's forward and a DDIM update (eq. 12).</summary>
-    private void DenoisingStep(Func<Tensor, Tensor, Tensor> network)
+    /// <summary>Timed calls per round of the batch-1 figures (a call takes milliseconds): 8 times the batch figures' iterations.</summary>
+    private int B1Iterations => 8 * _iterations;
+
+    /// <summary>One sampling step as DiffusionSampler takes it: the network's forward and a DDIM update (eq. 12), on the batch
+    /// (<paramref name="x0"/>, <paramref name="t"/>; default the batch of <c>--batch-size</c>).</summary>
+    private void DenoisingStep(Func<Tensor, Tensor, Tensor> network, Tensor? x0 = null, Tensor? t = null)
     {
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
-        var eps = network(_x0, _t);
-        _scheduler.Step(eps, _scheduler.Timesteps[25], _x0);
+        var eps = network(x0 ?? _x0, t ?? _t);
+        _scheduler.Step(eps, _scheduler.Timesteps[25], x0 ?? _x0);
     }
 
     private static void Dense(Func<Tensor> op)
@@ -125,7 +143,8 @@ public sealed class TorchSharpBench : IDisposable
     /// <inheritdoc/>
     public void Dispose()
     {
-        foreach (var t in new[] { _x0, _t, _a32, _b32, _a16, _b16, _convX, _convW }) t.Dispose();
+        foreach (var t in new[] { _x0, _t, _x0b1, _tb1, _a32, _b32, _a16, _b16, _convX, _convW }) t.Dispose();
+        _onnx.Dispose();
         _emaBf16.Dispose();
         _loop.Dispose();
         _loop16.Dispose();

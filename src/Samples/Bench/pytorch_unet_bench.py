@@ -294,6 +294,12 @@ def main():
         with torch.no_grad():
             ddim_step(ema(x0, t_step), x0, abar_t, abar_prev)
 
+    x0_b1, t_b1 = x0[:1].contiguous(), t_step[:1].contiguous()
+
+    def step32_b1():
+        with torch.no_grad():
+            ddim_step(ema(x0_b1, t_b1), x0_b1, abar_t, abar_prev)
+
     def step16():
         with torch.no_grad():
             ddim_step(ema16(x0.to(torch.bfloat16), t_step).to(torch.float32), x0, abar_t, abar_prev)
@@ -316,6 +322,8 @@ def main():
             "train_bf16_img_per_s": rate(lambda: trainer16.step(x0), b, it),
             "step_img_per_s": rate(step32, b, it),
             "step_bf16_img_per_s": rate(step16, b, it),
+            # One image per call (what a PredictionEngine does): 8x the iterations, as the C# side.
+            "step_b1_img_per_s": rate(step32_b1, 1, 8 * it),
             "matmul_gflops_per_s": rate(lambda: torch.mm(a32, b32), 2.0 * n ** 3 / 1e9, 3 * it),
             "conv_gflops_per_s": rate(conv, conv_flop / 1e9, it),
             "matmul_bf16_gflops_per_s": rate(lambda: torch.mm(a16, b16), 2.0 * n ** 3 / 1e9, 3 * it),

@@ -15,11 +15,19 @@ using Command = System.CommandLine.Command;
 /// <c>bench</c>: throughput of the 28x28 U-Net (the Core configuration) at batch 64 (training step and one denoising
 /// step, fp32 and bf16 mixed precision), the U-Net's FLOP rate against libtorch's dense limits, and, when
 /// <c>/usr/bin/python3</c> imports torch, the same figures from PyTorch (pytorch_unet_bench.py, same network, batch and
-/// threads) in alternating rounds, reported as ratios TorchSharp / PyTorch of the medians.
+/// threads) in alternating rounds, reported as ratios TorchSharp / PyTorch of the medians. The denoising step is also timed on
+/// ONNX Runtime (<c>step_img_per_s.onnxruntime</c>), at batch 1 on all three engines (<c>step_b1_img_per_s</c>), and the demo's
+/// 64-image grid on each engine (<c>demo_grid_seconds</c>).
 /// </summary>
 public static class BenchCommand
 {
-    private static readonly string[] Throughputs = { "train_img_per_s", "train_bf16_img_per_s", "step_img_per_s", "step_bf16_img_per_s" };
+    private static readonly string[] Throughputs = { "train_img_per_s", "train_bf16_img_per_s", "step_img_per_s", "step_bf16_img_per_s", "step_b1_img_per_s" };
+
+    /// <summary>The suffix of a figure measured on ONNX Runtime (<c>step_img_per_s.onnxruntime</c>).</summary>
+    private const string OnnxSuffix = ".onnxruntime";
+
+    /// <summary>Round keys of the demo grid's seconds per engine.</summary>
+    private const string DemoTorch = "demo_grid_seconds.torchsharp", DemoOnnx = "demo_grid_seconds.onnxruntime";
     private static readonly string[] Limits = { "matmul_gflops_per_s", "conv_gflops_per_s", "matmul_bf16_gflops_per_s" };
 
     public static Command Create()
@@ -31,14 +39,15 @@ public static class BenchCommand
         var python = new Option<string>("--python") { Description = "Python with torch for the reference", DefaultValueFactory = _ => "/usr/bin/python3" };
         var noPython = new Option<bool>("--no-pytorch") { Description = "Skip the PyTorch reference" };
         var json = new Option<string?>("--json") { Description = "Also write the figures to this JSON file" };
+        var noDemo = new Option<bool>("--no-demo") { Description = "Skip the demo grid's wall time per engine (demo_grid_seconds)" };
         var isa = new Option<string?>(OneDnnIsaOption)
         {
             Description = "Set DNNL_MAX_CPU_ISA for this run (e.g. ALL: oneDNN's AVX-512 and bfloat16 kernels); default: the library's choice (the full instruction set unless MLNET_DIFFUSION_CPU_ISA=AVX2, see TorchRuntime)",
         };
         var command = new Command("bench", "Measure the 28x28 U-Net's training and sampling throughput (fp32, bf16), side by side with PyTorch")
-            { batch, iterations, rounds, threads, python, noPython, json, isa };
+            { batch, iterations, rounds, threads, python, noPython, json, isa, noDemo };
         command.SetAction(parse => Run(parse.GetValue(batch), parse.GetValue(iterations), parse.GetValue(rounds), parse.GetValue(threads),
-            parse.GetValue(noPython) ? null : parse.GetValue(python), parse.GetValue(json), parse.GetValue(Cli.CliErrors.Verbose)));
+            parse.GetValue(noPython) ? null : parse.GetValue(python), parse.GetValue(json), parse.GetValue(Cli.CliErrors.Verbose), !parse.GetValue(noDemo)));
         return command;
     }
 
@@ -60,7 +69,7 @@ public static class BenchCommand
     [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
     private static extern int setenv(string name, string value, int overwrite);
 
-    public static int Run(int batchSize, int iterations, int rounds, int threads, string? python, string? jsonPath, bool verbose = false)
+    public static int Run(int batchSize, int iterations, int rounds, int threads, string? python, string? jsonPath, bool verbose = false, bool demo = true)
     {
         if (batchSize < 1 || iterations < 1 || rounds < 1 || threads < 1)
         {
@@ -76,6 +85,13 @@ public static class BenchCommand
         double gflop = bench.ForwardFlopsPerImage / 1e9;
         AnsiConsole.MarkupLine($"U-Net: {bench.ParameterCount:N0} parameters, {gflop:F3} GFLOP/image forward; batch {batchSize}, " +
                                $"{torch.get_num_threads()} threads; libtorch ISA limit: {TorchRuntime.AppliedOneDnnIsaLimit ?? "none"}.");
+
+        DemoGridBench? demoGrid = null;
+        if (demo)
+        {
+            demoGrid = DemoGridBench.TryCreate(out string whyNot);
+            if (demoGrid is null) AnsiConsole.MarkupLine($"[yellow]No demo grid timing: {Markup.Escape(whyNot)}.[/]");
+        }
 
         PyTorchReference? reference = null;
         if (python is not null)
@@ -99,6 +115,14 @@ public static class BenchCommand
                 for (int r = 0; r < rounds; r++)
                 {
                     ours.Add(bench.Measure(verbose ? (k, v) => Console.Error.WriteLine($"round {r + 1} TorchSharp {k}: {v:F1}") : null));
+                    if (demoGrid is not null)
+                    {
+                        // Alternate the engines' order from round to round.
+                        var order = r % 2 == 0 ? new[] { InferenceEngine.TorchSharp, InferenceEngine.OnnxRuntime } : new[] { InferenceEngine.OnnxRuntime, InferenceEngine.TorchSharp };
+                        foreach (var engine in order)
+                            ours[^1][engine == InferenceEngine.TorchSharp ? DemoTorch : DemoOnnx] = demoGrid.Seconds(engine);
+                        if (verbose) Console.Error.WriteLine($"round {r + 1} demo grid: TorchSharp {ours[^1][DemoTorch]:F2} s, ONNX Runtime {ours[^1][DemoOnnx]:F2} s");
+                    }
                     task.Increment(1);
                     if (reference is null) continue;
                     theirs.Add(reference.Measure());
@@ -112,6 +136,7 @@ public static class BenchCommand
         finally
         {
             reference?.Dispose();
+            demoGrid?.Dispose();
         }
 
         var doc = Report(batchSize, threads, rounds, iterations, gflop, ours, theirs, reference?.Info);
@@ -156,14 +181,37 @@ public static class BenchCommand
             }
             double ts = Median(ours.Select(o => o[key]));
             var entry = new JsonObject { ["torchsharp"] = R(ts), ["torchsharp_runs"] = new JsonArray(ours.Select(o => (JsonNode)R(o[key])).ToArray()) };
-            if (theirs.Count > 0)
+            if (theirs.Count > 0 && theirs[0].ContainsKey(key))
             {
                 double pt = Median(theirs.Select(o => o[key]));
                 entry["pytorch"] = R(pt);
                 entry["pytorch_runs"] = new JsonArray(theirs.Select(o => (JsonNode)R(o[key])).ToArray());
                 entry["ratio"] = R(ts / pt, 3);
             }
+            if (ours[0].ContainsKey(key + OnnxSuffix))
+            {
+                // The same step on ONNX Runtime: its rate, and its speed against TorchSharp and PyTorch in the same rounds.
+                double ort = Median(ours.Select(o => o[key + OnnxSuffix]));
+                entry["onnxruntime"] = R(ort);
+                entry["onnxruntime_runs"] = new JsonArray(ours.Select(o => (JsonNode)R(o[key + OnnxSuffix])).ToArray());
+                entry["onnxruntime_vs_torchsharp"] = R(ort / ts, 3);
+                if (theirs.Count > 0 && theirs[0].ContainsKey(key)) entry["onnxruntime_vs_pytorch"] = R(ort / Median(theirs.Select(o => o[key])), 3);
+                doc[key + OnnxSuffix] = R(ort);
+            }
             doc[key] = entry;
+        }
+        if (ours[0].ContainsKey(DemoTorch))
+        {
+            double ts = Median(ours.Select(o => o[DemoTorch])), ort = Median(ours.Select(o => o[DemoOnnx]));
+            doc["demo_grid_seconds"] = new JsonObject
+            {
+                ["what"] = "the demo's 64-image grid: bundled model, DPM-Solver++ 20 steps, batch 64",
+                ["torchsharp"] = R(ts, 3),
+                ["torchsharp_runs"] = new JsonArray(ours.Select(o => (JsonNode)R(o[DemoTorch], 3)).ToArray()),
+                ["onnxruntime"] = R(ort, 3),
+                ["onnxruntime_runs"] = new JsonArray(ours.Select(o => (JsonNode)R(o[DemoOnnx], 3)).ToArray()),
+                ["onnxruntime_speedup"] = R(ts / ort, 3),
+            };
         }
         double step = Median(ours.Select(o => o["step_img_per_s"]));
         double train = Median(ours.Select(o => o["train_img_per_s"]));
@@ -193,15 +241,18 @@ public static class BenchCommand
 
     private static void Print(JsonObject doc)
     {
-        var table = new Table().AddColumns("figure", "TorchSharp", "PyTorch", "ratio");
+        var table = new Table().AddColumns("figure", "TorchSharp", "PyTorch", "ratio", "ONNX Runtime", "ORT / TorchSharp", "ORT / PyTorch");
         foreach (var key in Throughputs)
         {
             var e = doc[key]!.AsObject();
-            table.AddRow(key, e["torchsharp"]?.ToString() ?? "skipped", e["pytorch"]?.ToString() ?? "-", e["ratio"]?.ToString() ?? "-");
+            table.AddRow(key, e["torchsharp"]?.ToString() ?? "skipped", e["pytorch"]?.ToString() ?? "-", e["ratio"]?.ToString() ?? "-",
+                e["onnxruntime"]?.ToString() ?? "-", e["onnxruntime_vs_torchsharp"]?.ToString() ?? "-", e["onnxruntime_vs_pytorch"]?.ToString() ?? "-");
         }
+        if (doc["demo_grid_seconds"] is JsonObject demo)
+            table.AddRow("demo_grid_seconds", demo["torchsharp"]!.ToString(), "-", "-", demo["onnxruntime"]!.ToString(), $"{demo["onnxruntime_speedup"]}x faster", "-");
         var pt = doc["pytorch"]?.AsObject();
         foreach (var key in Limits.Append("unet_gflops_per_s"))
-            table.AddRow(key, doc[key]?.ToString() ?? "skipped", pt?[key]?.ToString() ?? "-", "");
+            table.AddRow(key, doc[key]?.ToString() ?? "skipped", pt?[key]?.ToString() ?? "-", "", "", "", "");
         AnsiConsole.Write(table);
         AnsiConsole.MarkupLine($"U-Net fp32 forward: {doc["unet_gflops_per_s"]} GFLOP/s = {doc["unet_fraction_of_fp32_limit"]} of the best fp32 limit" +
                                (doc["bf16_step_speedup"] is null ? "." : $"; bf16 speed-up: step {doc["bf16_step_speedup"]}x, training {doc["bf16_train_speedup"]}x."));

@@ -19,12 +19,14 @@ public static class DemoCommand
     {
         var model = new Option<string>("--model") { Description = "Model zip", DefaultValueFactory = _ => DefaultModelPath };
         var output = new Option<string>("--out") { Description = "Output folder", DefaultValueFactory = _ => "out" };
-        var command = new Command("demo", "Generate, inpaint and upscale images with the bundled model (the default command)") { model, output };
-        command.SetAction(parse => Run(parse.GetValue(model)!, parse.GetValue(output)!));
+        var engine = EngineOption.Create();
+        var command = new Command("demo", "Generate, inpaint and upscale images with the bundled model (the default command)") { model, output, engine };
+        command.SetAction(parse => Run(parse.GetValue(model)!, parse.GetValue(output)!, parse.GetValue(engine)));
         return command;
     }
 
-    public static int Run(string modelPath, string outDir)
+    /// <summary>Writes the demo's three PNGs to <paramref name="outDir"/>, the networks run by <paramref name="engine"/>.</summary>
+    public static int Run(string modelPath, string outDir, InferenceEngine engine = EngineOption.Default)
     {
         var ml = new MLContext(seed: 1);
         var watch = Stopwatch.StartNew();
@@ -34,20 +36,20 @@ public static class DemoCommand
                                $"{model.ImageSize}x{model.ImageSize}, T = {model.Timesteps}) in {watch.Elapsed.TotalSeconds:F1} s.");
 
         watch.Restart();
-        var options = new SamplerOptions { Sampler = SamplerKind.DpmSolverPlusPlus, Steps = 20, Seed = 0 };
+        var options = new SamplerOptions { Sampler = SamplerKind.DpmSolverPlusPlus, Steps = 20, Seed = 0, Engine = engine };
         var images = GenerateCommand.Generate(model, 64, options);
         string gridPath = Path.Combine(outDir, "generated.png");
         using (var grid = ImageGrid.Create(images))
             GenerateCommand.SavePng(grid, gridPath);
-        AnsiConsole.MarkupLine($"Generated 64 images (DPM-Solver++, 20 steps) in {watch.Elapsed.TotalSeconds:F1} s -> [bold]{Markup.Escape(gridPath)}[/]");
+        AnsiConsole.MarkupLine($"Generated 64 images (DPM-Solver++, 20 steps, {engine}) in {watch.Elapsed.TotalSeconds:F1} s -> [bold]{Markup.Escape(gridPath)}[/]");
         foreach (var img in images) img.Dispose();
 
         if (model.Conditioning is null && Directory.Exists(InpaintCommand.ImagesDirectory))
         {
             watch.Restart();
             string inpaintPath = Path.Combine(outDir, "inpainted.png"), upscalePath = Path.Combine(outDir, "upscaled.png");
-            InpaintDemo.Inpaint(ml, model, inpaintPath);
-            InpaintDemo.Upscale(ml, model, upscalePath);
+            InpaintDemo.Inpaint(ml, model, inpaintPath, engine);
+            InpaintDemo.Upscale(ml, model, upscalePath, engine);
             AnsiConsole.MarkupLine($"Inpainted 5 test images (5 masks) and upscaled them x2 (RePaint, 50 steps, jump 5, 2 resamplings) in {watch.Elapsed.TotalSeconds:F1} s -> " +
                                    $"[bold]{Markup.Escape(inpaintPath)}[/], [bold]{Markup.Escape(upscalePath)}[/]");
         }

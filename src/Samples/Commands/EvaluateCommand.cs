@@ -37,15 +37,17 @@ public static class EvaluateCommand
         var classifier = new Option<string>("--classifier") { Description = "Feature classifier weights (train-classifier)", DefaultValueFactory = _ => DefaultClassifierPath };
         var batch = new Option<int>("--batch-size") { Description = "Images denoised together", DefaultValueFactory = _ => 64 }.AtLeast(1);
         var precision = new Option<Precision>("--precision") { Description = "Number format of the network while sampling: Fp32 or Bf16Mixed", DefaultValueFactory = _ => Precision.Fp32 };
+        var engine = EngineOption.Create();
         var command = new Command("evaluate", "FID-like Frechet distance and KID of generated images against the test split")
-            { model, data, count, sampler, steps, seed, json, classifier, batch, precision };
+            { model, data, count, sampler, steps, seed, json, classifier, batch, precision, engine };
         command.SetAction(parse => Run(parse.GetValue(model)!, parse.GetValue(data)!, parse.GetValue(count), parse.GetValue(sampler)!,
-            parse.GetValue(steps), parse.GetValue(seed), parse.GetValue(json), parse.GetValue(classifier)!, parse.GetValue(batch), parse.GetValue(precision)));
+            parse.GetValue(steps), parse.GetValue(seed), parse.GetValue(json), parse.GetValue(classifier)!, parse.GetValue(batch), parse.GetValue(precision),
+            parse.GetValue(engine)));
         return command;
     }
 
     public static int Run(string modelPath, string dataDir, int count, string samplerName, int? steps, uint seed, string? jsonPath,
-        string classifierPath, int batchSize, Precision precision = Precision.Fp32)
+        string classifierPath, int batchSize, Precision precision = Precision.Fp32, InferenceEngine engine = EngineOption.Default)
     {
         if (count < 2) throw new CliException($"--count is {count}; expected a value >= 2.");
         InputFiles.RequireFile(modelPath, "--model", InputFiles.DiffusionModelFile);
@@ -67,7 +69,7 @@ public static class EvaluateCommand
         var options = new SamplerOptions
         {
             Sampler = GenerateCommand.ParseSampler(samplerName), Steps = steps, Seed = seed, BatchSize = batchSize, CancellationToken = cts.Token,
-            Precision = precision,
+            Precision = precision, Engine = engine,
         };
         int resolvedSteps = options.ResolveSteps(diffusion.Timesteps);
         var seeds = SampleScores.Seeds(seed, count);
@@ -89,7 +91,7 @@ public static class EvaluateCommand
         var (fd, kid) = scores.Distances(generated);
 
         var table = new Table().AddColumn("Metric").AddColumn(new TableColumn("Value").RightAligned());
-        table.AddRow("sampler", $"{samplerName}, {resolvedSteps} steps, {precision}");
+        table.AddRow("sampler", $"{samplerName}, {resolvedSteps} steps, {precision}, {engine}");
         table.AddRow("images", $"{count} generated vs {count} test");
         table.AddRow("Frechet distance (FID-like)", $"{fd:F3}");
         table.AddRow("KID (unbiased MMD^2)", $"{kid:F4}");
@@ -105,6 +107,7 @@ public static class EvaluateCommand
                 ["sampler"] = samplerName,
                 ["steps"] = resolvedSteps,
                 ["precision"] = precision.ToString(),
+                ["engine"] = engine.ToString(),
                 ["model"] = Path.GetFileName(modelPath),
                 ["count"] = count,
                 ["frechet_distance"] = fd,

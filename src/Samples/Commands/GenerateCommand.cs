@@ -30,7 +30,7 @@ public static class GenerateCommand
         var guidance = new Option<float>("--guidance") { Description = "Classifier-free guidance weight w: 0 unconditional, 1 conditional, > 1 guided", DefaultValueFactory = _ => 1f };
         var classGrid = new Option<bool>("--class-grid") { Description = "One row per class, --count images each (class-conditional models)" };
         var precision = new Option<Precision>("--precision") { Description = "Fp32 or Bf16Mixed (bfloat16 network, float32 sampler)", DefaultValueFactory = _ => Precision.Fp32 };
-        var engine = new Option<InferenceEngine>("--engine") { Description = "Where the network runs: TorchSharp, or OnnxRuntime (the exported graph; pixel-space models, DDPM/DDIM/DPM-Solver++, Fp32)", DefaultValueFactory = _ => InferenceEngine.TorchSharp };
+        var engine = EngineOption.Create();
         var classifier = new Option<string?>("--classifier") { Description = "Noisy classifier zip (train-noisy-classifier) for classifier guidance (Dhariwal & Nichol 2021); needs --label or --class-grid" };
         var classifierScale = new Option<float>("--classifier-scale") { Description = "Classifier guidance scale s (0 = none; 1-10 typical)", DefaultValueFactory = _ => 1f };
         var karras = new Option<bool>("--karras-sigmas") { Description = "Karras noise levels for dpm-solver++, dpm-solver++-sde, unipc (diffusers' use_karras_sigmas)" };

@@ -33,7 +33,7 @@ public static class Img2ImgCommand
         var label = new Option<int?>("--label") { Description = "Class to translate towards (class-conditional models)" };
         var guidance = new Option<float>("--guidance") { Description = "Classifier-free guidance weight w (class-conditional models)", DefaultValueFactory = _ => 1f };
         var precision = new Option<Precision>("--precision") { Description = "Fp32 or Bf16Mixed", DefaultValueFactory = _ => Precision.Fp32 };
-        var engine = new Option<InferenceEngine>("--engine") { Description = "TorchSharp or OnnxRuntime", DefaultValueFactory = _ => InferenceEngine.TorchSharp };
+        var engine = EngineOption.Create();
         var grid = new Option<bool>("--side-by-side") { Description = "Write the input and the result side by side, enlarged 4x, instead of the result alone" };
         var command = new Command("img2img", "Translate an image with the diffusion model (SDEdit: noise it to --strength, then denoise)")
         {

@@ -178,6 +178,7 @@ public sealed class RePaintCliOptions
     private readonly Option<int> _jump = new Option<int>("--jump") { Description = "Jump length j (RePaint: 10)", DefaultValueFactory = _ => 5 }.AtLeast(1);
     private readonly Option<int> _resamplings = new Option<int>("--resamplings") { Description = "Resamplings r, 1 = none (RePaint: 10)", DefaultValueFactory = _ => 5 }.AtLeast(1);
     private readonly Option<uint> _seed = new("--seed") { Description = "Noise seed (and seed of the thin/wide masks)", DefaultValueFactory = _ => 0u };
+    private readonly Option<InferenceEngine> _engine = EngineOption.Create();
 
     /// <summary>Adds the options to <paramref name="command"/>.</summary>
     public void AddTo(Command command)
@@ -186,13 +187,14 @@ public sealed class RePaintCliOptions
         command.Options.Add(_jump);
         command.Options.Add(_resamplings);
         command.Options.Add(_seed);
+        command.Options.Add(_engine);
     }
 
     /// <summary>The parsed settings.</summary>
     public T Read<T>(ParseResult parse, CancellationToken token) where T : RePaintOptions, new() => new()
     {
         Steps = parse.GetValue(_steps), JumpLength = parse.GetValue(_jump), Resamplings = parse.GetValue(_resamplings),
-        Seed = parse.GetValue(_seed), CancellationToken = token,
+        Seed = parse.GetValue(_seed), Engine = parse.GetValue(_engine), CancellationToken = token,
     };
 
     /// <summary>Loads the <c>--model</c> zip with the library's checked loader; a missing or bad file throws a <see cref="CliException"/>.</summary>

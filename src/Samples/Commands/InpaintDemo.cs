@@ -15,18 +15,18 @@ public static class InpaintDemo
         { InpaintMaskKind.Thin, InpaintMaskKind.Wide, InpaintMaskKind.Half, InpaintMaskKind.Outer, InpaintMaskKind.AlternatingLines };
 
     /// <summary>RePaint settings small enough for the demo: 50 steps, jump 5, 2 resamplings (95 network calls).</summary>
-    private static T Settings<T>(DiffusionModel model) where T : RePaintOptions, new() =>
-        new() { Steps = Math.Min(50, model.Timesteps), JumpLength = 5, Resamplings = 2, Seed = 0, BatchSize = Names.Length };
+    private static T Settings<T>(DiffusionModel model, InferenceEngine engine) where T : RePaintOptions, new() =>
+        new() { Steps = Math.Min(50, model.Timesteps), JumpLength = 5, Resamplings = 2, Seed = 0, BatchSize = Names.Length, Engine = engine };
 
     /// <summary>Fills one mask of <see cref="Masks"/> in each image; writes rows of input | masked | result to <paramref name="path"/>.</summary>
-    public static void Inpaint(MLContext ml, DiffusionModel model, string path)
+    public static void Inpaint(MLContext ml, DiffusionModel model, string path, InferenceEngine engine = Cli.EngineOption.Default)
     {
         int size = model.ImageSize;
         var masks = Names.Select((_, i) => InpaintMasks.Create(Masks[i], size, i)).ToArray();
         var definition = SchemaDefinition.Create(typeof(Row));
         definition[nameof(Row.Mask)].ColumnType = new VectorDataViewType(BooleanDataViewType.Instance, size * size);
         var data = ml.Data.LoadFromEnumerable(Names.Select((n, i) => new Row { Path = n + ".png", Mask = masks[i] }).ToList(), definition);
-        var options = Settings<InpaintOptions>(model);
+        var options = Settings<InpaintOptions>(model, engine);
         var pairs = RePaintCliOptions.WithProgress(model, options, Names.Length, "Inpainting (thin, wide, half, outer, lines)",
             () => InpaintCommand.ReadPairs(InpaintCommand.ImagePipeline(ml, InpaintCommand.ImagesDirectory, size, model.Channels)
                 .Append(ml.Generative.Inpaint(model, "Inpainted", "Image", "Mask", options)).Fit(data).Transform(data), "Image", "Inpainted"));
@@ -40,10 +40,10 @@ public static class InpaintDemo
     }
 
     /// <summary>Upscales each image from half the model's size; writes rows of input (pixels repeated) | result to <paramref name="path"/>.</summary>
-    public static void Upscale(MLContext ml, DiffusionModel model, string path)
+    public static void Upscale(MLContext ml, DiffusionModel model, string path, InferenceEngine engine = Cli.EngineOption.Default)
     {
         var data = ml.Data.LoadFromEnumerable(Names.Select(n => new Row { Path = n + ".png" }).ToList());
-        var options = Settings<UpscaleOptions>(model);
+        var options = Settings<UpscaleOptions>(model, engine);
         options.Factor = 2;
         var pairs = RePaintCliOptions.WithProgress(model, options, Names.Length, "Upscaling x2",
             () => InpaintCommand.ReadPairs(InpaintCommand.ImagePipeline(ml, InpaintCommand.ImagesDirectory, model.ImageSize / 2, model.Channels)

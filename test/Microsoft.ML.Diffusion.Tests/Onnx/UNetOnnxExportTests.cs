@@ -27,7 +27,7 @@ public class UNetOnnxExportTests
     /// <summary>A model around <paramref name="net"/> with every parameter drawn at random (norm scales near 1);
     /// <paramref name="configure"/> adds self-conditioning, conditioning or a latent space to the config.</summary>
     internal static DiffusionModel RandomModel(UNetConfig net, VarianceType variance = VarianceType.FixedSmall, long seed = 7,
-        Func<DiffusionModelConfig, DiffusionModelConfig>? configure = null, AutoencoderModel? autoencoder = null)
+        Func<DiffusionModelConfig, DiffusionModelConfig>? configure = null, AutoencoderModel? autoencoder = null, MLContext? ml = null)
     {
         int outputChannels = variance == VarianceType.Learned ? net.OutChannels / 2 : net.OutChannels;
         var config = new DiffusionModelConfig
@@ -39,7 +39,7 @@ public class UNetOnnxExportTests
         if (configure is not null) config = configure(config);
         var unet = new UNet(net);
         Randomize(unet, seed);
-        return new DiffusionModel(new MLContext(seed: 1), config, unet, CPU, autoencoder: autoencoder);
+        return new DiffusionModel(ml ?? new MLContext(seed: 1), config, unet, CPU, autoencoder: autoencoder);
     }
 
     /// <summary>A self-conditioned (x_t and x0_hat), super-resolution (factor <paramref name="factor"/>) model of

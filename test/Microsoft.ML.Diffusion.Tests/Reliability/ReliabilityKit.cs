@@ -146,6 +146,25 @@ internal static class ReliabilityKit
     }
 
     /// <summary>
+    /// Model.key with the last <paramref name="count"/> bytes of its model block removed (a field that an older format did not
+    /// write): the block's size (CbModel at 0x18) shrinks and the offsets of what follows it (string table 0x20, string chars 0x30,
+    /// tail 0x80, lim 0x88, assembly name 0x90; ML.NET's ModelHeader) move back, so the ML.NET loader accepts the result.
+    /// </summary>
+    public static byte[] RemoveLastModelBytes(byte[] modelKey, int count)
+    {
+        long fpModel = BitConverter.ToInt64(modelKey, 0x10), cbModel = BitConverter.ToInt64(modelKey, 0x18);
+        int at = checked((int)(fpModel + cbModel - count));
+        var result = modelKey[..at].Concat(modelKey[(at + count)..]).ToArray();
+        BitConverter.GetBytes(cbModel - count).CopyTo(result, 0x18);
+        foreach (int field in new[] { 0x20, 0x30, 0x80, 0x88, 0x90 })
+        {
+            long offset = BitConverter.ToInt64(result, field);
+            if (offset >= at + count) BitConverter.GetBytes(offset - count).CopyTo(result, field);
+        }
+        return result;
+    }
+
+    /// <summary>
     /// Runs libtorch on one intra-op thread until disposed. On this project's shared 2-core machines (load average 8 to 16 while
     /// other builds run) libtorch's two OpenMP threads wait for each other and a tiny model's step took 30 to 45 times longer
     /// than on one thread; tests whose subject is the loop, not the arithmetic, use one.
