@@ -40,7 +40,7 @@ internal static class OnnxExecution
     }
 
     /// <summary>
-    /// Opens a session on <paramref name="onnxModel"/> with <see cref="CreateOptions"/> for the GPU request of <paramref name="env"/>;
+    /// Opens a session on <paramref name="onnxModel"/> with <see cref="CreateOptions(int?, bool, out Placement)"/> for the GPU request of <paramref name="env"/>;
     /// a fallback to the CPU is logged as a warning on <paramref name="env"/>'s channel named <paramref name="what"/>.
     /// </summary>
     public static InferenceSession CreateSession(byte[] onnxModel, IHostEnvironment env, string what)
