@@ -33,6 +33,8 @@ internal static class DiffusionSampler
     /// generation) is the noise of q(x_t | x_0) (<see cref="IDiffusionScheduler.AddNoiseAt"/>); at position 0 the loop starts from x_T
     /// itself (strength 1 is generation), and at Timesteps.Count (no step left) it returns x_0.</param>
     /// <param name="startIndex">With <paramref name="initialImage"/>: the first loop position run, 0 .. Timesteps.Count.</param>
+    /// <param name="endIndex">The loop position before which the loop stops (startIndex .. Timesteps.Count); the sample is returned as
+    /// it is there, x_t of that position's timestep. Null runs to the end and returns x_0.</param>
     public static Tensor Sample(
         Func<Tensor, Tensor, Tensor> denoiser,
         IDiffusionScheduler scheduler,
@@ -46,7 +48,8 @@ internal static class DiffusionSampler
         Tensor? initialNoise = null,
         ClassifierGuidance? guidance = null,
         Tensor? initialImage = null,
-        int startIndex = 0)
+        int startIndex = 0,
+        int? endIndex = null)
     {
         ArgumentNullException.ThrowIfNull(denoiser);
         ArgumentNullException.ThrowIfNull(scheduler);
@@ -60,6 +63,10 @@ internal static class DiffusionSampler
         if (startIndex < 0 || startIndex > timesteps.Count || (startIndex > 0 && initialImage is null))
             throw new ArgumentOutOfRangeException(nameof(startIndex), startIndex,
                 $"startIndex must lie between 0 and the {timesteps.Count} loop positions, and be 0 without an initialImage.");
+        int end = endIndex ?? timesteps.Count;
+        if (end < startIndex || end > timesteps.Count)
+            throw new ArgumentOutOfRangeException(nameof(endIndex), endIndex,
+                $"endIndex must lie between startIndex ({startIndex}) and the {timesteps.Count} loop positions.");
 
         var generators = seeds.Select(s => new Generator(s, CPU)).ToArray();
         try
@@ -87,7 +94,7 @@ internal static class DiffusionSampler
                 }
             }
 
-            for (int i = startIndex; i < timesteps.Count; i++)
+            for (int i = startIndex; i < end; i++)
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 int t = timesteps[i];
@@ -102,7 +109,7 @@ internal static class DiffusionSampler
                 }
                 x.Dispose();
                 x = next;
-                progress?.Report(new SamplingProgress(i + 1 - startIndex, timesteps.Count - startIndex, t, batchIndex, batchCount));
+                progress?.Report(new SamplingProgress(i + 1 - startIndex, end - startIndex, t, batchIndex, batchCount));
             }
             var result = x.cpu();
             if (!ReferenceEquals(result, x)) x.Dispose();

@@ -33,9 +33,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     private readonly bool _ownsNetwork;
     private readonly SamplerOptions _defaultSampler;
     private readonly bool _ownsAutoencoder;
-    private readonly object _lowPrecisionLock = new();
-    private LowPrecisionCopy? _bf16;                       // made on first bfloat16 use (SamplerOptions.Precision)
-    private Onnx.OnnxRuntimeNetwork? _onnx;                 // made on first ONNX Runtime use (SamplerOptions.Engine)
+    private readonly object _disposeLock = new();
     private bool _disposed;
 
     internal DiffusionModel(IHostEnvironment env, DiffusionModelConfig config, UNet network, Device device, bool ownsNetwork = true,
@@ -56,8 +54,12 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         _network.eval();
         _schedule = config.CreateSchedule();
         _defaultSampler = sampler?.Clone() ?? config.DefaultSampler.ToOptions();
-        NetworkForward = (x, t, y) => _network.forward(x, t, y);
+        Pipeline = new SamplingPipeline(_host, config, network, _schedule, device, autoencoder, classifier => classifier.CheckCompatible(this));
     }
+
+    /// <summary>The sampling pipeline: checks, the denoiser of each batch, the batched loop (generation, interpolation,
+    /// super-resolution, image-to-image; RePaint's denoiser).</summary>
+    internal SamplingPipeline Pipeline { get; }
 
     /// <summary>The network, schedule, image format and columns of this model.</summary>
     public DiffusionModelConfig Config { get; }
@@ -122,15 +124,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
 
     /// <summary>Throws unless this model can sample with <paramref name="sampler"/>: its settings (<see cref="SamplerOptions.Validate"/>),
     /// guidance (a class-conditional model), the classifier (made for this model) and the engine (float32 on ONNX Runtime).</summary>
-    internal void CheckSampler(SamplerOptions sampler)
-    {
-        ArgumentNullException.ThrowIfNull(sampler);
-        sampler.Validate(Timesteps);
-        SamplerRegistry.CheckObjective(SamplerRegistry.Get(sampler.Sampler, nameof(sampler)), Config.Objective, nameof(sampler));
-        CheckGuidance(sampler);
-        sampler.Classifier?.CheckCompatible(this);
-        CheckEngine(sampler);
-    }
+    internal void CheckSampler(SamplerOptions sampler) => Pipeline.Check(sampler);
 
     /// <summary>
     /// Generates <paramref name="count"/> images; image i uses seed <c>options.Seed + i</c>, so the result equals
@@ -195,7 +189,8 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     public Tensor GenerateTensor(IReadOnlyList<uint> seeds, SamplerOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(seeds);
-        return SampleInBatches(seeds, options ?? DefaultSampler, initialNoise: null);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return Pipeline.Run(new SamplingRequest(seeds, options ?? DefaultSampler));
     }
 
     /// <summary>Generates image i of class <paramref name="labels"/>[i] from seed <paramref name="seeds"/>[i] with a
@@ -207,7 +202,8 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         if (labels.Count != seeds.Count)
             throw new ArgumentException($"There are {labels.Count} labels for {seeds.Count} seeds; expected one label per seed.", nameof(labels));
         options ??= DefaultSampler;
-        return SampleInBatches(seeds, options, initialNoise: null, classes: ClassIndices(labels, options));
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return Pipeline.Run(new SamplingRequest(seeds, options) { Classes = ClassIndices(labels, options) });
     }
 
     /// <summary>
@@ -240,44 +236,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         // TorchSharp appends the upsampled image to the network's input; the ONNX graph takes the low-resolution image itself.
         using var low = lowResolution.to_type(float32);
         using var upsampled = options.Engine == InferenceEngine.OnnxRuntime ? null : LowResolutionCondition.Upsample(low, ImageSize);
-        return SampleInBatches(seeds, options, initialNoise: null, upsampled, lowResolution: low);
-    }
-
-    /// <summary>The shape of one sample the network denoises: [C, S, S] in pixel space, [LatentChannels, S/f, S/f] for a latent model.</summary>
-    internal long[] SampleShape => new long[] { Config.SampleChannels, Config.SampleSize, Config.SampleSize };
-
-    /// <summary>The sampler options as sampling uses them: a latent model neither clips nor thresholds x_0 (latents are not
-    /// bounded to [-1, 1]; LDM samples with clip_sample off); a pixel-space model uses them as they are.</summary>
-    internal SamplerOptions ForSampling(SamplerOptions options)
-    {
-        if (Latent is null || (!options.ClipSample && !options.DynamicThresholding)) return options;
-        var copy = options.Clone();
-        copy.ClipSample = false;
-        copy.DynamicThresholding = false;
-        return copy;
-    }
-
-    /// <summary>
-    /// Throws when classifier guidance (<see cref="SamplerOptions.Classifier"/>) cannot run: the classifier does not fit this model
-    /// (schedule, T, size, channels, latent model), no labels were given, or a label is outside the classifier's classes (a missing
-    /// key included).
-    /// </summary>
-    private void CheckClassifier(SamplerOptions options, long[]? classes)
-    {
-        if (options.Classifier is not { } classifier) return;
-        classifier.CheckCompatible(this);
-        if (classes is null)
-            throw new ArgumentException(
-                "SamplerOptions.Classifier is set, but no class labels were given; classifier guidance steers towards a label: use " +
-                "Generate(labels, options), GenerateTensor(seeds, labels, options), or requests with a label column (CreateRequests(count, seed, labels)).",
-                nameof(options));
-        for (int i = 0; i < classes.Length; i++)
-        {
-            if (classes[i] < 0 || classes[i] >= classifier.NumClasses)
-                throw new ArgumentOutOfRangeException(nameof(options), classes[i],
-                    $"Label {(classes[i] == NumClasses && NumClasses > 0 ? "'none' (a missing key)" : classes[i].ToString())} of image {i} is outside " +
-                    $"SamplerOptions.Classifier's classes; expected 0..{classifier.NumClasses - 1}.");
-        }
+        return Pipeline.Run(new SamplingRequest(seeds, options) { ConditionChannels = upsampled, LowResolution = low });
     }
 
     /// <summary>The training objective (<see cref="DiffusionTrainer.Options.Objective"/>): which samplers apply.</summary>
@@ -290,107 +249,6 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
             throw new NotSupportedException(
                 $"{feature} is not supported for a model trained with DiffusionObjective.{Config.Objective} (DiffusionTrainer.Options.Objective); " +
                 "it needs a DDPM-objective model.");
-    }
-
-    /// <summary>Throws when guidance is asked of a model without class conditioning.</summary>
-    private void CheckGuidance(SamplerOptions options)
-    {
-        if (NumClasses == 0 && options.GuidanceScale != 1f)
-            throw new ArgumentException(
-                $"SamplerOptions.GuidanceScale is {options.GuidanceScale}; classifier-free guidance needs a class-conditional model " +
-                "(trained with DiffusionTrainer.Options.LabelColumnName). Leave it at 1 for this model.", nameof(options));
-    }
-
-    /// <summary>Throws the error of a model that cannot generate from noise alone (a super-resolution model).</summary>
-    private void CheckGenerates()
-    {
-        if (Config.Conditioning is { } c)
-            throw new InvalidOperationException(
-                $"This diffusion model is a super-resolution model (Conditioning {c}): it needs a low-resolution input image of " +
-                $"{c.LowResolutionSize(ImageSize)}x{c.LowResolutionSize(ImageSize)} pixels and cannot generate from noise alone; " +
-                "use mlContext.Generative.Upscale with it.");
-    }
-
-    /// <summary>
-    /// The batching loop of <see cref="GenerateTensor(IReadOnlyList{uint}, SamplerOptions?)"/> and <see cref="Interpolate"/>: batches of
-    /// <see cref="SamplerOptions.BatchSize"/> images, each with a fresh scheduler and self-conditioning state, so an image
-    /// does not depend on the batch it is in. <paramref name="initialNoise"/> [count, C, H, W], when given, replaces the
-    /// per-seed x_T. <paramref name="conditionChannels"/> [count, Cc, H, W], when given, is appended to the network's input
-    /// (<see cref="ConditionedNetwork"/>). <paramref name="classes"/> (class indices, <see cref="NumClasses"/> = the null label)
-    /// are the class labels of a class-conditional model, guided by <see cref="SamplerOptions.GuidanceScale"/>; null samples
-    /// with the null label. <paramref name="lowResolution"/> [count, C, S/f, S/f] is the low-resolution image of a super-resolution
-    /// model, which <see cref="InferenceEngine.OnnxRuntime"/> hands to the graph instead of <paramref name="conditionChannels"/>.
-    /// <paramref name="initialImages"/> [count, C, S, S] (pixels in [-1, 1], CPU), when given, are SDEdit's inputs (Meng et al. 2022):
-    /// each batch's images (encoded first by a latent model, z = s E(x)) are noised to loop position <paramref name="startStep"/> times
-    /// the scheduler's order and denoised from there (<see cref="DiffusionSampler.Sample"/>).
-    /// Returns x_0 [count, C, H, W] on the CPU.
-    /// </summary>
-    internal Tensor SampleInBatches(IReadOnlyList<uint> seeds, SamplerOptions options, Tensor? initialNoise, Tensor? conditionChannels = null,
-        long[]? classes = null, Tensor? lowResolution = null, Tensor? initialImages = null, int startStep = 0)
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        options.Validate(Timesteps);
-        if (seeds.Count == 0) throw new ArgumentException("At least one seed is needed.", nameof(seeds));
-        if (conditionChannels is null && lowResolution is null) CheckGenerates();
-        CheckGuidance(options);
-        if (classes is not null && classes.Length != seeds.Count)
-            throw new ArgumentException($"There are {classes.Length} labels for {seeds.Count} seeds; expected one label per seed.", nameof(classes));
-        CheckClassifier(options, classes);
-        CheckEngine(options);
-        var onnx = options.Engine == InferenceEngine.OnnxRuntime ? OnnxNetwork() : null;
-        if (onnx is not null && Config.Conditioning is not null && lowResolution is null)
-            throw new InvalidOperationException("The ONNX Runtime engine needs the low-resolution images of a super-resolution model, not their upsampling.");
-        options = ForSampling(options);
-        var shape = SampleShape;
-        int batches = (seeds.Count + options.BatchSize - 1) / options.BatchSize;
-        var parts = new List<Tensor>();
-        try
-        {
-            for (int b = 0; b < batches; b++)
-            {
-                int start = b * options.BatchSize, n = Math.Min(options.BatchSize, seeds.Count - start);
-                var chunk = seeds.Skip(start).Take(n).ToArray();
-                var scheduler = SchedulerFactory.Create(_schedule, options, Config.Prediction, Config.Variance, Config.Objective);
-                try
-                {
-                    using var noise = initialNoise?.narrow(0, start, n);
-                    using var labels = classes is null ? null : tensor(classes.AsSpan(start, n).ToArray(), dtype: int64);
-                    // The network sees the labels only when class-conditional; an unconditional model takes them for the classifier alone.
-                    var networkLabels = NumClasses > 0 ? labels : null;
-                    // ONNX Runtime takes the conditions as separate graph inputs (bound once per batch); TorchSharp as appended channels.
-                    using var channels = onnx is null ? conditionChannels?.narrow(0, start, n) : lowResolution?.narrow(0, start, n);
-                    using var network = onnx is null
-                        ? new ConditionedNetwork(NetworkIn(options), channels, _device, networkLabels, options.GuidanceScale, NumClasses, Channels)
-                        : ConditionedNetwork.WithSeparateInputs(onnx.Forward, channels, _device, networkLabels, options.GuidanceScale, NumClasses, Channels);
-                    using var selfConditioned = NewSelfConditionedDenoiser(network.Forward);
-                    using var classifierLabels = options.Classifier is null ? null : labels!.to(_device, copy: true);
-                    var guidance = options.Classifier is { } classifier
-                        ? new ClassifierGuidance((x, t) => classifier.LogProbabilityGradient(x, t, classifierLabels!), options.ClassifierScale, Config.Prediction)
-                        : null;
-                    using var images = initialImages?.narrow(0, start, n);
-                    using var sdeditX0 = images is null ? null : Latent is { } space ? LatentScale.ToLatent(Autoencoder!, images, space.ScaleFactor) : images.alias();
-                    int startIndex = sdeditX0 is null ? 0 : SdeditSchedule.StartIndex(startStep, scheduler.Order, scheduler.Timesteps.Count);
-                    var x0 = DiffusionSampler.Sample(selfConditioned is null ? network.Forward : selfConditioned.Denoise, scheduler, chunk, shape, _device,
-                        options.Progress, options.CancellationToken, b, batches, noise, guidance, sdeditX0, startIndex);
-                    parts.Add(x0);
-                    if (Latent is { } latent)
-                    {
-                        // LDM: x = D(z / s), decoded batch by batch (by the exported decoder on ONNX Runtime).
-                        parts[^1] = LatentScale.ToImage(Autoencoder!, x0, latent.ScaleFactor, options.Engine);
-                        x0.Dispose();
-                    }
-                }
-                finally
-                {
-                    (scheduler as IDisposable)?.Dispose();
-                }
-            }
-            return parts.Count == 1 ? parts[0] : cat(parts, 0);
-        }
-        finally
-        {
-            if (parts.Count > 1) foreach (var p in parts) p.Dispose();
-        }
     }
 
     /// <summary>
@@ -422,9 +280,9 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         }
 
         (probe as IDisposable)?.Dispose();
-        using var noise = SlerpNoise(seedA, seedB, count, SampleShape);
+        using var noise = SlerpNoise(seedA, seedB, count, Pipeline.SampleShape);
         var seeds = Enumerable.Repeat(seedA, count).ToArray();      // unused: the sampler draws no noise
-        using var x0 = SampleInBatches(seeds, options, noise);
+        using var x0 = Pipeline.Run(new SamplingRequest(seeds, options) { InitialNoise = noise });
         return ImageTensorConverter.ToBgraPixels(x0).Select(p => MLImage.CreateFromPixels(ImageSize, ImageSize, MLPixelFormat.Bgra32, p)).ToList();
     }
 
@@ -455,87 +313,8 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     internal byte[][] GeneratePixels(IReadOnlyList<uint> seeds, long[]? classes, SamplerOptions options)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        using var images = SampleInBatches(seeds, options, initialNoise: null, classes: classes);
+        using var images = Pipeline.Run(new SamplingRequest(seeds, options) { Classes = classes });
         return ImageTensorConverter.ToBgraPixels(images);
-    }
-
-    /// <summary>The network call (input, t, class labels or null) -> output. Tests replace it with a counting double; defaults to the U-Net.</summary>
-    internal Func<Tensor, Tensor, Tensor?, Tensor> NetworkForward { get; set; }
-
-    /// <summary>The network call (x_t, t, labels) in <paramref name="precision"/>: <see cref="NetworkForward"/> for float32, the
-    /// bfloat16 copy of the weights for <see cref="Precision.Bf16Mixed"/>; its output is float32 either way.</summary>
-    private Func<Tensor, Tensor, Tensor?, Tensor> NetworkIn(Precision precision)
-    {
-        if (precision == Precision.Fp32) return NetworkForward;
-        lock (_lowPrecisionLock)
-        {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            _bf16 ??= new LowPrecisionCopy(_network, bfloat16);
-            return _bf16.Forward;
-        }
-    }
-
-    /// <summary>The network call of <paramref name="options"/>: <see cref="NetworkIn(Precision)"/> on TorchSharp, or this model's
-    /// ONNX Runtime session (exported and opened on first use, then reused) for <see cref="InferenceEngine.OnnxRuntime"/>.</summary>
-    private Func<Tensor, Tensor, Tensor?, Tensor> NetworkIn(SamplerOptions options)
-    {
-        if (options.Engine != InferenceEngine.OnnxRuntime) return NetworkIn(options.Precision);
-        CheckEngine(options);
-        return OnnxNetwork().Forward;
-    }
-
-    /// <summary>This model's ONNX Runtime session on the in-memory export of the network, made on first use and reused by every
-    /// batch and thread.</summary>
-    internal Onnx.OnnxRuntimeNetwork OnnxNetwork()
-    {
-        lock (_lowPrecisionLock)
-        {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            if (_onnx is null)
-            {
-                using var stream = new MemoryStream();
-                Onnx.UNetOnnxExporter.Export(_network, Config, stream);
-                _onnx = new Onnx.OnnxRuntimeNetwork(stream.ToArray(), Config.Network, _host);
-            }
-            return _onnx;
-        }
-    }
-
-    /// <summary>True once this model's ONNX Runtime session has been opened (<see cref="OnnxNetwork"/>).</summary>
-    internal bool OnnxNetworkOpened
-    {
-        get
-        {
-            lock (_lowPrecisionLock) return _onnx is not null;
-        }
-    }
-
-    /// <summary>Throws <see cref="NotSupportedException"/> naming what <see cref="InferenceEngine.OnnxRuntime"/> does not cover
-    /// (bfloat16 precision); nothing for <see cref="InferenceEngine.TorchSharp"/>.</summary>
-    private static void CheckEngine(SamplerOptions options)
-    {
-        if (options.Engine != InferenceEngine.OnnxRuntime) return;
-        if (options.Precision != Precision.Fp32)
-            throw new NotSupportedException($"SamplerOptions.Engine = InferenceEngine.OnnxRuntime runs the float32 network; Precision {options.Precision} " +
-                "needs InferenceEngine.TorchSharp.");
-    }
-
-    /// <summary>For a self-conditioned model (<see cref="DiffusionModelConfig.SelfConditioning"/>), a new per-batch denoiser that feeds
-    /// <paramref name="network"/> (x_t, t, x0_hat) the previous step's x_0 estimate (Analog Bits, algorithm 2); null otherwise.</summary>
-    internal SelfConditionedDenoiser? NewSelfConditionedDenoiser(Func<Tensor, Tensor, Tensor, Tensor> network) =>
-        Config.SelfConditioning ? SelfConditioning.Denoiser(network, _schedule, Config.Prediction) : null;
-
-    /// <summary>
-    /// The denoiser of one sampling batch for other loops (RePaint): the network, wrapped for self-conditioning when the model
-    /// uses it. <paramref name="network"/> replaces the network (tests pass a counting double). Dispose the state after the batch.
-    /// </summary>
-    internal (Func<Tensor, Tensor, Tensor> Denoise, IDisposable? State) NewBatchDenoiser(Func<Tensor, Tensor, Tensor>? network = null)
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        var net = network ?? ((x, t) => NetworkForward(x, t, null));   // no class label (the null class of a class-conditional model)
-        if (!Config.SelfConditioning) return (net, null);
-        var selfConditioned = SelfConditioning.Denoiser(net, _schedule, Config.Prediction);
-        return (selfConditioned.Denoise, selfConditioned);
     }
 
     // ---- ITransformer ----
@@ -609,7 +388,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     {
         ArgumentNullException.ThrowIfNull(input);
         ObjectDisposedException.ThrowIf(_disposed, this);
-        CheckGenerates();
+        Pipeline.CheckGenerates();
         return new BatchMappingDataView<GenerationRequest, byte[]>(new GenerationMapper(this), input, GetOutputSchema(input.Schema));
     }
 
@@ -617,7 +396,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        CheckGenerates();
+        Pipeline.CheckGenerates();
         return new BatchMappingRowMapper<GenerationRequest, byte[]>(new GenerationMapper(this), inputSchema, GetOutputSchema(inputSchema));
     }
 
@@ -676,13 +455,12 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
     /// <summary>Frees the network's native memory, its bfloat16 copy and its ONNX Runtime session, if they were made (models made by <see cref="WithSampler"/> share the network and free only their own copy).</summary>
     public void Dispose()
     {
-        lock (_lowPrecisionLock)
+        lock (_disposeLock)
         {
             if (_disposed) return;
             _disposed = true;
-            _bf16?.Dispose();
-            _onnx?.Dispose();
         }
+        Pipeline.Dispose();
         if (_ownsNetwork) _network.Dispose();
         if (_ownsAutoencoder) Autoencoder?.Dispose();
     }

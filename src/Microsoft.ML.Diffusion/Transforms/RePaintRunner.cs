@@ -67,7 +67,7 @@ internal static class RePaintRunner
     private static Tensor RunBatches(DiffusionModel model, RePaintOptions options, Tensor known, Tensor mask, IReadOnlyList<uint> seeds,
         Func<Tensor, Tensor, Tensor>? network)
     {
-        var defaults = model.ForSampling(model.DefaultSampler);
+        var defaults = model.Pipeline.ForSampling(model.DefaultSampler);
         var samplerOptions = new SamplerOptions
         {
             Sampler = SamplerKind.Ddpm, Steps = options.ResolveSteps(model.Timesteps),
@@ -76,7 +76,7 @@ internal static class RePaintRunner
         // ONNX Runtime: the model's session (made once, reused); it splits a self-conditioned network's concat(x_t, x0_hat).
         if (network is null && options.Engine == InferenceEngine.OnnxRuntime)
         {
-            var onnx = model.OnnxNetwork();
+            var onnx = model.Pipeline.OnnxNetwork();
             network = (x, t) => onnx.Forward(x, t, null);   // no class label (the null class of a class-conditional model)
         }
         int count = seeds.Count;
@@ -89,7 +89,7 @@ internal static class RePaintRunner
                 int start = b * options.BatchSize, n = Math.Min(options.BatchSize, count - start);
                 var chunk = seeds.Skip(start).Take(n).ToArray();
                 var scheduler = SchedulerFactory.Create(model.Schedule, samplerOptions, model.Config.Prediction, model.Config.Variance, model.Config.Objective);
-                var (denoise, state) = model.NewBatchDenoiser(network);
+                var (denoise, state) = model.Pipeline.BatchDenoiser(network);
                 try
                 {
                     using var k = known.narrow(0, start, n);

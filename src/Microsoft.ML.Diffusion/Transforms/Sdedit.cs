@@ -125,7 +125,7 @@ public sealed class SdeditTransformer : ImageToImageTransformer
         var seeds = requests.Select(r => DiffusionModel.SeedOfRow(Sampler, r.Row)).ToArray();
         var classes = _options.LabelColumnName is null ? null : requests.Select(r => r.Class!.Value).ToArray();
         int startStep = SdeditSchedule.StartStep(Sampler.ResolveSteps(Model.Timesteps), _options.Strength);
-        using var result = Model.SampleInBatches(seeds, Sampler, initialNoise: null, classes: classes, initialImages: images, startStep: startStep);
+        using var result = Model.Pipeline.Run(new SamplingRequest(seeds, Sampler) { Classes = classes, InitialImages = images, StartStep = startStep });
         return ImageTensorConverter.ToBgraPixels(result);
     }
 

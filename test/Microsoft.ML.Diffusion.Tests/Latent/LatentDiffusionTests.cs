@@ -106,7 +106,7 @@ public class LatentDiffusionTests
 
         // The same by hand: DDIM without clipping on the latent grid, then D(z / s) clamped to [-1, 1].
         var scheduler = SchedulerFactory.Create(_model.Schedule, new SamplerOptions { Sampler = SamplerKind.Ddim, Steps = 5, ClipSample = false });
-        using var z = DiffusionSampler.Sample((x, t) => _model.NetworkForward(x, t, null), scheduler, seeds, new long[] { 4, 8, 8 }, _model.Device);
+        using var z = DiffusionSampler.Sample((x, t) => _model.Pipeline.NetworkForward(x, t, null), scheduler, seeds, new long[] { 4, 8, 8 }, _model.Device);
         using var scaled = z / _model.Latent!.ScaleFactor;
         using var decoded = _autoencoder.Decode(scaled);
         using var expected = decoded.clamp(-1.0, 1.0);

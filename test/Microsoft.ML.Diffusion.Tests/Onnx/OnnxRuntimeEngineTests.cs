@@ -1,3 +1,4 @@
+using Microsoft.ML.Diffusion.Sampling;
 using Microsoft.ML.Diffusion.Conditions;
 using Microsoft.ML.Diffusion.Models;
 using static Microsoft.ML.Diffusion.Tests.Onnx.UNetOnnxExportTests;
@@ -222,12 +223,12 @@ public class OnnxRuntimeEngineTests
         }
         else
         {
-            // Class labels with classifier-free guidance: SampleInBatches with both the condition and the labels.
+            // Class labels with classifier-free guidance: the pipeline with both the condition and the labels.
             torchOptions.GuidanceScale = onnxOptions.GuidanceScale = guidance;
             var classes = new long[] { 0, 1, 1 };
             using var upsampled = LowResolutionCondition.Upsample(low, 8);
-            torchImages = model.SampleInBatches(seeds, torchOptions, null, upsampled, classes, low);
-            onnxImages = model.SampleInBatches(seeds, onnxOptions, null, upsampled, classes, low);
+            torchImages = model.Pipeline.Run(new SamplingRequest(seeds, torchOptions) { ConditionChannels = upsampled, Classes = classes, LowResolution = low });
+            onnxImages = model.Pipeline.Run(new SamplingRequest(seeds, onnxOptions) { ConditionChannels = upsampled, Classes = classes, LowResolution = low });
         }
         using (torchImages)
         using (onnxImages)
@@ -278,18 +279,18 @@ public class OnnxRuntimeEngineTests
         using var scope = NewDisposeScope();
         using var model = ConditionedModel(selfConditioning: true, factor: 0);
         var inputs = Inputs(model, 3);
-        var network = model.OnnxNetwork();
+        var network = model.Pipeline.OnnxNetwork();
         var separate = network.Forward(inputs.X, inputs.T, null, inputs.SelfCondition, null);
         var concatenated = network.Forward(cat(new[] { inputs.X, inputs.SelfCondition! }, 1), inputs.T, null);
         Assert.AreEqual(0f, (separate - concatenated).abs().max().item<float>());
         Assert.IsTrue(MaxDifference(TorchForward(model, inputs), separate) <= 1e-4f);
 
         using var sr = ConditionedModel(selfConditioning: false, factor: 2);
-        var error = Assert.ThrowsExactly<ArgumentException>(() => sr.OnnxNetwork().Forward(randn(1, 2, 8, 8), tensor(new long[] { 5 }), null));
+        var error = Assert.ThrowsExactly<ArgumentException>(() => sr.Pipeline.OnnxNetwork().Forward(randn(1, 2, 8, 8), tensor(new long[] { 5 }), null));
         StringAssert.Contains(error.Message, "low_resolution");
-        error = Assert.ThrowsExactly<ArgumentException>(() => sr.OnnxNetwork().Forward(randn(2, 1, 8, 8), tensor(new long[] { 5, 6 }), null, null, randn(1, 1, 4, 4)));
+        error = Assert.ThrowsExactly<ArgumentException>(() => sr.Pipeline.OnnxNetwork().Forward(randn(2, 1, 8, 8), tensor(new long[] { 5, 6 }), null, null, randn(1, 1, 4, 4)));
         StringAssert.Contains(error.Message, "batch 1; x_t has 2");
-        error = Assert.ThrowsExactly<ArgumentException>(() => sr.OnnxNetwork().Forward(randn(1, 1, 8, 8), tensor(new long[] { 5 }), null, randn(1, 1, 8, 8), randn(1, 1, 4, 4)));
+        error = Assert.ThrowsExactly<ArgumentException>(() => sr.Pipeline.OnnxNetwork().Forward(randn(1, 1, 8, 8), tensor(new long[] { 5 }), null, randn(1, 1, 8, 8), randn(1, 1, 4, 4)));
         StringAssert.Contains(error.Message, "not self-conditioned");
     }
 

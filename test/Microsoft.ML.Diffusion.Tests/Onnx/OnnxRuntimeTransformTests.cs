@@ -96,7 +96,7 @@ public class OnnxRuntimeTransformTests
         onnx.Dispose();
         Console.WriteLine($"unconditional: max |x_onnx - x_torch| = {diff:G3}");
         Assert.IsTrue(diff <= TensorTolerance, $"max |onnx - torch| = {diff}");
-        Assert.IsTrue(model.OnnxNetworkOpened, "the network ran on ONNX Runtime");
+        Assert.IsTrue(model.Pipeline.OnnxNetworkOpened, "the network ran on ONNX Runtime");
     }
 
     /// <summary>A self-conditioned model: RePaint's concat(x_t, x0_hat) reaches the graph as its two inputs.</summary>
@@ -161,9 +161,9 @@ public class OnnxRuntimeTransformTests
         using var fast = model.WithSampler(new SamplerOptions { Sampler = SamplerKind.Ddim, Steps = 6 });
         var data = ml.Data.LoadFromEnumerable(SmallRows(3));
         var torchImages = Column(ml.Generative.Upscale(fast, "Big", "Small", Upscale(InferenceEngine.TorchSharp)).Fit(data).Transform(data), "Big");
-        Assert.IsFalse(fast.OnnxNetworkOpened, "TorchSharp opened no session");
+        Assert.IsFalse(fast.Pipeline.OnnxNetworkOpened, "TorchSharp opened no session");
         var onnxImages = Column(ml.Generative.Upscale(fast, "Big", "Small", Upscale(InferenceEngine.OnnxRuntime)).Fit(data).Transform(data), "Big");
-        Assert.IsTrue(fast.OnnxNetworkOpened, "the network ran on ONNX Runtime");
+        Assert.IsTrue(fast.Pipeline.OnnxNetworkOpened, "the network ran on ONNX Runtime");
         int diff = MaxPixelDifference(torchImages, onnxImages);
         Console.WriteLine($"SR3 upscale: max pixel difference {diff}");
         Assert.IsTrue(diff <= PixelTolerance, $"max pixel difference {diff}");
@@ -183,7 +183,7 @@ public class OnnxRuntimeTransformTests
         var before = Column(transformer.Transform(data), "Out");
         var after = Column(loaded.Transform(data), "Out");
         for (int i = 0; i < before.Count; i++) CollectionAssert.AreEqual(before[i], after[i], $"row {i}");
-        Assert.IsTrue(loaded.Model.OnnxNetworkOpened, "the loaded transformer ran on ONNX Runtime");
+        Assert.IsTrue(loaded.Model.Pipeline.OnnxNetworkOpened, "the loaded transformer ran on ONNX Runtime");
 
         // A transformer of the format before the option (0x00010002, no engine field) loads with TorchSharp.
         string old = Path.Combine(_dir, "inpaint-old.zip");
@@ -196,7 +196,7 @@ public class OnnxRuntimeTransformTests
         var oldImages = Column(oldLoaded.Transform(data), "Out");
         var torchImages = Column(torchTransformer.Transform(data), "Out");
         for (int i = 0; i < oldImages.Count; i++) CollectionAssert.AreEqual(torchImages[i], oldImages[i], $"row {i}");
-        Assert.IsFalse(oldLoaded.Model.OnnxNetworkOpened, "an old transformer runs on TorchSharp");
+        Assert.IsFalse(oldLoaded.Model.Pipeline.OnnxNetworkOpened, "an old transformer runs on TorchSharp");
     }
 
     [TestMethod]

@@ -1,3 +1,4 @@
+using Microsoft.ML.Diffusion.Sampling;
 using System.IO.Compression;
 using Microsoft.ML.Diffusion.Training;
 using static TorchSharp.torch;
@@ -120,9 +121,9 @@ public class FlowMatchingTests
         var model = _fixture.Model;
         using var images = TestData.SquaresTensor(2);
         var options = new SamplerOptions { Sampler = SamplerKind.FlowMatchEuler, Steps = 4 };
-        using var edited = model.SampleInBatches(new uint[] { 1, 2 }, options, initialNoise: null, initialImages: images, startStep: 2);
+        using var edited = model.Pipeline.Run(new SamplingRequest(new uint[] { 1, 2 }, options) { InitialImages = images, StartStep = 2 });
         Assert.IsTrue(edited.isfinite().all().item<bool>());
-        using var kept = model.SampleInBatches(new uint[] { 1, 2 }, options, initialNoise: null, initialImages: images, startStep: 4);
+        using var kept = model.Pipeline.Run(new SamplingRequest(new uint[] { 1, 2 }, options) { InitialImages = images, StartStep = 4 });
         Assert.IsTrue(kept.equal(images).all().item<bool>(), "strength 0: the image itself");
     }
 

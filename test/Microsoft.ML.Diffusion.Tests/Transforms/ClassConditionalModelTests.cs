@@ -1,3 +1,4 @@
+using Microsoft.ML.Diffusion.Sampling;
 using Microsoft.ML.Data;
 using Microsoft.ML.Transforms.Image;
 using Microsoft.ML.Diffusion.Persistence;
@@ -70,8 +71,8 @@ public class ClassConditionalModelTests
         var seeds = new uint[] { 4, 5, 6 };
         foreach (var kind in Kinds)
         {
-            using var unguided = _model.SampleInBatches(seeds, Options(kind, 0f), null, classes: new long[] { 1, 7, 12 });
-            using var nullLabel = _model.SampleInBatches(seeds, Options(kind, 1f), null, classes: new long[] { Classes, Classes, Classes });
+            using var unguided = _model.Pipeline.Run(new SamplingRequest(seeds, Options(kind, 0f)) { Classes = new long[] { 1, 7, 12 } });
+            using var nullLabel = _model.Pipeline.Run(new SamplingRequest(seeds, Options(kind, 1f)) { Classes = new long[] { Classes, Classes, Classes } });
             using var noLabels = _model.GenerateTensor(seeds, Options(kind, 1f));
             Assert.IsTrue(unguided.allclose(nullLabel, 0, 0), $"{kind}: w = 0 is the unconditional model");
             Assert.IsTrue(noLabels.allclose(nullLabel, 0, 0), $"{kind}: requests without labels use the null label");
@@ -89,8 +90,8 @@ public class ClassConditionalModelTests
         {
             using var m = _model.WithSampler(Options(kind, 1f));
             var batches = new List<long>();
-            var inner = m.NetworkForward;
-            m.NetworkForward = (x, t, y) =>
+            var inner = m.Pipeline.NetworkForward;
+            m.Pipeline.NetworkForward = (x, t, y) =>
             {
                 batches.Add(x.shape[0]);
                 Assert.AreEqual(x.shape[0], y!.shape[0]);
