@@ -6,6 +6,7 @@ using Microsoft.ML.Diffusion.Schedules;
 using Microsoft.ML.Diffusion.Training;
 using Microsoft.ML.Runtime;
 using static TorchSharp.torch;
+using Microsoft.ML.Diffusion.Transforms;
 
 namespace Microsoft.ML.Diffusion.Sampling;
 

@@ -1,5 +1,6 @@
 using Microsoft.ML.Data;
 using static TorchSharp.torch;
+using Microsoft.ML.Diffusion.Columns;
 
 namespace Microsoft.ML.Diffusion.Training;
 

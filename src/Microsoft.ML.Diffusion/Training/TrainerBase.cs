@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using TorchSharp;
+using Microsoft.ML.Diffusion.Columns;
 
 namespace Microsoft.ML.Diffusion.Training;
 

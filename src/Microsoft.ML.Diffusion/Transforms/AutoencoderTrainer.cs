@@ -6,6 +6,8 @@ using Microsoft.ML.Diffusion.Training;
 using Microsoft.ML.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
+using Microsoft.ML.Diffusion.Transforms;
+using Microsoft.ML.Diffusion.Columns;
 
 namespace Microsoft.ML.Diffusion;
 

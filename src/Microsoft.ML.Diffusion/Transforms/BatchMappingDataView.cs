@@ -1,6 +1,6 @@
 using Microsoft.ML.Data;
 
-namespace Microsoft.ML.Diffusion;
+namespace Microsoft.ML.Diffusion.Transforms;
 
 /// <summary>
 /// The lazy output of a transformer that adds columns computed in batches (<see cref="IBatchRowMapper{TRequest, TResult}"/>:

@@ -1,6 +1,6 @@
 using Microsoft.ML.Data;
 
-namespace Microsoft.ML.Diffusion;
+namespace Microsoft.ML.Diffusion.Transforms;
 
 /// <summary>
 /// Row-by-row mapping of a transformer that adds columns computed in batches (PredictionEngine): each row is mapped on its

@@ -1,6 +1,6 @@
 using Microsoft.ML.Data;
 
-namespace Microsoft.ML.Diffusion;
+namespace Microsoft.ML.Diffusion.Transforms;
 
 /// <summary>
 /// What <see cref="BatchMappingDataView{TRequest, TResult}"/> and <see cref="BatchMappingRowMapper{TRequest, TResult}"/> need

@@ -1,6 +1,7 @@
 using Microsoft.ML.Data;
+using Microsoft.ML.Diffusion.Columns;
 
-namespace Microsoft.ML.Diffusion;
+namespace Microsoft.ML.Diffusion.Transforms;
 
 /// <summary>
 /// The batch mapping of <see cref="NoisyClassifierModel"/> as a transformer: each row's image (column

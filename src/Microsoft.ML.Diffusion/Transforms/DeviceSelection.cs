@@ -2,7 +2,7 @@ using Microsoft.ML.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Diffusion;
+namespace Microsoft.ML.Diffusion.Transforms;
 
 /// <summary>
 /// Picks the compute device as ML.NET's TorchSharp trainers do: CUDA when MLContext.GpuDeviceId is set and

@@ -12,6 +12,8 @@ using Microsoft.ML.Runtime;
 using Microsoft.ML.Transforms.Image;
 using TorchSharp;
 using static TorchSharp.torch;
+using Microsoft.ML.Diffusion.Transforms;
+using Microsoft.ML.Diffusion.Columns;
 
 [assembly: LoadableClass(typeof(DiffusionModel), null, typeof(SignatureLoadModel),
     "Diffusion Model", DiffusionModel.LoaderSignature)]

@@ -10,6 +10,8 @@ using Microsoft.ML.Runtime;
 using Microsoft.ML.Transforms.Image;
 using TorchSharp;
 using static TorchSharp.torch;
+using Microsoft.ML.Diffusion.Columns;
+using Microsoft.ML.Diffusion.Transforms;
 
 namespace Microsoft.ML.Diffusion;
 

@@ -1,6 +1,7 @@
 using Microsoft.ML.Data;
+using Microsoft.ML.Diffusion.Columns;
 
-namespace Microsoft.ML.Diffusion;
+namespace Microsoft.ML.Diffusion.Transforms;
 
 /// <summary>One input row of generation: the seed of its noise, and its class index when the model is class-conditional
 /// and the input has a label column (null: the null label).</summary>

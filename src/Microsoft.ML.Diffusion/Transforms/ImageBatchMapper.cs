@@ -2,7 +2,7 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Transforms.Image;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Diffusion;
+namespace Microsoft.ML.Diffusion.Transforms;
 
 /// <summary>One input row of an image-to-image transform: its index, its image as C x H x W floats in [-1, 1], and its
 /// keep mask (H x W, 1 keeps, 0 fills) when the transform reads one, and its class index when it reads a label column.</summary>

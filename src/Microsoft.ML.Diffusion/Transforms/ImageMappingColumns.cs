@@ -1,8 +1,9 @@
 using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion.Imaging;
 using Microsoft.ML.Transforms.Image;
+using Microsoft.ML.Diffusion.Columns;
 
-namespace Microsoft.ML.Diffusion;
+namespace Microsoft.ML.Diffusion.Transforms;
 
 /// <summary>Schema checks and row readers of the image and mask columns of <see cref="InpaintingTransformer"/> and
 /// <see cref="UpscalingTransformer"/>; errors name the column, the size or type found and the one expected.</summary>

@@ -1,4 +1,5 @@
 using Microsoft.ML.Runtime;
+using Microsoft.ML.Diffusion.Transforms;
 
 namespace Microsoft.ML.Diffusion;
 

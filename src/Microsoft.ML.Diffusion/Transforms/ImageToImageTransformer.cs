@@ -1,6 +1,7 @@
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using static TorchSharp.torch;
+using Microsoft.ML.Diffusion.Transforms;
 
 namespace Microsoft.ML.Diffusion;
 

@@ -1,6 +1,7 @@
 using static TorchSharp.torch;
+using Microsoft.ML.Diffusion.Columns;
 
-namespace Microsoft.ML.Diffusion;
+namespace Microsoft.ML.Diffusion.Transforms;
 
 /// <summary>
 /// The latent scaling of latent diffusion (Rombach et al. 2022, section 4.3.2 and appendix G, "scale_by_std"): the diffusion

@@ -8,6 +8,8 @@ using Microsoft.ML.Diffusion.Schedules;
 using Microsoft.ML.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
+using Microsoft.ML.Diffusion.Transforms;
+using Microsoft.ML.Diffusion.Columns;
 
 [assembly: LoadableClass(typeof(NoisyClassifierModel), null, typeof(SignatureLoadModel),
     "Noisy Classifier Model", NoisyClassifierModel.LoaderSignature)]

@@ -7,6 +7,8 @@ using Microsoft.ML.Diffusion.Training;
 using Microsoft.ML.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
+using Microsoft.ML.Diffusion.Columns;
+using Microsoft.ML.Diffusion.Transforms;
 
 namespace Microsoft.ML.Diffusion;
 

@@ -2,7 +2,7 @@ using System.Diagnostics;
 using Microsoft.ML.Diffusion.Sampling;
 using Microsoft.ML.Runtime;
 
-namespace Microsoft.ML.Diffusion;
+namespace Microsoft.ML.Diffusion.Transforms;
 
 /// <summary>
 /// The progress of one RePaint batch of a transform (inpainting, upscaling): forwards each schedule entry to the user's

@@ -2,7 +2,7 @@ using Microsoft.ML.Diffusion.Persistence;
 using Microsoft.ML.Diffusion.Sampling;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Diffusion;
+namespace Microsoft.ML.Diffusion.Transforms;
 
 /// <summary>Runs <see cref="RePaintSampler"/> with a model's network, schedule, prediction type and variance, in batches.</summary>
 internal static class RePaintRunner

@@ -5,6 +5,8 @@ using Microsoft.ML.Diffusion;
 using Microsoft.ML.Diffusion.Imaging;
 using Microsoft.ML.Diffusion.Sampling;
 using Microsoft.ML.Runtime;
+using Microsoft.ML.Diffusion.Transforms;
+using Microsoft.ML.Diffusion.Columns;
 
 [assembly: LoadableClass(typeof(SdeditTransformer), null, typeof(SignatureLoadModel),
     "SDEdit Image-to-Image Transformer", SdeditTransformer.LoaderSignature)]

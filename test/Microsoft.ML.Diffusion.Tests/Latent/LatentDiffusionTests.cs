@@ -3,6 +3,7 @@ using Microsoft.ML.Diffusion.Imaging;
 using Microsoft.ML.Diffusion.Sampling;
 using Microsoft.ML.Transforms.Image;
 using static TorchSharp.torch;
+using Microsoft.ML.Diffusion.Transforms;
 
 namespace Microsoft.ML.Diffusion.Tests.Latent;
 

@@ -3,6 +3,7 @@ using Microsoft.ML.Diffusion.Tests.Reliability;
 using Microsoft.ML.Transforms.Image;
 using static Microsoft.ML.Diffusion.Tests.Onnx.UNetOnnxExportTests;
 using static TorchSharp.torch;
+using Microsoft.ML.Diffusion.Transforms;
 
 namespace Microsoft.ML.Diffusion.Tests.Onnx;
 

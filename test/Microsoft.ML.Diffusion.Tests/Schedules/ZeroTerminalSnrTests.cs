@@ -5,6 +5,7 @@ using Microsoft.ML.Diffusion.Schedulers;
 using Microsoft.ML.Diffusion.Schedules;
 using Microsoft.ML.Diffusion.Tests.Reliability;
 using static TorchSharp.torch;
+using Microsoft.ML.Diffusion.Transforms;
 
 namespace Microsoft.ML.Diffusion.Tests.Schedules;
 

@@ -1,7 +1,7 @@
 using System.Globalization;
 using Microsoft.ML.Data;
 
-namespace Microsoft.ML.Diffusion;
+namespace Microsoft.ML.Diffusion.Columns;
 
 /// <summary>
 /// The check that keeps color images out of grayscale (Channels = 1) models unless the user opts in: an image whose three

@@ -2,7 +2,7 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion.Imaging;
 using Microsoft.ML.Transforms.Image;
 
-namespace Microsoft.ML.Diffusion;
+namespace Microsoft.ML.Diffusion.Columns;
 
 /// <summary>
 /// The training image column of <see cref="DiffusionTrainer"/>: either MLImage values (ImageDataViewType) or float pixel

@@ -1,7 +1,7 @@
 using Microsoft.ML.Data;
 using Microsoft.ML.Transforms.Image;
 
-namespace Microsoft.ML.Diffusion;
+namespace Microsoft.ML.Diffusion.Columns;
 
 /// <summary>Schema checks for image columns, with errors that name the column, what was found and what was expected.</summary>
 internal static class ImageColumn

@@ -1,6 +1,6 @@
 using Microsoft.ML.Data;
 
-namespace Microsoft.ML.Diffusion;
+namespace Microsoft.ML.Diffusion.Columns;
 
 /// <summary>
 /// Class-label columns of class-conditional diffusion models: a key type (value k in 1..Count is class k - 1; 0, the

@@ -1,0 +1,32 @@
+#!/usr/bin/env python3
+"""Which folders of src/Microsoft.ML.Diffusion use types declared in which other folders (docs/architecture.md).
+
+Usage: python3 build/folder-deps.py [--edges]   (from the repository root)
+A type is attributed to the folder of the file that declares it; a file depends on a folder when its code (comments and
+XML docs removed) names a type of that folder. --edges also prints the file and type behind each dependency.
+"""
+import collections, glob, os, re, sys
+
+root = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'src', 'Microsoft.ML.Diffusion')
+os.chdir(root)
+files = [f for f in glob.glob('**/*.cs', recursive=True) if not f.startswith(('obj/', 'bin/', 'Properties/'))]
+folder = lambda f: f.split('/')[0] if '/' in f else '(root)'
+declared = {}
+for f in files:
+    for m in re.finditer(r'^(?:public|internal)\s+(?:[a-z]+\s+)*(?:class|enum|record|struct|interface)\s+(\w+)', open(f).read(), re.M):
+        declared[m.group(1)] = folder(f)
+deps = collections.defaultdict(collections.Counter)
+edges = collections.defaultdict(set)
+for f in files:
+    code = re.sub(r'//.*', '', open(f).read())
+    for name in set(re.findall(r'\b[A-Z]\w+\b', code)):
+        target = declared.get(name)
+        if target and target != folder(f):
+            deps[folder(f)][target] += 1
+            edges[(folder(f), target)].add(f'{f}: {name}')
+for a in sorted(deps):
+    print(f'{a} -> ' + ', '.join(f'{b} ({n})' for b, n in sorted(deps[a].items())))
+    if '--edges' in sys.argv:
+        for b in sorted(deps[a]):
+            for e in sorted(edges[(a, b)]):
+                print(f'    {b}: {e}')
