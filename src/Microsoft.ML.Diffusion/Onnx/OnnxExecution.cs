@@ -15,7 +15,7 @@ namespace Microsoft.ML.Diffusion.Onnx;
 /// (other sessions, TorchSharp's own threads, the host app) spinning threads burn the cores the work needs; on this project's
 /// 2-core machines it measured no slower (docs/engineering/onnx-engine.md);</item>
 /// <item>the CUDA execution provider when <c>MLContext.GpuDeviceId</c> is set (ML.NET's convention, as
-/// <see cref="DeviceSelection"/> for TorchSharp). The library references the CPU package Microsoft.ML.OnnxRuntime; an app that
+/// <see cref="Transforms.DeviceSelection"/> for TorchSharp). The library references the CPU package Microsoft.ML.OnnxRuntime; an app that
 /// references Microsoft.ML.OnnxRuntime.Gpu.Linux (or .Gpu.Windows) instead gets the CUDA provider. Without it, or without a
 /// usable CUDA device, <c>FallbackToCpu = true</c> runs on the CPU and logs why (a warning on the MLContext log);
 /// <c>FallbackToCpu = false</c> throws an <see cref="InvalidOperationException"/> saying what to reference.</item>
