@@ -13,24 +13,11 @@ internal sealed class DdpmScheduler : IDiffusionScheduler
 {
     private IReadOnlyList<int> _timesteps;
 
-    /// <summary>Creates a DDPM sampler over <paramref name="schedule"/>, visiting all T timesteps until <see cref="SetTimesteps"/> is called.</summary>
+    /// <summary>Creates a DDPM sampler over <paramref name="schedule"/> whose reverse-step variance is <paramref name="variance"/>, fixed
+    /// or learned; it visits all T timesteps until <see cref="SetTimesteps"/> is called.</summary>
     /// <param name="schedule">The forward-process schedule the model was trained with.</param>
-    /// <param name="clipSample">Clamp the predicted x_0 to [-1, 1] before forming the posterior mean.</param>
-    /// <param name="variance">The fixed reverse-step variance (<see cref="DdpmVariance"/>).</param>
-    /// <param name="spacing">How <see cref="SetTimesteps"/> picks the timesteps; <see cref="TimestepSpacing.Leading"/> as in diffusers' DDPMScheduler.</param>
-    /// <param name="prediction">What the model output is (epsilon, x_0 or v); converted to x_0 before the posterior mean.</param>
-    /// <param name="dynamicThresholding">Threshold the predicted x_0 dynamically (Imagen, section 2.3) instead of clipping it.</param>
-    /// <param name="dynamicThresholdingRatio">diffusers' dynamic_thresholding_ratio: the quantile of |x_0| that dynamic thresholding reads (0.995).</param>
-    /// <param name="sampleMaxValue">diffusers' sample_max_value: the largest dynamic threshold s (no bound by default).</param>
-    public DdpmScheduler(DiffusionSchedule schedule, bool clipSample = true, DdpmVariance variance = DdpmVariance.FixedSmall,
-        TimestepSpacing spacing = TimestepSpacing.Leading, PredictionType prediction = PredictionType.Epsilon, bool dynamicThresholding = false, double dynamicThresholdingRatio = SchedulerCore.DynamicThresholdPercentile, double sampleMaxValue = double.PositiveInfinity)
-        : this(schedule, ToVarianceType(variance), clipSample, spacing, prediction, dynamicThresholding, dynamicThresholdingRatio, sampleMaxValue)
-    {
-    }
-
-    /// <summary>Creates a DDPM sampler whose reverse-step variance is <paramref name="variance"/>, fixed or learned.</summary>
-    /// <param name="schedule">The forward-process schedule the model was trained with.</param>
-    /// <param name="variance">The reverse-step variance; with <see cref="VarianceType.Learned"/>, <see cref="Step"/> expects a
+    /// <param name="variance">The reverse-step variance (DDPM section 3.2: <see cref="VarianceType.FixedSmall"/>, the posterior variance
+    /// beta_tilde_t, or <see cref="VarianceType.FixedLarge"/>, beta_t); with <see cref="VarianceType.Learned"/>, <see cref="Step"/> expects a
     /// model output of 2 C channels (the prediction, then the raw variance r of Improved DDPM eq. 15).</param>
     /// <param name="clipSample">Clamp the predicted x_0 to [-1, 1] before forming the posterior mean.</param>
     /// <param name="spacing">How <see cref="SetTimesteps"/> picks the timesteps.</param>
@@ -38,7 +25,7 @@ internal sealed class DdpmScheduler : IDiffusionScheduler
     /// <param name="dynamicThresholding">Threshold the predicted x_0 dynamically (Imagen, section 2.3) instead of clipping it.</param>
     /// <param name="dynamicThresholdingRatio">diffusers' dynamic_thresholding_ratio: the quantile of |x_0| that dynamic thresholding reads (0.995).</param>
     /// <param name="sampleMaxValue">diffusers' sample_max_value: the largest dynamic threshold s (no bound by default).</param>
-    public DdpmScheduler(DiffusionSchedule schedule, VarianceType variance, bool clipSample = true,
+    public DdpmScheduler(DiffusionSchedule schedule, VarianceType variance = VarianceType.FixedSmall, bool clipSample = true,
         TimestepSpacing spacing = TimestepSpacing.Leading, PredictionType prediction = PredictionType.Epsilon, bool dynamicThresholding = false, double dynamicThresholdingRatio = SchedulerCore.DynamicThresholdPercentile, double sampleMaxValue = double.PositiveInfinity)
     {
         ArgumentNullException.ThrowIfNull(schedule);
@@ -58,14 +45,6 @@ internal sealed class DdpmScheduler : IDiffusionScheduler
         _timesteps = SchedulerCore.SpacedTimesteps(spacing, schedule.Timesteps, schedule.Timesteps);
     }
 
-    private static VarianceType ToVarianceType(DdpmVariance variance) => variance switch
-    {
-        DdpmVariance.FixedSmall => VarianceType.FixedSmall,
-        DdpmVariance.FixedLarge => VarianceType.FixedLarge,
-        _ => throw new ArgumentOutOfRangeException(nameof(variance), variance,
-            $"Unknown DDPM variance {variance}; expected one of {string.Join(", ", Enum.GetNames<DdpmVariance>())}."),
-    };
-
     /// <summary>The name in messages and in the sampler registry.</summary>
     public const string DisplayName = "DDPM";
 
@@ -80,10 +59,6 @@ internal sealed class DdpmScheduler : IDiffusionScheduler
 
     /// <summary>The reverse-step variance: fixed small, fixed large, or learned (Improved DDPM eq. 15).</summary>
     public VarianceType VarianceType { get; }
-
-    /// <summary>The fixed reverse-step variance: <see cref="DdpmVariance.FixedLarge"/> for <see cref="VarianceType.FixedLarge"/>,
-    /// else <see cref="DdpmVariance.FixedSmall"/> (also reported for <see cref="VarianceType.Learned"/>; read <see cref="VarianceType"/>).</summary>
-    public DdpmVariance Variance => VarianceType == VarianceType.FixedLarge ? DdpmVariance.FixedLarge : DdpmVariance.FixedSmall;
 
     /// <summary>How <see cref="SetTimesteps"/> picks the timesteps.</summary>
     public TimestepSpacing Spacing { get; }

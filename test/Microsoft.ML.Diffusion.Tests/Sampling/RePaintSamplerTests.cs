@@ -71,7 +71,7 @@ public class RePaintSamplerTests
     {
         // x_0 ~ N(0, I): E[eps | x_t] = sqrt(1 - abar_t) x_t and DDPM's reverse step with sigma^2 = beta is exact (Ho et al. 2020,
         // section 3.2), so the filled pixels must again be N(0, 1) if the undo steps (eq. 9) keep each level's marginal.
-        var scheduler = new DdpmScheduler(Linear, clipSample: false, variance: DdpmVariance.FixedLarge);
+        var scheduler = new DdpmScheduler(Linear, clipSample: false, variance: VarianceType.FixedLarge);
         scheduler.SetTimesteps(50);
         Tensor Exact(Tensor x, Tensor t) => x * Math.Sqrt(1 - Linear.AlphaBar((int)t[0].item<long>()));
         using var known = randn(new long[] { 4, 1, 32, 32 }, generator: new Generator(3));

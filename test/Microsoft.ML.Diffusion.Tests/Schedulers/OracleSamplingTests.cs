@@ -70,7 +70,7 @@ public class OracleSamplingTests
         var s = new DiffusionSchedule(NoiseSchedule.Cosine, 100);
         var (err, _) = Run(new DdpmScheduler(s), ReferenceAlphaBars(NoiseSchedule.Cosine, 100), 20, 2);
         Assert.IsLessThan(1e-3, err);
-        var (errLarge, _) = Run(new DdpmScheduler(s, variance: DdpmVariance.FixedLarge), ReferenceAlphaBars(NoiseSchedule.Cosine, 100), 20, 3);
+        var (errLarge, _) = Run(new DdpmScheduler(s, variance: VarianceType.FixedLarge), ReferenceAlphaBars(NoiseSchedule.Cosine, 100), 20, 3);
         Assert.IsLessThan(1e-3, errLarge);
     }
 

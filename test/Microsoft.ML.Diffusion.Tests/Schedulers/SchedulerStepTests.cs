@@ -28,25 +28,25 @@ public class SchedulerStepTests
     }
 
     [TestMethod]
-    [DataRow(1000, 500, true, nameof(DdpmVariance.FixedSmall))]
-    [DataRow(1000, 100, true, nameof(DdpmVariance.FixedSmall))]
-    [DataRow(1000, 500, false, nameof(DdpmVariance.FixedLarge))]
-    [DataRow(1000, 0, true, nameof(DdpmVariance.FixedSmall))]
-    [DataRow(50, 500, true, nameof(DdpmVariance.FixedSmall))]
-    [DataRow(50, 500, false, nameof(DdpmVariance.FixedLarge))]
-    [DataRow(50, 20, false, nameof(DdpmVariance.FixedSmall))]
-    [DataRow(50, 0, false, nameof(DdpmVariance.FixedLarge))]
+    [DataRow(1000, 500, true, nameof(VarianceType.FixedSmall))]
+    [DataRow(1000, 100, true, nameof(VarianceType.FixedSmall))]
+    [DataRow(1000, 500, false, nameof(VarianceType.FixedLarge))]
+    [DataRow(1000, 0, true, nameof(VarianceType.FixedSmall))]
+    [DataRow(50, 500, true, nameof(VarianceType.FixedSmall))]
+    [DataRow(50, 500, false, nameof(VarianceType.FixedLarge))]
+    [DataRow(50, 20, false, nameof(VarianceType.FixedSmall))]
+    [DataRow(50, 0, false, nameof(VarianceType.FixedLarge))]
     public void DdpmStep_MatchesFloat64Recomputation(int steps, int t, bool clip, string varianceName)
     {
-        var variance = Enum.Parse<DdpmVariance>(varianceName);   // by name: DdpmVariance is internal, test methods are public
-        var sch = new DdpmScheduler(new DiffusionSchedule(NoiseSchedule.Linear, 1000), clip, variance);
+        var variance = Enum.Parse<VarianceType>(varianceName);
+        var sch = new DdpmScheduler(new DiffusionSchedule(NoiseSchedule.Linear, 1000), variance, clip);
         sch.SetTimesteps(steps);
         int prev = t - 1000 / steps;
 
         // Float64 re-statement of DDPM eq. 6-7 / Algorithm 2 with the strided alpha_bar_prev (diffusers' general form).
         double ab = AlphaBarLinear[t], ap = prev < 0 ? 1 : AlphaBarLinear[prev];
         double at = ab / ap, bt = 1 - at;
-        double var = prev < 0 ? 0 : variance == DdpmVariance.FixedSmall ? (1 - ap) / (1 - ab) * bt : bt;
+        double var = prev < 0 ? 0 : variance == VarianceType.FixedSmall ? (1 - ap) / (1 - ab) * bt : bt;
         var expected = new double[X.Length];
         for (int i = 0; i < X.Length; i++)
         {
@@ -130,7 +130,7 @@ public class SchedulerStepTests
         // With sigma^2 = beta_tilde (eta = 1), DDIM's x_{t-1} distribution is DDPM's posterior (Song et al. 2021, section 4.1).
         var s = new DiffusionSchedule(NoiseSchedule.Cosine, 1000);
         var ddim = new DdimScheduler(s, 1f, clip);
-        var ddpm = new DdpmScheduler(s, clip, DdpmVariance.FixedSmall);
+        var ddpm = new DdpmScheduler(s, VarianceType.FixedSmall, clip);
         ddim.SetTimesteps(steps);
         ddpm.SetTimesteps(steps);
         using var x = T32(X);

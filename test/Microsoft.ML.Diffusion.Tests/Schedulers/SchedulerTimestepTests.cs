@@ -75,7 +75,7 @@ public class SchedulerTimestepTests
         Assert.IsTrue(new DdimScheduler(s, eta: 0.5f).NeedsNoise);
         Assert.IsTrue(new DdpmScheduler(s).NeedsNoise);
         Assert.ThrowsExactly<ArgumentNullException>(() => new DdpmScheduler(null!));
-        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new DdpmScheduler(s, variance: (DdpmVariance)7));
+        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new DdpmScheduler(s, variance: (VarianceType)7));
     }
 
     [TestMethod]
