@@ -141,7 +141,7 @@ internal sealed class DdpmScheduler : IDiffusionScheduler
         using var scope = NewDisposeScope();
         var hi = full(new long[] { 1 }, logBeta, dtype: varianceOutput.dtype, device: varianceOutput.device);
         var lo = full(new long[] { 1 }, logBetaTilde, dtype: varianceOutput.dtype, device: varianceOutput.device);
-        return Training.VariationalBound.InterpolateLogVariance(varianceOutput, hi, lo).MoveToOuterDisposeScope();
+        return VariationalBound.InterpolateLogVariance(varianceOutput, hi, lo).MoveToOuterDisposeScope();
     }
 
     /// <inheritdoc/>

@@ -113,4 +113,34 @@ internal static class DiffusionLoss
         var perSample = (predicted - target).square().reshape(b, -1).mean(new long[] { 1 });
         return (perSample * weights.to_type(perSample.dtype)).mean().MoveToOuterDisposeScope();
     }
+
+    /// <summary>lambda of the hybrid objective L_hybrid = L_simple + lambda L_vlb (Improved DDPM eq. 16).</summary>
+    public const double HybridLambda = 0.001;
+
+    /// <summary>
+    /// Improved DDPM eq. 16: L_hybrid = L_simple + lambda L_vlb with lambda = <see cref="HybridLambda"/>. L_simple is the
+    /// (optionally weighted) MSE of the prediction half against <paramref name="target"/> (<see cref="WeightedMse"/>);
+    /// L_vlb = T E_t[L_t] is estimated as T times the batch mean of <see cref="VariationalBound.Terms"/> (bits per dimension), as improved-diffusion
+    /// does (its "vb * T / 1000").
+    /// </summary>
+    /// <param name="schedule">The forward-process schedule.</param>
+    /// <param name="prediction">What the prediction half is.</param>
+    /// <param name="modelOutput">The network output [B, 2C, ...].</param>
+    /// <param name="target">The regression target of the prediction half [B, C, ...].</param>
+    /// <param name="x0">Clean samples [B, C, ...].</param>
+    /// <param name="xt">Noisy samples [B, C, ...].</param>
+    /// <param name="t">A [B] int64 tensor of timesteps.</param>
+    /// <param name="weights">Per-sample weights of L_simple [B], or null.</param>
+    public static Tensor HybridLoss(DiffusionSchedule schedule, PredictionType prediction, Tensor modelOutput, Tensor target,
+        Tensor x0, Tensor xt, Tensor t, Tensor? weights = null)
+    {
+        ArgumentNullException.ThrowIfNull(schedule);
+        ArgumentNullException.ThrowIfNull(modelOutput);
+        ArgumentNullException.ThrowIfNull(target);
+        using var scope = NewDisposeScope();
+        long c = x0.shape[1];
+        var simple = WeightedMse(modelOutput.narrow(1, 0, c), target, weights);
+        var vlb = VariationalBound.Terms(schedule, prediction, modelOutput, x0, xt, t).mean() * (double)schedule.Timesteps;
+        return (simple + vlb * HybridLambda).MoveToOuterDisposeScope();
+    }
 }

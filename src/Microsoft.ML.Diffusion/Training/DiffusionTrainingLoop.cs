@@ -31,7 +31,7 @@ internal sealed record TrainingSettings
     /// <summary>Per-timestep loss weights (see <see cref="DiffusionLoss.TimestepWeights"/>).</summary>
     public LossWeighting LossWeighting { get; init; } = LossWeighting.None;
     /// <summary>The network outputs 2C channels (prediction, then the raw variance of Improved DDPM eq. 15) and is trained
-    /// with the hybrid loss L_simple + 0.001 L_vlb (eq. 16; <see cref="VariationalBound.HybridLoss"/>).</summary>
+    /// with the hybrid loss L_simple + 0.001 L_vlb (eq. 16; <see cref="DiffusionLoss.HybridLoss"/>).</summary>
     public bool LearnedVariance { get; init; }
     /// <summary>Self-conditioning (Chen, Zhang &amp; Hinton 2022, "Analog Bits", section 3, algorithm 1): the network takes
     /// 2C input channels, concat(x_t, x0_hat). With probability 0.5 per batch x0_hat is the network's own x_0 estimate from a
@@ -195,7 +195,7 @@ internal sealed class DiffusionTrainingLoop : TrainingLoop
             }
             var predicted = Forward(ConditionedNetwork.AppendChannels(input, lowResolution), t, y);   // float32 in both precisions
             return Settings.LearnedVariance
-                ? VariationalBound.HybridLoss(_schedule, Settings.Prediction, predicted, target, x, xt, t, weights)   // Improved DDPM eq. 16
+                ? DiffusionLoss.HybridLoss(_schedule, Settings.Prediction, predicted, target, x, xt, t, weights)   // Improved DDPM eq. 16
                 : DiffusionLoss.WeightedMse(predicted, target, weights);   // eq. 14 (L_simple) when unweighted epsilon
         });
     }

@@ -163,7 +163,7 @@ public class VariationalBoundTests
             using var scope = NewDisposeScope();
             optimizer.zero_grad();
             var output = model.forward(xt, t);
-            var loss = VariationalBound.HybridLoss(schedule, PredictionType.Epsilon, output, eps, x0, xt, t);
+            var loss = DiffusionLoss.HybridLoss(schedule, PredictionType.Epsilon, output, eps, x0, xt, t);
             last = loss.item<float>();
             if (step == 0) first = last;
             Assert.IsTrue(float.IsFinite(last), $"step {step}");

@@ -1,8 +1,7 @@
-using Microsoft.ML.Diffusion.Schedules;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Diffusion.Training;
+namespace Microsoft.ML.Diffusion.Schedules;
 
 /// <summary>
 /// The variational bound terms of a diffusion model with learned variance (Ho et al. 2020, eq. 5; Nichol &amp; Dhariwal
@@ -12,9 +11,6 @@ namespace Microsoft.ML.Diffusion.Training;
 /// </summary>
 internal static class VariationalBound
 {
-    /// <summary>lambda of the hybrid objective L_hybrid = L_simple + lambda L_vlb (Improved DDPM eq. 16).</summary>
-    public const double HybridLambda = 0.001;
-
     /// <summary>Half the width of one pixel bin on [-1, 1] with 256 levels: 1/255 (DDPM section 3.3).</summary>
     public const double HalfBinWidth = 1.0 / 255.0;
 
@@ -157,32 +153,5 @@ internal static class VariationalBound
         var kl = NormalKl(trueMean, trueLogVar, modelMean, modelLogVar).mean(dims) / Math.Log(2.0);
         var nll = -DiscretizedGaussianLogLikelihood(x0d, modelMean, modelLogVar * 0.5).mean(dims) / Math.Log(2.0);
         return where(tt.eq(0L).reshape(-1), nll, kl).to_type(dtype).MoveToOuterDisposeScope();
-    }
-
-    /// <summary>
-    /// Improved DDPM eq. 16: L_hybrid = L_simple + lambda L_vlb with lambda = <see cref="HybridLambda"/>. L_simple is the
-    /// (optionally weighted) MSE of the prediction half against <paramref name="target"/> (<see cref="DiffusionLoss.WeightedMse"/>);
-    /// L_vlb = T E_t[L_t] is estimated as T times the batch mean of <see cref="Terms"/> (bits per dimension), as improved-diffusion
-    /// does (its "vb * T / 1000").
-    /// </summary>
-    /// <param name="schedule">The forward-process schedule.</param>
-    /// <param name="prediction">What the prediction half is.</param>
-    /// <param name="modelOutput">The network output [B, 2C, ...].</param>
-    /// <param name="target">The regression target of the prediction half [B, C, ...].</param>
-    /// <param name="x0">Clean samples [B, C, ...].</param>
-    /// <param name="xt">Noisy samples [B, C, ...].</param>
-    /// <param name="t">A [B] int64 tensor of timesteps.</param>
-    /// <param name="weights">Per-sample weights of L_simple [B], or null.</param>
-    public static Tensor HybridLoss(DiffusionSchedule schedule, PredictionType prediction, Tensor modelOutput, Tensor target,
-        Tensor x0, Tensor xt, Tensor t, Tensor? weights = null)
-    {
-        ArgumentNullException.ThrowIfNull(schedule);
-        ArgumentNullException.ThrowIfNull(modelOutput);
-        ArgumentNullException.ThrowIfNull(target);
-        using var scope = NewDisposeScope();
-        long c = x0.shape[1];
-        var simple = DiffusionLoss.WeightedMse(modelOutput.narrow(1, 0, c), target, weights);
-        var vlb = Terms(schedule, prediction, modelOutput, x0, xt, t).mean() * (double)schedule.Timesteps;
-        return (simple + vlb * HybridLambda).MoveToOuterDisposeScope();
     }
 }
