@@ -19,7 +19,14 @@ deps = collections.defaultdict(collections.Counter)
 edges = collections.defaultdict(set)
 for f in files:
     code = re.sub(r'//.*', '', open(f).read())
-    for name in set(re.findall(r'\b[A-Z]\w+\b', code)):
+    # A name after "Type." is a member of that type (SchedulerCapabilities.ClassifierGuidance), not a type of its own.
+    names = set()
+    for m in re.finditer(r'\b[A-Z]\w+\b', code):
+        before = re.search(r'(\w+)\.$', code[max(0, m.start() - 80):m.start()])
+        enum_member = re.match(r'[ \t]*(=[^=]|,|\r?\n)', code[m.end():]) and re.search(r'\n[ \t]*$', code[:m.start()])
+        if not (before and before.group(1) in declared) and not enum_member:
+            names.add(m.group(0))
+    for name in names:
         target = declared.get(name)
         if target and target != folder(f):
             deps[folder(f)][target] += 1

@@ -16,7 +16,7 @@ namespace Microsoft.ML.Diffusion.Conditions;
 /// variance channels come from the conditional branch, as in GLIDE.</item>
 /// </list>
 /// One per sampling batch; it owns copies of the condition on the network's device. It is the innermost denoiser, so the
-/// self-conditioning wrapper (<see cref="Training.SelfConditionedDenoiser"/>) composes with it (both branches see the same x0_hat).
+/// self-conditioning wrapper (<see cref="SelfConditionedDenoiser"/>) composes with it (both branches see the same x0_hat).
 /// </summary>
 internal sealed class ConditionedNetwork : IDisposable
 {
@@ -142,7 +142,7 @@ internal sealed class ConditionedNetwork : IDisposable
     /// Runs the network on x_t <paramref name="input"/>, the self-condition <paramref name="selfCondition"/> (x0_hat of a
     /// self-conditioned model; null: none) and the batch's condition at timesteps <paramref name="t"/> with the batch's labels,
     /// guided when <see cref="Guided"/> (both branches see the same x0_hat). A network that takes concatenated channels gets
-    /// concat(x_t, x0_hat, condition) (<see cref="Training.SelfConditioning.Input"/>, then <see cref="AppendChannels"/>); one that
+    /// concat(x_t, x0_hat, condition) (<see cref="SelfConditioning.Input"/>, then <see cref="AppendChannels"/>); one that
     /// takes separate inputs gets them apart.
     /// </summary>
     public Tensor Forward(Tensor input, Tensor t, Tensor? selfCondition)

@@ -17,7 +17,7 @@ namespace Microsoft.ML.Diffusion.Onnx;
 /// super-resolution one <c>low_resolution</c> float32 [B, Channels, S/f, S/f] (the low-resolution image in [-1, 1], upsampled
 /// inside the graph by bicubic interpolation and clamped, as <see cref="Conditions.LowResolutionCondition.Upsample"/> does).
 /// The network reads concat(x_t, self_condition, upsample(low_resolution)) along the channels, as
-/// <see cref="Conditions.ConditionedNetwork"/> and <see cref="Training.SelfConditioning"/> assemble it. Output
+/// <see cref="Conditions.ConditionedNetwork"/> and <see cref="Conditions.SelfConditioning"/> assemble it. Output
 /// <c>prediction</c> float32 [B, OutChannels, S, S] (2 C channels with learned variance, as the network returns them). The
 /// weights are initializers named after the network's parameters.
 /// </summary>

@@ -36,7 +36,7 @@ internal sealed record TrainingSettings
     /// <summary>Self-conditioning (Chen, Zhang &amp; Hinton 2022, "Analog Bits", section 3, algorithm 1): the network takes
     /// 2C input channels, concat(x_t, x0_hat). With probability 0.5 per batch x0_hat is the network's own x_0 estimate from a
     /// first forward pass with a zero self-condition under stop-gradient (clamped to [-1, 1]); otherwise it is zeros.
-    /// See <see cref="Microsoft.ML.Diffusion.Training.SelfConditioning"/>.</summary>
+    /// See <see cref="Conditions.SelfConditioning"/>.</summary>
     public bool SelfConditioning { get; init; }
     /// <summary>Super-resolution conditioning (SR3, Saharia et al. 2021): when &gt; 0, the network's input also carries the
     /// bicubic upsampling of x_0 average-pooled by this factor (<see cref="Conditions.LowResolutionCondition.FromImage"/>),

@@ -5,6 +5,7 @@ using Microsoft.ML.Diffusion.Schedulers;
 using Microsoft.ML.Diffusion.Schedules;
 using Microsoft.ML.Diffusion.Training;
 using static TorchSharp.torch;
+using Microsoft.ML.Diffusion.Conditions;
 
 namespace Microsoft.ML.Diffusion.Tests.Training;
 

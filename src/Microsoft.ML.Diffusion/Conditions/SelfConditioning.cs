@@ -3,7 +3,7 @@ using Microsoft.ML.Diffusion.Schedules;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Diffusion.Training;
+namespace Microsoft.ML.Diffusion.Conditions;
 
 /// <summary>
 /// Self-conditioning (Chen, Zhang &amp; Hinton 2022, "Analog Bits: Generating Discrete Data using Diffusion Models with
