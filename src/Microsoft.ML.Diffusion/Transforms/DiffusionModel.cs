@@ -25,7 +25,7 @@ namespace Microsoft.ML.Diffusion;
 /// (row i's noise comes from its Seed column, or from the default seed + i when the input has none), and
 /// <see cref="Generate(int, SamplerOptions?)"/> for direct use. Saved and loaded with mlContext.Model, weights included.
 /// </summary>
-public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
+public sealed partial class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
 {
     internal const string LoaderSignature = "DiffusionModel";
     private readonly IHost _host;
@@ -319,132 +319,7 @@ public sealed class DiffusionModel : ITransformer, ICanSaveModel, IDisposable
         return ImageTensorConverter.ToBgraPixels(images);
     }
 
-    // ---- ITransformer ----
-
-    /// <summary>Always true: the model maps each row on its own (a PredictionEngine works).</summary>
-    public bool IsRowToRowMapper => true;
-
-    /// <summary>The input schema plus the output image column (ImageDataViewType ImageSize x ImageSize).</summary>
-    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
-    {
-        ArgumentNullException.ThrowIfNull(inputSchema);
-        CheckSeedColumn(inputSchema);
-        CheckLabelColumn(inputSchema);
-        return ImageMapping.OutputSchema(inputSchema, OutputColumnName, ImageSize);
-    }
-
-    /// <summary>The seed column when present (UInt32); throws when it has another type.</summary>
-    internal DataViewSchema.Column? CheckSeedColumn(DataViewSchema schema)
-    {
-        var col = schema.GetColumnOrNull(SeedColumnName);
-        if (col is { } c && c.Type != NumberDataViewType.UInt32)
-            throw new ArgumentOutOfRangeException(nameof(schema),
-                $"Column '{SeedColumnName}' has type {c.Type}; expected UInt32 seeds (see mlContext.Generative.CreateRequests).");
-        return col;
-    }
-
-    /// <summary>
-    /// The class-label column of a class-conditional model when the input has it (else null: the null label for every row);
-    /// throws when its type is not a key or integer, or when requests made with labels
-    /// (<see cref="GenerativeCatalog.CreateRequests(int, uint, IReadOnlyList{int}, string, string)"/>) reach a model without
-    /// class conditioning or carry the labels in another column. With classifier guidance (<see cref="SamplerOptions.Classifier"/>
-    /// in the default sampler) an unconditional model reads the requests' label column (or a column named "Label") for the classifier.
-    /// </summary>
-    internal DataViewSchema.Column? CheckLabelColumn(DataViewSchema schema)
-    {
-        bool classifier = _defaultSampler.Classifier is not null;
-        foreach (var c in schema)
-        {
-            if (c.IsHidden || c.Annotations.Schema.GetColumnOrNull(LabelColumn.RequestAnnotation) is null) continue;
-            if (NumClasses == 0 && classifier)
-            {
-                // Classifier guidance on an unconditional model: the request labels are the classifier's.
-                LabelColumn.CheckType(c.Name, c.Type);
-                return c;
-            }
-            if (NumClasses == 0)
-                throw new ArgumentOutOfRangeException(nameof(schema),
-                    $"Column '{c.Name}' holds class labels for generation, but this diffusion model has no class conditioning " +
-                    "(trained without DiffusionTrainer.Options.LabelColumnName); make the requests without labels, or set SamplerOptions.Classifier " +
-                    "(classifier guidance) with WithSampler.");
-            if (c.Name != LabelColumnName)
-                throw new ArgumentOutOfRangeException(nameof(schema),
-                    $"Column '{c.Name}' holds class labels for generation, but this model reads them from column '{LabelColumnName}'; " +
-                    $"pass labelColumnName: \"{LabelColumnName}\" to CreateRequests.");
-        }
-        if (NumClasses == 0 && classifier)
-        {
-            // No annotated request column: a plain column named like the trainer's default label column carries the labels.
-            var plain = schema.GetColumnOrNull(DiffusionDefaults.LabelColumnName);
-            if (plain is { } p) LabelColumn.CheckType(p.Name, p.Type);
-            return plain;
-        }
-        if (NumClasses == 0 || LabelColumnName is null) return null;
-        var col = schema.GetColumnOrNull(LabelColumnName);
-        if (col is { } label) LabelColumn.CheckType(label.Name, label.Type);
-        return col;
-    }
-
-    /// <summary>Lazily adds the generated images; rows are generated in batches of the sampler's BatchSize.</summary>
-    public IDataView Transform(IDataView input)
-    {
-        ArgumentNullException.ThrowIfNull(input);
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        Pipeline.CheckGenerates();
-        return new BatchMappingDataView<GenerationRequest, byte[]>(new GenerationMapper(this), input, GetOutputSchema(input.Schema));
-    }
-
-    /// <summary>A row-to-row mapper (one image per row, batch of one) for PredictionEngine.</summary>
-    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
-    {
-        ArgumentNullException.ThrowIfNull(inputSchema);
-        Pipeline.CheckGenerates();
-        return new BatchMappingRowMapper<GenerationRequest, byte[]>(new GenerationMapper(this), inputSchema, GetOutputSchema(inputSchema));
-    }
-
     // ---- persistence ----
-
-    /// <summary>
-    /// Writes the denoising network as a standard ONNX model (opset 17, dynamic batch dimension) to <paramref name="path"/>;
-    /// see <see cref="ExportOnnx(Stream)"/>. Written through a temporary file: a failed export leaves no partial file.
-    /// </summary>
-    /// <param name="path">The .onnx file to create or overwrite.</param>
-    public void ExportOnnx(string path)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(path);
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        Onnx.OnnxModelFile.Write(path, ExportOnnx);
-    }
-
-    /// <summary>
-    /// Writes the denoising network as a standard ONNX model (opset 17, dynamic batch dimension, weights as initializers) to
-    /// <paramref name="stream"/>; the scheduler loop stays with the caller (the library's own <see cref="InferenceEngine.OnnxRuntime"/>
-    /// runs this graph). Inputs, B being the batch:
-    /// <list type="bullet">
-    /// <item><c>x_t</c> float32 [B, C, S, S]: the noisy sample; C, S are <see cref="Channels"/>, <see cref="ImageSize"/>, or for a
-    /// latent model the latent channels and ImageSize / factor (<see cref="Latent"/>).</item>
-    /// <item><c>t</c> float32 [B]: timesteps in 0..T-1; fractional ones are allowed (continuous-time samplers such as EulerKarras).</item>
-    /// <item><c>class_labels</c> int64 [B], class-conditional models only: 0..NumClasses - 1, or NumClasses for the null label of
-    /// classifier-free guidance.</item>
-    /// <item><c>self_condition</c> float32 [B, C, S, S], self-conditioned models only (<see cref="DiffusionModelConfig.SelfConditioning"/>):
-    /// the previous step's x_0 estimate clamped to [-1, 1], zeros at the first step.</item>
-    /// <item><c>low_resolution</c> float32 [B, Channels, S/f, S/f], super-resolution models only (<see cref="Conditioning"/>): the
-    /// low-resolution image in [-1, 1]; the graph upsamples it (bicubic) as training did.</item>
-    /// </list>
-    /// Output: <c>prediction</c> float32 [B, OutChannels, S, S], what the network predicts (<see cref="DiffusionModelConfig.Prediction"/>;
-    /// with learned variance the 2 C channels of the network). The metadata (metadata_props) holds <see cref="Config"/> as JSON under
-    /// <c>diffusion_model_config</c>, <c>model_kind</c> = <c>diffusion_unet</c>, <c>timestep_type</c> = <c>float32</c>, and the
-    /// schedule, T, prediction and variance type, image size and channels, sample size and channels, class count, self-conditioning,
-    /// conditioning and, for a latent model, the latent factor, channels and scale factor s under their own keys. A latent model's
-    /// images are D(z / s): export the decoder with <see cref="AutoencoderModel.ExportDecoderOnnx(Stream)"/> of <see cref="Autoencoder"/>.
-    /// </summary>
-    /// <param name="stream">A writable stream; it is left open.</param>
-    public void ExportOnnx(Stream stream)
-    {
-        ArgumentNullException.ThrowIfNull(stream);
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        Onnx.UNetOnnxExporter.Export(_network, Config, stream);
-    }
 
     void ICanSaveModel.Save(ModelSaveContext ctx) => DiffusionModelFormat.Save(ctx, Config, _network, Autoencoder);
 
