@@ -2,6 +2,9 @@
 # The long unconditional run (docs/training-recipe.md). Resumable: rerun the same command; retries from the checkpoint.
 samples=${SAMPLES:-dotnet run --project src/Samples -c Release --}
 out=${OUT:-runs/uncond}; mkdir -p "$out"
+# The run's state committed at the end of a sitting (checkpoint, metrics, grids): a fresh clone resumes from it.
+saved=docs/training/long-run-uncond
+if [ ! -f "$out/ckpt/checkpoint.bin" ] && [ -f "$saved/checkpoint.bin" ]; then mkdir -p "$out/ckpt"; cp "$saved"/* "$out/ckpt/"; fi
 for attempt in 1 2 3 4 5; do
   nice -n 5 $samples train --threads 1 --epochs 40 --seed 1 --precision Bf16Mixed --lr-warmup 500 --ema 0.9995 \
     --checkpoint-dir "$out/ckpt" --out "$out/model.zip" \
