@@ -6,7 +6,7 @@ out=${OUT:-runs/uncond}; mkdir -p "$out"
 saved=docs/training/long-run-uncond
 if [ ! -f "$out/ckpt/checkpoint.bin" ] && [ -f "$saved/checkpoint.bin" ]; then mkdir -p "$out/ckpt"; cp "$saved"/* "$out/ckpt/"; fi
 for attempt in 1 2 3 4 5; do
-  nice -n 5 $samples train --threads 1 --epochs 40 --seed 1 --precision Bf16Mixed --lr-warmup 500 --ema 0.9995 \
+  nice -n 5 $samples train --threads ${THREADS:-1} --epochs 40 --seed 1 --precision Bf16Mixed --lr-warmup 500 --ema 0.9995 \
     --checkpoint-dir "$out/ckpt" --out "$out/model.zip" \
     --eval-every 2 --eval-samples 500 --eval-sampler dpm-solver++ --eval-steps 20 >> "$out/train.log" 2>&1 && break
   echo "attempt $attempt failed at $(date -u +%FT%TZ)" >> "$out/run.log"
