@@ -1,6 +1,5 @@
 using Microsoft.ML.Diffusion.Schedulers;
 using Microsoft.ML.Diffusion.Schedules;
-using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Diffusion.Conditions;

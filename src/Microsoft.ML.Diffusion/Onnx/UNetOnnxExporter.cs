@@ -1,7 +1,6 @@
 using Google.Protobuf;
 using Microsoft.ML.Diffusion.Models;
 using Onnx;
-using TorchSharp;
 using static Microsoft.ML.Diffusion.Onnx.OnnxGraphBuilder;
 using static TorchSharp.torch;
 

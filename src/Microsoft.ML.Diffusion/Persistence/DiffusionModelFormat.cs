@@ -1,6 +1,5 @@
 using Microsoft.ML.Diffusion.Models;
 using Microsoft.ML.Runtime;
-using static TorchSharp.torch;
 
 namespace Microsoft.ML.Diffusion.Persistence;
 

@@ -1,9 +1,7 @@
 using Microsoft.ML.Diffusion.Conditions;
 using Microsoft.ML.Diffusion.Models;
 using Microsoft.ML.Diffusion.Onnx;
-using Microsoft.ML.Diffusion.Persistence;
 using Microsoft.ML.Diffusion.Schedules;
-using Microsoft.ML.Diffusion.Training;
 using Microsoft.ML.Runtime;
 using static TorchSharp.torch;
 using Microsoft.ML.Diffusion.Transforms;

@@ -1,4 +1,3 @@
-using Microsoft.ML.Data;
 using static TorchSharp.torch;
 using Microsoft.ML.Diffusion.Columns;
 

@@ -1,5 +1,4 @@
 using Microsoft.ML.Diffusion.Schedules;
-using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Diffusion.Training;

@@ -2,7 +2,6 @@ using Microsoft.ML.Diffusion.Conditions;
 using Microsoft.ML.Diffusion.Models;
 using Microsoft.ML.Diffusion.Schedules;
 using TorchSharp;
-using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Diffusion.Training;

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using TorchSharp;
 using Microsoft.ML.Diffusion.Columns;

@@ -8,7 +8,6 @@ using Microsoft.ML.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 using Microsoft.ML.Diffusion.Transforms;
-using Microsoft.ML.Diffusion.Columns;
 
 [assembly: LoadableClass(typeof(AutoencoderModel), null, typeof(SignatureLoadModel),
     "Autoencoder Model", AutoencoderModel.LoaderSignature)]

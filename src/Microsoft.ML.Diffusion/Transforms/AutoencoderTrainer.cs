@@ -1,7 +1,5 @@
 using System.Text.Json;
-using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion.Models;
-using Microsoft.ML.Diffusion.Persistence;
 using Microsoft.ML.Diffusion.Training;
 using Microsoft.ML.Runtime;
 using TorchSharp;

@@ -1,4 +1,3 @@
-using Microsoft.ML.Data;
 
 namespace Microsoft.ML.Diffusion.Transforms;
 

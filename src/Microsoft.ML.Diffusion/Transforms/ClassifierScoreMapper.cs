@@ -1,5 +1,4 @@
 using Microsoft.ML.Data;
-using Microsoft.ML.Diffusion.Columns;
 
 namespace Microsoft.ML.Diffusion.Transforms;
 

@@ -7,13 +7,10 @@ using Microsoft.ML.Diffusion.Models;
 using Microsoft.ML.Diffusion.Persistence;
 using Microsoft.ML.Diffusion.Sampling;
 using Microsoft.ML.Diffusion.Schedules;
-using Microsoft.ML.Diffusion.Training;
 using Microsoft.ML.Runtime;
-using Microsoft.ML.Transforms.Image;
 using TorchSharp;
 using static TorchSharp.torch;
 using Microsoft.ML.Diffusion.Transforms;
-using Microsoft.ML.Diffusion.Columns;
 
 [assembly: LoadableClass(typeof(DiffusionModel), null, typeof(SignatureLoadModel),
     "Diffusion Model", DiffusionModel.LoaderSignature)]

@@ -1,17 +1,5 @@
 using System.Text.Json;
-using Microsoft.ML.Data;
-using Microsoft.ML.Diffusion.Imaging;
-using Microsoft.ML.Diffusion.Models;
-using Microsoft.ML.Diffusion.Persistence;
 using Microsoft.ML.Diffusion.Sampling;
-using Microsoft.ML.Diffusion.Schedules;
-using Microsoft.ML.Diffusion.Training;
-using Microsoft.ML.Runtime;
-using Microsoft.ML.Transforms.Image;
-using TorchSharp;
-using static TorchSharp.torch;
-using Microsoft.ML.Diffusion.Columns;
-using Microsoft.ML.Diffusion.Transforms;
 
 namespace Microsoft.ML.Diffusion;
 

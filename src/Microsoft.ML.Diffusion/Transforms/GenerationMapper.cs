@@ -1,4 +1,3 @@
-using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion.Columns;
 
 namespace Microsoft.ML.Diffusion.Transforms;

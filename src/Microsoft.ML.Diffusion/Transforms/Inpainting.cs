@@ -1,11 +1,8 @@
 using Microsoft.ML;
-using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion;
 using Microsoft.ML.Diffusion.Imaging;
 using Microsoft.ML.Runtime;
-using static TorchSharp.torch;
 using Microsoft.ML.Diffusion.Transforms;
-using Microsoft.ML.Diffusion.Columns;
 
 [assembly: LoadableClass(typeof(InpaintingTransformer), null, typeof(SignatureLoadModel),
     "Inpainting Transformer", InpaintingTransformer.LoaderSignature)]

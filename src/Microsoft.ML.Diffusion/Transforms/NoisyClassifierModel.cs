@@ -1,15 +1,12 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion;
-using Microsoft.ML.Diffusion.Imaging;
 using Microsoft.ML.Diffusion.Models;
 using Microsoft.ML.Diffusion.Persistence;
-using Microsoft.ML.Diffusion.Schedules;
 using Microsoft.ML.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 using Microsoft.ML.Diffusion.Transforms;
-using Microsoft.ML.Diffusion.Columns;
 
 [assembly: LoadableClass(typeof(NoisyClassifierModel), null, typeof(SignatureLoadModel),
     "Noisy Classifier Model", NoisyClassifierModel.LoaderSignature)]

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using Microsoft.ML.Diffusion.Sampling;
 using Microsoft.ML.Runtime;
 
 namespace Microsoft.ML.Diffusion.Transforms;

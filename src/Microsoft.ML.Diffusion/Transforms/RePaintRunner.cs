@@ -1,4 +1,3 @@
-using Microsoft.ML.Diffusion.Persistence;
 using Microsoft.ML.Diffusion.Sampling;
 using static TorchSharp.torch;
 

@@ -1,6 +1,5 @@
 using System.Text.Json;
 using Microsoft.ML;
-using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion;
 using Microsoft.ML.Diffusion.Imaging;
 using Microsoft.ML.Diffusion.Sampling;

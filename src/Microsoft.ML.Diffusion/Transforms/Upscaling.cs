@@ -1,11 +1,9 @@
 using Microsoft.ML;
-using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion;
 using Microsoft.ML.Diffusion.Imaging;
 using Microsoft.ML.Runtime;
 using static TorchSharp.torch;
 using Microsoft.ML.Diffusion.Transforms;
-using Microsoft.ML.Diffusion.Columns;
 
 [assembly: LoadableClass(typeof(UpscalingTransformer), null, typeof(SignatureLoadModel),
     "Upscaling Transformer", UpscalingTransformer.LoaderSignature)]
