@@ -248,7 +248,7 @@ public sealed class GenerativeCatalog
     /// <param name="path">The model zip.</param>
     /// <param name="inputSchema">The input schema saved with the model.</param>
     public ITransformer LoadModel(string path, out DataViewSchema inputSchema) =>
-        Persistence.ModelFileLoader.Load(Context, path, out inputSchema);
+        Transforms.ModelFileLoader.Load(Context, path, out inputSchema);
 
     /// <summary>Loads a <see cref="DiffusionModel"/> saved alone or in a pipeline (a TransformerChain such as LoadImages -&gt;
     /// ResizeImages -&gt; ... -&gt; Diffusion, nested chains and inpainting/upscaling transformers included; the last model found
@@ -258,7 +258,7 @@ public sealed class GenerativeCatalog
     /// e.g. a saved NormalizeMinMax pipeline).</summary>
     /// <param name="path">The model zip.</param>
     public DiffusionModel LoadDiffusionModel(string path) =>
-        Persistence.ModelFileLoader.LoadDiffusionModel(Context, path, out _);
+        Transforms.ModelFileLoader.LoadDiffusionModel(Context, path, out _);
 
     private sealed class SeedRow
     {

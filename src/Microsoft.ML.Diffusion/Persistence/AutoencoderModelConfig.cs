@@ -11,7 +11,7 @@ public sealed record AutoencoderModelConfig
     /// <summary>The image column <see cref="AutoencoderModel.Transform"/> reads.</summary>
     public string InputColumnName { get; init; } = DiffusionDefaults.ImageColumnName;
     /// <summary>The column of reconstructed images <see cref="AutoencoderModel.Transform"/> adds.</summary>
-    public string OutputColumnName { get; init; } = AutoencoderTrainer.DefaultOutputColumnName;
+    public string OutputColumnName { get; init; } = DiffusionDefaults.ReconstructionColumnName;
     /// <summary>The KL weight beta it was trained with.</summary>
     public double KlWeight { get; init; }
     /// <summary>Optimizer steps the weights were trained for.</summary>

@@ -84,8 +84,10 @@ public sealed record DiffusionModelConfig
     public const int MaxTimesteps = 100_000;
 
     /// <summary>
-    /// Checks the values a model file could carry: the network config, the image format, T, the enums and the default sampler.
-    /// Throws <see cref="InvalidDataException"/> naming the field, its value and what is expected.
+    /// Checks the values a model file could carry: the network config, the image format, T, the enums, the columns and the
+    /// conditioning. Throws <see cref="InvalidDataException"/> naming the field, its value and what is expected. The default
+    /// sampler's settings are the sampler's to check (<see cref="SamplerSettingsExtensions.Validate(SamplerSettings, DiffusionModelConfig)"/>);
+    /// loading a model runs both.
     /// </summary>
     public void Validate()
     {
@@ -136,6 +138,7 @@ public sealed record DiffusionModelConfig
             throw Bad(nameof(LabelColumnName), LabelColumnName, "null, since the network has no class embedding (NumClasses = 0)");
         if (!(ConditionDropProbability >= 0 && ConditionDropProbability <= 1))
             throw Bad(nameof(ConditionDropProbability), ConditionDropProbability, "a probability in [0, 1]");
+        if (DefaultSampler is null) throw Bad(nameof(DefaultSampler), "null", "sampler settings");
         if (Network.NumClasses == 0 && DefaultSampler is { GuidanceScale: not 1f })
             throw Bad("DefaultSampler.GuidanceScale", DefaultSampler.GuidanceScale, "1, since the model has no class conditioning");
         try
@@ -145,17 +148,6 @@ public sealed record DiffusionModelConfig
         catch (ArgumentException e)
         {
             throw new InvalidDataException($"The model's conditioning is invalid: {e.Message} The file is corrupt or was edited.", e);
-        }
-        try
-        {
-            var sampler = (DefaultSampler ?? throw Bad(nameof(DefaultSampler), "null", "sampler settings")).ToOptions();
-            sampler.Validate(Timesteps);
-            Sampling.SamplerRegistry.CheckObjective(Sampling.SamplerRegistry.Get(sampler.Sampler), Objective);
-            Conditioning?.Validate(ImageSize);
-        }
-        catch (ArgumentException e)
-        {
-            throw new InvalidDataException($"The model's default sampler or conditioning is invalid: {e.Message} The file is corrupt or was edited.", e);
         }
     }
 
@@ -243,34 +235,4 @@ public sealed record SamplerSettings
     /// <summary>See <see cref="SamplerOptions.LowerOrderFinal"/>; null (absent) means its default, true.</summary>
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public bool? LowerOrderFinal { get; init; }
-
-    /// <summary>Copies the serialisable settings of <paramref name="o"/>.</summary>
-    public static SamplerSettings From(SamplerOptions o)
-    {
-        var defaults = new SamplerOptions();
-        return new()
-        {
-            Sampler = o.Sampler, Steps = o.Steps, Eta = o.Eta, Spacing = o.Spacing, Seed = o.Seed, ClipSample = o.ClipSample, BatchSize = o.BatchSize,
-            DynamicThresholding = o.DynamicThresholding, GuidanceScale = o.GuidanceScale, Precision = o.Precision,
-            DynamicThresholdingRatio = o.DynamicThresholdingRatio == defaults.DynamicThresholdingRatio ? null : o.DynamicThresholdingRatio,
-            SampleMaxValue = double.IsPositiveInfinity(o.SampleMaxValue) ? null : o.SampleMaxValue,
-            SetAlphaToOne = o.SetAlphaToOne ? null : false, UseKarrasSigmas = o.UseKarrasSigmas, UseLuLambdas = o.UseLuLambdas,
-            FinalSigmasType = o.FinalSigmasType, LowerOrderFinal = o.LowerOrderFinal ? null : false,
-        };
-    }
-
-    /// <summary>New options with these settings.</summary>
-    public SamplerOptions ToOptions()
-    {
-        var options = new SamplerOptions
-        {
-            Sampler = Sampler, Steps = Steps, Eta = Eta, Spacing = Spacing, Seed = Seed, ClipSample = ClipSample, BatchSize = BatchSize,
-            DynamicThresholding = DynamicThresholding, GuidanceScale = GuidanceScale, Precision = Precision,
-            SetAlphaToOne = SetAlphaToOne ?? true, UseKarrasSigmas = UseKarrasSigmas, UseLuLambdas = UseLuLambdas,
-            FinalSigmasType = FinalSigmasType, LowerOrderFinal = LowerOrderFinal ?? true,
-        };
-        if (DynamicThresholdingRatio is double ratio) options.DynamicThresholdingRatio = ratio;
-        if (SampleMaxValue is double max) options.SampleMaxValue = max;
-        return options;
-    }
 }

@@ -5,7 +5,7 @@ namespace Microsoft.ML.Diffusion.Persistence;
 
 /// <summary>
 /// The layout shared by the models that are one network and its config inside an ML.NET model zip
-/// (<see cref="AutoencoderFormat"/>, <see cref="NoisyClassifierFormat"/>): the config as a JSON string, the weight manifest,
+/// (<see cref="Transforms.AutoencoderFormat"/>, <see cref="Transforms.NoisyClassifierFormat"/>): the config as a JSON string, the weight manifest,
 /// then the weights in a binary stream (TorchSharp's module format). Loading checks the stream against the manifest and the
 /// config against the manifest's size before it allocates the network, so a forged file cannot make it allocate much.
 /// </summary>

@@ -16,11 +16,11 @@ public sealed record NoisyClassifierModelConfig
     /// <summary>The image column <see cref="NoisyClassifierModel.Transform"/> reads.</summary>
     public string ImageColumnName { get; init; } = DiffusionDefaults.ImageColumnName;
     /// <summary>The label column it was trained on.</summary>
-    public string LabelColumnName { get; init; } = NoisyClassifierTrainer.DefaultLabelColumnName;
+    public string LabelColumnName { get; init; } = DiffusionDefaults.LabelColumnName;
     /// <summary>The predicted-label column <see cref="NoisyClassifierModel.Transform"/> adds.</summary>
-    public string PredictedLabelColumnName { get; init; } = NoisyClassifierTrainer.DefaultPredictedLabelColumnName;
+    public string PredictedLabelColumnName { get; init; } = DiffusionDefaults.PredictedLabelColumnName;
     /// <summary>The score column (class probabilities) <see cref="NoisyClassifierModel.Transform"/> adds.</summary>
-    public string ScoreColumnName { get; init; } = NoisyClassifierTrainer.DefaultScoreColumnName;
+    public string ScoreColumnName { get; init; } = DiffusionDefaults.ScoreColumnName;
     /// <summary>Optimizer steps the weights were trained for.</summary>
     public long TrainedSteps { get; init; }
 

@@ -4,8 +4,8 @@ using TorchSharp;
 namespace Microsoft.ML.Diffusion.Persistence;
 
 /// <summary>
-/// The weight manifest written before a network's weights in a model zip (<see cref="DiffusionModelFormat"/>,
-/// <see cref="AutoencoderFormat"/>): the tensor count, then per tensor its name, rank and shape. A loader checks the weights
+/// The weight manifest written before a network's weights in a model zip (<see cref="Transforms.DiffusionModelFormat"/>,
+/// <see cref="Transforms.AutoencoderFormat"/>): the tensor count, then per tensor its name, rank and shape. A loader checks the weights
 /// stream against it (<see cref="TorchWeightsFormat"/>) and the network built from the config against both before anything is
 /// allocated by a size read from the file.
 /// </summary>

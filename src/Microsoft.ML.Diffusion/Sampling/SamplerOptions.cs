@@ -4,7 +4,9 @@ using Microsoft.ML.Diffusion.Schedulers;
 namespace Microsoft.ML.Diffusion;
 
 /// <summary>How <see cref="DiffusionModel"/> samples images: sampler, number of steps, noise seed.</summary>
-public sealed class SamplerOptions
+/// <remarks>The classifier of classifier guidance, a transformer of the ML.NET surface, is declared with the surface
+/// (Transforms/SamplerOptions.Classifier.cs); sampling sees it as <see cref="GuidanceClassifier"/>.</remarks>
+public sealed partial class SamplerOptions
 {
     /// <summary>The sampler. Default <see cref="SamplerKind.Ddim"/>.</summary>
     public SamplerKind Sampler { get; set; } = SamplerKind.Ddim;
@@ -120,18 +122,6 @@ public sealed class SamplerOptions
     public float GuidanceScale { get; set; } = 1f;
 
     /// <summary>
-    /// Classifier guidance (Dhariwal &amp; Nichol 2021): a noisy classifier trained for this diffusion model
-    /// (<c>mlContext.Generative.NoisyClassifier</c>: same noise schedule, T, image size and channels) that steers every step towards
-    /// the requested labels with <see cref="ClassifierScale"/>. Needs labels (<see cref="DiffusionModel.Generate(IReadOnlyList{int}, SamplerOptions?)"/>,
-    /// <see cref="DiffusionModel.GenerateTensor(IReadOnlyList{uint}, IReadOnlyList{int}, SamplerOptions?)"/>, or requests with a label
-    /// column); an unconditional diffusion model then accepts labels too, and a class-conditional one uses them for both
-    /// classifier-free guidance and the classifier. Not supported for latent diffusion models, nor by the sigma-space samplers (Euler, Heun,
-    /// Euler ancestral: <see cref="Validate"/> names the samplers that support it). Null (default): no classifier guidance.
-    /// Not saved with the model.
-    /// </summary>
-    public NoisyClassifierModel? Classifier { get; set; }
-
-    /// <summary>
     /// The classifier guidance scale s (Dhariwal &amp; Nichol 2021, Algorithms 1 and 2): DDPM shifts the mean by s Sigma grad log p(y|x_t);
     /// DDIM and DPM-Solver++ use eps - s sqrt(1 - alpha_bar_t) grad log p(y|x_t). 0 leaves sampling unchanged; the paper uses 1-10
     /// (larger: more class-typical, less diverse). Used only with <see cref="Classifier"/>. Must be a finite number &gt;= 0. Default 1.
@@ -187,11 +177,11 @@ public sealed class SamplerOptions
             ?? throw new ArgumentOutOfRangeException(nameof(Sampler), Sampler,
                 $"Unknown sampler; expected one of {string.Join(", ", SamplerRegistry.All.Select(r => r.Kind))}.");
         ValidateMultistepOptions(row);
-        if (Classifier is not null && !row.Capabilities.HasFlag(SchedulerCapabilities.ClassifierGuidance))
+        if (GuidanceClassifier is not null && !row.Capabilities.HasFlag(SchedulerCapabilities.ClassifierGuidance))
             throw new ArgumentOutOfRangeException(nameof(Sampler), Sampler,
                 $"SamplerOptions.Classifier is set, but classifier guidance cannot steer the {row.DisplayName} sampler (it works in sigma space, " +
                 $"while the noisy classifier needs the VP sample at an integer timestep); use one of: {SamplerRegistry.NamesWith(SchedulerCapabilities.ClassifierGuidance)}.");
-        if (Classifier is not null && (UseKarrasSigmas || UseLuLambdas))
+        if (GuidanceClassifier is not null && (UseKarrasSigmas || UseLuLambdas))
             throw new ArgumentOutOfRangeException(UseKarrasSigmas ? nameof(UseKarrasSigmas) : nameof(UseLuLambdas), true,
                 $"SamplerOptions.Classifier is set, but classifier guidance needs the sampler's timestep noise levels; turn off " +
                 $"{(UseKarrasSigmas ? nameof(UseKarrasSigmas) : nameof(UseLuLambdas))}.");

@@ -4,7 +4,6 @@ using Microsoft.ML.Diffusion.Onnx;
 using Microsoft.ML.Diffusion.Schedules;
 using Microsoft.ML.Runtime;
 using static TorchSharp.torch;
-using Microsoft.ML.Diffusion.Transforms;
 
 namespace Microsoft.ML.Diffusion.Sampling;
 
@@ -23,8 +22,7 @@ internal sealed class SamplingPipeline : IDisposable
     private readonly UNet _network;
     private readonly DiffusionSchedule _schedule;
     private readonly Device _device;
-    private readonly AutoencoderModel? _autoencoder;
-    private readonly Action<NoisyClassifierModel> _checkClassifier;
+    private readonly ILatentCodec? _autoencoder;
     private readonly object _lock = new();
     private LowPrecisionCopy? _bf16;                       // made on first bfloat16 use (SamplerOptions.Precision)
     private OnnxRuntimeNetwork? _onnx;                      // made on first ONNX Runtime use (SamplerOptions.Engine)
@@ -36,9 +34,7 @@ internal sealed class SamplingPipeline : IDisposable
     /// <param name="schedule">The model's noise schedule.</param>
     /// <param name="device">Where the network runs.</param>
     /// <param name="autoencoder">A latent model's autoencoder (borrowed); null in pixel space.</param>
-    /// <param name="checkClassifier">Throws unless a noisy classifier fits the model (schedule, T, size, channels).</param>
-    public SamplingPipeline(IHost host, DiffusionModelConfig config, UNet network, DiffusionSchedule schedule, Device device,
-        AutoencoderModel? autoencoder, Action<NoisyClassifierModel> checkClassifier)
+    public SamplingPipeline(IHost host, DiffusionModelConfig config, UNet network, DiffusionSchedule schedule, Device device, ILatentCodec? autoencoder)
     {
         _host = host;
         _config = config;
@@ -46,7 +42,6 @@ internal sealed class SamplingPipeline : IDisposable
         _schedule = schedule;
         _device = device;
         _autoencoder = autoencoder;
-        _checkClassifier = checkClassifier;
         NetworkForward = (x, t, y) => _network.forward(x, t, y);
     }
 
@@ -68,7 +63,7 @@ internal sealed class SamplingPipeline : IDisposable
         options.Validate(_config.Timesteps);
         SamplerRegistry.CheckObjective(SamplerRegistry.Get(options.Sampler, nameof(options)), _config.Objective, nameof(options));
         CheckGuidance(options);
-        if (options.Classifier is { } classifier) _checkClassifier(classifier);
+        options.GuidanceClassifier?.CheckCompatible(_config);
         CheckEngine(options);
     }
 
@@ -88,8 +83,8 @@ internal sealed class SamplingPipeline : IDisposable
     /// </summary>
     private void CheckClassifier(SamplerOptions options, long[]? classes)
     {
-        if (options.Classifier is not { } classifier) return;
-        _checkClassifier(classifier);
+        if (options.GuidanceClassifier is not { } classifier) return;
+        classifier.CheckCompatible(_config);
         if (classes is null)
             throw new ArgumentException(
                 "SamplerOptions.Classifier is set, but no class labels were given; classifier guidance steers towards a label: use " +
@@ -199,13 +194,13 @@ internal sealed class SamplingPipeline : IDisposable
                 ? new ConditionedNetwork(NetworkIn(options.Precision), channels, _device, networkLabels, options.GuidanceScale, NumClasses, _config.Channels)
                 : ConditionedNetwork.WithSeparateInputs(onnx.Forward, channels, _device, networkLabels, options.GuidanceScale, NumClasses, _config.Channels);
             using var selfConditioned = _config.SelfConditioning ? SelfConditioning.Denoiser((Func<Tensor, Tensor, Tensor, Tensor>)network.Forward, _schedule, _config.Prediction) : null;
-            using var classifierLabels = options.Classifier is null ? null : labels!.to(_device, copy: true);
-            var guidance = options.Classifier is { } classifier
+            using var classifierLabels = options.GuidanceClassifier is null ? null : labels!.to(_device, copy: true);
+            var guidance = options.GuidanceClassifier is { } classifier
                 ? new ClassifierGuidance((x, t) => classifier.LogProbabilityGradient(x, t, classifierLabels!), options.ClassifierScale, _config.Prediction)
                 : null;
             using var images = request.InitialImages?.narrow(0, start, n);
             using var sdeditX0 = images is null ? null
-                : _config.Latent is { } space ? LatentScale.ToLatent(_autoencoder!, images, space.ScaleFactor) : images.alias();
+                : _config.Latent is { } space ? LatentCodec.ToLatent(_autoencoder!, images, space.ScaleFactor) : images.alias();
             int loopLength = scheduler.Timesteps.Count;
             int startIndex = sdeditX0 is null ? 0 : SdeditSchedule.StartIndex(request.StartStep, scheduler.Order, loopLength);
             int endIndex = request.EndStep is int endStep ? Math.Max(startIndex, SdeditSchedule.StartIndex(endStep, scheduler.Order, loopLength)) : loopLength;
@@ -213,7 +208,7 @@ internal sealed class SamplingPipeline : IDisposable
                 options.Progress, options.CancellationToken, batch, batches, noise, guidance, sdeditX0, startIndex, endIndex);
             if (_config.Latent is not { } latent || endIndex < loopLength) return x;
             // LDM: x = D(z / s), decoded batch by batch (by the exported decoder on ONNX Runtime).
-            using (x) return LatentScale.ToImage(_autoencoder!, x, latent.ScaleFactor, options.Engine);
+            using (x) return LatentCodec.ToImage(_autoencoder!, x, latent.ScaleFactor, options.Engine);
         }
         finally
         {

@@ -4,6 +4,7 @@ using Microsoft.ML.Diffusion;
 using Microsoft.ML.Diffusion.Imaging;
 using Microsoft.ML.Diffusion.Models;
 using Microsoft.ML.Diffusion.Persistence;
+using Microsoft.ML.Diffusion.Sampling;
 using Microsoft.ML.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -19,7 +20,7 @@ namespace Microsoft.ML.Diffusion;
 /// of their latents, <see cref="Decode(Tensor)"/> maps latents back to images, and <see cref="Transform"/> adds a column of
 /// reconstructed images (Decode(Encode(x))). Saved and loaded with mlContext.Model, weights included.
 /// </summary>
-public sealed class AutoencoderModel : ITransformer, ICanSaveModel, IDisposable, IImageBatchMapper<ImageRequest>
+public sealed class AutoencoderModel : ITransformer, ICanSaveModel, IDisposable, IImageBatchMapper<ImageRequest>, ILatentCodec
 {
     internal const string LoaderSignature = "DiffusionAutoencoder";
     private const int InternalBatch = 64;
@@ -146,6 +147,9 @@ public sealed class AutoencoderModel : ITransformer, ICanSaveModel, IDisposable,
             foreach (var t in parts) t.Dispose();
         }
     }
+
+    /// <inheritdoc/>
+    Tensor ILatentCodec.Decode(Tensor latents, InferenceEngine engine) => Decode(latents, engine);
 
     /// <summary>Decodes latents [N, LatentChannels, S/f, S/f] to images [N, C, S, S] on the CPU (not clamped) with
     /// <paramref name="engine"/>: <see cref="InferenceEngine.OnnxRuntime"/> runs the exported decoder

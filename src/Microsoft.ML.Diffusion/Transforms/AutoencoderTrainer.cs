@@ -25,7 +25,7 @@ namespace Microsoft.ML.Diffusion;
 public sealed class AutoencoderTrainer : IEstimator<AutoencoderModel>
 {
     /// <summary>The default column of reconstructed images.</summary>
-    public const string DefaultOutputColumnName = "Reconstruction";
+    public const string DefaultOutputColumnName = DiffusionDefaults.ReconstructionColumnName;
 
     /// <summary>Options of <see cref="AutoencoderTrainer"/>.</summary>
     public sealed class Options : ITrainingRunOptions

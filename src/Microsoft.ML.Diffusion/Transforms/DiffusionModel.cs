@@ -53,7 +53,7 @@ public sealed partial class DiffusionModel : ITransformer, ICanSaveModel, IDispo
         _network.eval();
         _schedule = config.CreateSchedule();
         _defaultSampler = sampler?.Clone() ?? config.DefaultSampler.ToOptions();
-        Pipeline = new SamplingPipeline(_host, config, network, _schedule, device, autoencoder, classifier => classifier.CheckCompatible(this));
+        Pipeline = new SamplingPipeline(_host, config, network, _schedule, device, autoencoder);
     }
 
     /// <summary>The sampling pipeline: checks, the denoiser of each batch, the batched loop (generation, interpolation,
@@ -117,7 +117,7 @@ public sealed partial class DiffusionModel : ITransformer, ICanSaveModel, IDispo
     public DiffusionModel WithSampler(SamplerOptions sampler)
     {
         CheckSampler(sampler);
-        return new DiffusionModel(_host, Config with { DefaultSampler = SamplerSettings.From(sampler) }, _network, _device, ownsNetwork: false, sampler,
+        return new DiffusionModel(_host, Config with { DefaultSampler = sampler.ToSettings() }, _network, _device, ownsNetwork: false, sampler,
             autoencoder: Autoencoder, ownsAutoencoder: false);
     }
 

@@ -166,7 +166,7 @@ public sealed partial class DiffusionTrainer : IEstimator<DiffusionModel>
         protected override float TrainBatch(TrainingBatch batch)
         {
             using var pixels = batch.Images(_o.Channels, _o.ImageSize);
-            using var x0 = _latent is null ? pixels.alias() : LatentScale.ToLatent(_o.Autoencoder!, pixels, _latent.ScaleFactor);
+            using var x0 = _latent is null ? pixels.alias() : Sampling.LatentCodec.ToLatent(_o.Autoencoder!, pixels, _latent.ScaleFactor);
             using var y = batch.LabelTensor();
             return Loop.TrainStep(x0, y);
         }
@@ -193,7 +193,7 @@ public sealed partial class DiffusionTrainer : IEstimator<DiffusionModel>
         {
             Network = Loop.Model.Config, Schedule = _o.Schedule, Timesteps = _o.Timesteps, ImageSize = _o.ImageSize, Channels = _o.Channels,
             OutputColumnName = _o.OutputColumnName, SeedColumnName = _o.SeedColumnName,
-            DefaultSampler = SamplerSettings.From(_o.Sampler ?? new SamplerOptions()), TrainedSteps = trainedSteps,
+            DefaultSampler = (_o.Sampler ?? new SamplerOptions()).ToSettings(), TrainedSteps = trainedSteps,
             Prediction = _o.Prediction, Variance = _o.Variance, SelfConditioning = _o.SelfConditioning, Conditioning = _o.Conditioning,
             LabelColumnName = _labelColumnName, ConditionDropProbability = _labelColumnName is null ? 0 : _o.ConditionDropProbability,
             Latent = _latent, RescaleBetasZeroSnr = _o.RescaleBetasZeroSnr, Objective = _o.Objective,

@@ -4,9 +4,8 @@ using Microsoft.ML.Diffusion.Columns;
 namespace Microsoft.ML.Diffusion.Transforms;
 
 /// <summary>
-/// The latent scaling of latent diffusion (Rombach et al. 2022, section 4.3.2 and appendix G, "scale_by_std"): the diffusion
-/// model works on z = s * E(x) with s = 1 / std(E(x)) over the first batch, so its data have unit variance like the pixel
-/// data the noise schedules were designed for. E(x) is the posterior mean of the autoencoder's encoder.
+/// The scale factor of latent diffusion (Rombach et al. 2022, section 4.3.2 and appendix G, "scale_by_std"), measured on the
+/// training data; <see cref="Sampling.LatentCodec"/> applies it.
 /// </summary>
 internal static class LatentScale
 {
@@ -41,21 +40,5 @@ internal static class LatentScale
                 $"The autoencoder's latents of the first {count} training images have standard deviation {std}; the latent scale factor 1/std " +
                 "needs a positive finite value. Check the images (all equal?) and the autoencoder (trained?).");
         return 1.0 / std;
-    }
-
-    /// <summary>z = scale * E(x): the diffusion model's training data for images <paramref name="pixels"/> [B, C, S, S] (CPU).</summary>
-    public static Tensor ToLatent(AutoencoderModel autoencoder, Tensor pixels, double scale)
-    {
-        using var mean = autoencoder.Encode(pixels);
-        return (mean * scale).to_type(float32);
-    }
-
-    /// <summary>x = D(z / scale), clamped to [-1, 1]: the images of latents <paramref name="latents"/> (CPU), the decoder run by
-    /// <paramref name="engine"/>.</summary>
-    public static Tensor ToImage(AutoencoderModel autoencoder, Tensor latents, double scale, InferenceEngine engine = InferenceEngine.TorchSharp)
-    {
-        using var scaled = latents / scale;
-        using var decoded = autoencoder.Decode(scaled, engine);
-        return decoded.clamp(-1.0, 1.0);
     }
 }

@@ -3,6 +3,7 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion;
 using Microsoft.ML.Diffusion.Models;
 using Microsoft.ML.Diffusion.Persistence;
+using Microsoft.ML.Diffusion.Sampling;
 using Microsoft.ML.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -20,7 +21,7 @@ namespace Microsoft.ML.Diffusion;
 /// <see cref="PredictedLabelColumnName"/> (a key, value k + 1 for class k, as ML.NET's multiclass trainers write it) and
 /// <see cref="ScoreColumnName"/> (the softmax over the classes). Saved and loaded with mlContext.Model, weights included.
 /// </summary>
-public sealed class NoisyClassifierModel : ITransformer, ICanSaveModel, IDisposable
+public sealed class NoisyClassifierModel : ITransformer, ICanSaveModel, IDisposable, IGuidanceClassifier
 {
     internal const string LoaderSignature = "DiffusionNoisyClassifier";
     private const int InternalBatch = 64;
@@ -115,6 +116,9 @@ public sealed class NoisyClassifierModel : ITransformer, ICanSaveModel, IDisposa
                 $"The images have shape [{string.Join(", ", images.shape)}]; this classifier expects [N, {Channels}, {ImageSize}, {ImageSize}].", nameof(images));
     }
 
+    /// <inheritdoc/>
+    Tensor IGuidanceClassifier.LogProbabilityGradient(Tensor x, Tensor t, Tensor labels) => LogProbabilityGradient(x, t, labels);
+
     /// <summary>
     /// g = grad_x log p_phi(y | x_t, t) (Dhariwal &amp; Nichol 2021, Algorithms 1 and 2): the gradient of the log-softmax of the
     /// logits at the labels <paramref name="labels"/> [B] int64 with respect to <paramref name="x"/> [B, C, S, S], each image's
@@ -138,14 +142,14 @@ public sealed class NoisyClassifierModel : ITransformer, ICanSaveModel, IDisposa
     /// Throws when this classifier cannot guide <paramref name="model"/>: another schedule, T, image size or channels, or a latent
     /// or super-resolution model. The message names <see cref="SamplerOptions.Classifier"/>, both values and what is expected.
     /// </summary>
-    internal void CheckCompatible(DiffusionModel model)
+    void IGuidanceClassifier.CheckCompatible(DiffusionModelConfig model)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (model.Latent is not null)
             throw new ArgumentException(
                 "SamplerOptions.Classifier is set, but this is a latent diffusion model: classifier guidance is not supported for latent models " +
                 "(the classifier sees pixels, the sampler latents). Leave SamplerOptions.Classifier null.", "options");
-        if (model.Config.ClassifierGuidanceUnsupported is string reason)
+        if (model.ClassifierGuidanceUnsupported is string reason)
             throw new NotSupportedException($"SamplerOptions.Classifier is set, but this is {reason}: classifier guidance is not supported for it. Leave SamplerOptions.Classifier null.");
         void Mismatch(string what, object mine, object theirs)
         {
@@ -154,7 +158,7 @@ public sealed class NoisyClassifierModel : ITransformer, ICanSaveModel, IDisposa
                     $"SamplerOptions.Classifier was trained for {what} {mine}, but the diffusion model has {what} {theirs}; " +
                     "expected a classifier trained for this model (NoisyClassifierTrainer.Options.DiffusionModel).", "options");
         }
-        Mismatch("the noise schedule", Schedule, model.Config.Schedule);
+        Mismatch("the noise schedule", Schedule, model.Schedule);
         Mismatch("T =", Timesteps, model.Timesteps);
         Mismatch("image size", ImageSize, model.ImageSize);
         Mismatch("channels", Channels, model.Channels);

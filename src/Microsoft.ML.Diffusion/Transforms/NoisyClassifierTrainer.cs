@@ -23,11 +23,11 @@ namespace Microsoft.ML.Diffusion;
 public sealed class NoisyClassifierTrainer : IEstimator<NoisyClassifierModel>
 {
     /// <summary>The default label column.</summary>
-    public const string DefaultLabelColumnName = "Label";
+    public const string DefaultLabelColumnName = DiffusionDefaults.LabelColumnName;
     /// <summary>The default predicted-label column of the trained model.</summary>
-    public const string DefaultPredictedLabelColumnName = "PredictedLabel";
+    public const string DefaultPredictedLabelColumnName = DiffusionDefaults.PredictedLabelColumnName;
     /// <summary>The default score column (class probabilities) of the trained model.</summary>
-    public const string DefaultScoreColumnName = "Score";
+    public const string DefaultScoreColumnName = DiffusionDefaults.ScoreColumnName;
 
     /// <summary>Options of <see cref="NoisyClassifierTrainer"/>.</summary>
     public sealed class Options : ITrainingRunOptions

@@ -57,9 +57,9 @@ internal static class RePaintRunner
         var latentKeep = anyPixel
             ? nn.functional.max_pool2d(keep, kernel, kernel)                 // any known pixel in the cell
             : -nn.functional.max_pool2d(-keep, kernel, kernel);              // all pixels of the cell known (min-pool)
-        var zKnown = LatentScale.ToLatent(autoencoder, encoderInput, latent.ScaleFactor);
+        var zKnown = Sampling.LatentCodec.ToLatent(autoencoder, encoderInput, latent.ScaleFactor);
         var z0 = RunBatches(model, options, zKnown, latentKeep, seeds, network);
-        var decoded = LatentScale.ToImage(autoencoder, z0, latent.ScaleFactor, options.Engine);
+        var decoded = Sampling.LatentCodec.ToImage(autoencoder, z0, latent.ScaleFactor, options.Engine);
         return where(keep.expand_as(decoded) > 0.5, known.to_type(float32), decoded).MoveToOuterDisposeScope();
     }
 

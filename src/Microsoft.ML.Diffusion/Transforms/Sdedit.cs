@@ -146,7 +146,7 @@ public sealed class SdeditTransformer : ImageToImageTransformer
     {
         // float: Strength; string: the sampler (SamplerSettings as JSON; Progress, CancellationToken, Engine and Classifier are not saved)
         writer.Write(_options.Strength);
-        writer.Write(JsonSerializer.Serialize(SamplerSettings.From(Sampler), DiffusionModelConfig.Json));
+        writer.Write(JsonSerializer.Serialize(Sampler.ToSettings(), DiffusionModelConfig.Json));
         // string: label column ("" = none); bool: ConvertToGrayscale
         writer.Write(_options.LabelColumnName ?? string.Empty);
         writer.Write(_options.ConvertToGrayscale);

@@ -195,8 +195,8 @@ public class LatentDiffusionTests
 
         using var x = ImageTensorConverter.ToTensor(_rows.Take(2).Select(r => r.Image).ToList(), 1);
         double s = _model.Latent!.ScaleFactor;
-        using var z = LatentScale.ToLatent(_autoencoder, x, s);
-        using var roundTrip = LatentScale.ToImage(_autoencoder, z, s);
+        using var z = Sampling.LatentCodec.ToLatent(_autoencoder, x, s);
+        using var roundTrip = Sampling.LatentCodec.ToImage(_autoencoder, z, s);
         var expected = ImageTensorConverter.ToBgraPixels(roundTrip);
         var unchanged = Edit(0f);
         for (int r = 0; r < 2; r++) CollectionAssert.AreEqual(expected[r], unchanged[r], $"row {r}: strength 0 is the autoencoder's round trip");

@@ -142,7 +142,7 @@ public class DiffusersOptionsTests
     [TestMethod]
     public void SamplerSettings_RoundTripTheOptions_AndWriteNothingAtTheDefaults()
     {
-        var defaults = new DiffusionModelConfig { Network = new UNetConfig(), DefaultSampler = SamplerSettings.From(new SamplerOptions()) }.ToJson();
+        var defaults = new DiffusionModelConfig { Network = new UNetConfig(), DefaultSampler = new SamplerOptions().ToSettings() }.ToJson();
         foreach (var key in new[] { "DynamicThresholdingRatio", "SampleMaxValue", "SetAlphaToOne", "UseKarrasSigmas", "UseLuLambdas", "FinalSigmasType", "LowerOrderFinal" })
             Assert.DoesNotContain(key, defaults, "a default is not written, so configs saved before these options read the same");
 
@@ -151,7 +151,7 @@ public class DiffusersOptionsTests
             Sampler = SamplerKind.UniPC, DynamicThresholdingRatio = 0.9, SampleMaxValue = 1.5, SetAlphaToOne = false, UseKarrasSigmas = true,
             FinalSigmasType = FinalSigmasType.SigmaMin, LowerOrderFinal = false,
         };
-        var json = new DiffusionModelConfig { Network = new UNetConfig(), DefaultSampler = SamplerSettings.From(options) }.ToJson();
+        var json = new DiffusionModelConfig { Network = new UNetConfig(), DefaultSampler = options.ToSettings() }.ToJson();
         var back = DiffusionModelConfig.FromJson(json).DefaultSampler.ToOptions();
         Assert.AreEqual(SamplerKind.UniPC, back.Sampler);
         Assert.AreEqual(0.9, back.DynamicThresholdingRatio);

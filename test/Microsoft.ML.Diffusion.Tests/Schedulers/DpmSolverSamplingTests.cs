@@ -166,7 +166,7 @@ public class DpmSolverSamplingTests
     public void SamplerSettings_CarrySpacing_ThroughJson()
     {
         var options = new SamplerOptions { Sampler = SamplerKind.DpmSolverPlusPlus, Steps = 15, Spacing = TimestepSpacing.Linspace };
-        var config = new DiffusionModelConfig { Network = new Microsoft.ML.Diffusion.UNetConfig(), DefaultSampler = SamplerSettings.From(options) };
+        var config = new DiffusionModelConfig { Network = new Microsoft.ML.Diffusion.UNetConfig(), DefaultSampler = options.ToSettings() };
         var back = DiffusionModelConfig.FromJson(config.ToJson()).DefaultSampler.ToOptions();
         Assert.AreEqual(SamplerKind.DpmSolverPlusPlus, back.Sampler);
         Assert.AreEqual(15, back.Steps);

@@ -105,9 +105,9 @@ public class MixedPrecisionTests
     [TestMethod]
     public void SamplerPrecisionIsSavedOnlyWhenNotFp32()
     {
-        string fp32 = System.Text.Json.JsonSerializer.Serialize(SamplerSettings.From(new SamplerOptions()), DiffusionModelConfig.Json);
+        string fp32 = System.Text.Json.JsonSerializer.Serialize(new SamplerOptions().ToSettings(), DiffusionModelConfig.Json);
         StringAssert.DoesNotMatch(fp32, new System.Text.RegularExpressions.Regex("Precision"), "float32 configs are written as before");
-        var bf16 = SamplerSettings.From(new SamplerOptions { Precision = Precision.Bf16Mixed });
+        var bf16 = (new SamplerOptions { Precision = Precision.Bf16Mixed }).ToSettings();
         string json = System.Text.Json.JsonSerializer.Serialize(bf16, DiffusionModelConfig.Json);
         StringAssert.Contains(json, "\"Precision\":\"Bf16Mixed\"");
         var back = System.Text.Json.JsonSerializer.Deserialize<SamplerSettings>(json, DiffusionModelConfig.Json)!;

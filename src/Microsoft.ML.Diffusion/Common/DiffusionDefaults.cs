@@ -11,6 +11,12 @@ public static class DiffusionDefaults
     public const string SeedColumnName = "Seed";
     /// <summary>Class-label column of generation requests (<see cref="GenerativeCatalog.CreateRequests(int, uint, IReadOnlyList{int}, string, string)"/>).</summary>
     public const string LabelColumnName = "Label";
+    /// <summary>Reconstructed-image column of an <see cref="AutoencoderModel"/> (<see cref="AutoencoderTrainer.DefaultOutputColumnName"/>).</summary>
+    public const string ReconstructionColumnName = "Reconstruction";
+    /// <summary>Predicted-label column of a <see cref="NoisyClassifierModel"/> (<see cref="NoisyClassifierTrainer.DefaultPredictedLabelColumnName"/>).</summary>
+    public const string PredictedLabelColumnName = "PredictedLabel";
+    /// <summary>Class-probability column of a <see cref="NoisyClassifierModel"/> (<see cref="NoisyClassifierTrainer.DefaultScoreColumnName"/>).</summary>
+    public const string ScoreColumnName = "Score";
     /// <summary>Probability of training a class-conditional model's step on the null label (Ho &amp; Salimans 2022 use 0.1-0.2).</summary>
     public const float ConditionDropProbability = 0.1f;
     /// <summary>Image side in pixels (Fashion-MNIST).</summary>

@@ -1,7 +1,8 @@
 using Microsoft.ML.Diffusion.Models;
+using Microsoft.ML.Diffusion.Persistence;
 using Microsoft.ML.Runtime;
 
-namespace Microsoft.ML.Diffusion.Persistence;
+namespace Microsoft.ML.Diffusion.Transforms;
 
 /// <summary>The binary layout of a <see cref="NoisyClassifierModel"/> inside an ML.NET model zip (versioned, like
 /// <see cref="DiffusionModelFormat"/>): string NoisyClassifierModelConfig as JSON (network, schedule, T, columns, steps), the

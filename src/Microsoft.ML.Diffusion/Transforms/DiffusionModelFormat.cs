@@ -1,7 +1,8 @@
 using Microsoft.ML.Diffusion.Models;
+using Microsoft.ML.Diffusion.Persistence;
 using Microsoft.ML.Runtime;
 
-namespace Microsoft.ML.Diffusion.Persistence;
+namespace Microsoft.ML.Diffusion.Transforms;
 
 /// <summary>
 /// The binary layout of a <see cref="DiffusionModel"/> inside an ML.NET model zip (ModelSaveContext), versioned
@@ -77,6 +78,7 @@ internal static class DiffusionModelFormat
             throw new InvalidDataException("The diffusion model's configuration in the zip is corrupt.", e);
         }
         config.Validate();
+        config.DefaultSampler.Validate(config);
         if (config.NeedsObjectivesFormat && ctx.Header.ModelVerWritten < VersionWritten)
             throw new InvalidDataException(
                 $"The model's configuration asks for a 1.3 feature (RescaleBetasZeroSnr or Objective {config.Objective}), but the zip has format 0x{ctx.Header.ModelVerWritten:X8}; the file is corrupt or was edited.");

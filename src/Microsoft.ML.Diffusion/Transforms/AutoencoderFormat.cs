@@ -1,7 +1,8 @@
 using Microsoft.ML.Diffusion.Models;
+using Microsoft.ML.Diffusion.Persistence;
 using Microsoft.ML.Runtime;
 
-namespace Microsoft.ML.Diffusion.Persistence;
+namespace Microsoft.ML.Diffusion.Transforms;
 
 /// <summary>The binary layout of an <see cref="AutoencoderModel"/> inside an ML.NET model zip (versioned, like
 /// <see cref="DiffusionModelFormat"/>): string AutoencoderModelConfig as JSON (network, columns, KL weight, steps), the

@@ -2,7 +2,7 @@ using System.Reflection;
 using Microsoft.ML.Data;
 using System.Runtime.ExceptionServices;
 
-namespace Microsoft.ML.Diffusion.Persistence;
+namespace Microsoft.ML.Diffusion.Transforms;
 
 /// <summary>
 /// Loads a model zip with <c>mlContext.Model.Load</c> and turns its failures into exceptions that name the file: ML.NET calls
