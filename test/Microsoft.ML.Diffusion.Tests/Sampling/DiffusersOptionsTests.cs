@@ -167,4 +167,20 @@ public class DiffusersOptionsTests
         Assert.AreEqual(0.995, old.DynamicThresholdingRatio);
         Assert.IsTrue(double.IsPositiveInfinity(old.SampleMaxValue) && old.SetAlphaToOne && old.LowerOrderFinal);
     }
+
+    [TestMethod]
+    public void SavedSampler_IsCheckedAgainstTheModel_WithTheFieldAndValueNamed()
+    {
+        var ddpmModel = new DiffusionModelConfig { Network = new UNetConfig(), Timesteps = 1000 };
+        new SamplerSettings { Sampler = SamplerKind.DpmSolverPlusPlus, Steps = 20 }.Validate(ddpmModel);   // a valid one passes
+
+        var tooMany = Assert.ThrowsExactly<InvalidDataException>(() => new SamplerSettings { Steps = 1001 }.Validate(ddpmModel));
+        StringAssert.Contains(tooMany.Message, "1001");
+        StringAssert.Contains(tooMany.Message, "default sampler");
+        var flow = Assert.ThrowsExactly<InvalidDataException>(() => new SamplerSettings { Sampler = SamplerKind.FlowMatchEuler }.Validate(ddpmModel));
+        StringAssert.Contains(flow.Message, "FlowMatching");
+        var flowModel = ddpmModel with { Objective = DiffusionObjective.FlowMatching };
+        new SamplerSettings { Sampler = SamplerKind.FlowMatchEuler }.Validate(flowModel);
+        Assert.ThrowsExactly<InvalidDataException>(() => new SamplerSettings { Sampler = SamplerKind.Ddim }.Validate(flowModel));
+    }
 }
