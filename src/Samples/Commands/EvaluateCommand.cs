@@ -38,16 +38,20 @@ public static class EvaluateCommand
         var batch = new Option<int>("--batch-size") { Description = "Images denoised together", DefaultValueFactory = _ => 64 }.AtLeast(1);
         var precision = new Option<Precision>("--precision") { Description = "Number format of the network while sampling: Fp32 or Bf16Mixed", DefaultValueFactory = _ => Precision.Fp32 };
         var engine = EngineOption.Create();
+        var baseline = new Option<bool>("--baseline")
+        {
+            Description = "Also score the first --count training images against the same test images: the distance a model that reproduced the data would reach at this count (the floor that the small-sample bias sets)",
+        };
         var command = new Command("evaluate", "FID-like Frechet distance and KID of generated images against the test split")
-            { model, data, count, sampler, steps, seed, json, classifier, batch, precision, engine };
+            { model, data, count, sampler, steps, seed, json, classifier, batch, precision, engine, baseline };
         command.SetAction(parse => Run(parse.GetValue(model)!, parse.GetValue(data)!, parse.GetValue(count), parse.GetValue(sampler)!,
             parse.GetValue(steps), parse.GetValue(seed), parse.GetValue(json), parse.GetValue(classifier)!, parse.GetValue(batch), parse.GetValue(precision),
-            parse.GetValue(engine)));
+            parse.GetValue(engine), parse.GetValue(baseline)));
         return command;
     }
 
     public static int Run(string modelPath, string dataDir, int count, string samplerName, int? steps, uint seed, string? jsonPath,
-        string classifierPath, int batchSize, Precision precision = Precision.Fp32, InferenceEngine engine = EngineOption.Default)
+        string classifierPath, int batchSize, Precision precision = Precision.Fp32, InferenceEngine engine = EngineOption.Default, bool baseline = false)
     {
         if (count < 2) throw new CliException($"--count is {count}; expected a value >= 2.");
         InputFiles.RequireFile(modelPath, "--model", InputFiles.DiffusionModelFile);
@@ -55,7 +59,8 @@ public static class EvaluateCommand
         var ml = new MLContext();
         using var diffusion = InputFiles.LoadDiffusionModel(ml, modelPath);
         using var net = LoadClassifier(classifierPath);
-        InputFiles.RequireFashionMnist(dataDir, "t10k");
+        if (baseline) InputFiles.RequireFashionMnist(dataDir, "t10k", "train");
+        else InputFiles.RequireFashionMnist(dataDir, "t10k");
 
         var (testX, testY) = FashionMnist.LoadTensors(dataDir, "t10k");
         using var _1 = testX; using var _2 = testY;
@@ -89,12 +94,24 @@ public static class EvaluateCommand
 
         using var scores = new SampleScores(net, testX, count);
         var (fd, kid) = scores.Distances(generated);
+        (double Fd, double Kid)? floor = null;
+        if (baseline)
+        {
+            // Real images against real images: what the distance reads for a perfect model at this count.
+            var (trainX, trainY) = FashionMnist.LoadTensors(dataDir, "train", count);
+            using (trainX) using (trainY) floor = scores.Distances(trainX);
+        }
 
         var table = new Table().AddColumn("Metric").AddColumn(new TableColumn("Value").RightAligned());
         table.AddRow("sampler", $"{samplerName}, {resolvedSteps} steps, {precision}, {engine}");
         table.AddRow("images", $"{count} generated vs {count} test");
         table.AddRow("Frechet distance (FID-like)", $"{fd:F3}");
         table.AddRow("KID (unbiased MMD^2)", $"{kid:F4}");
+        if (floor is { } f)
+        {
+            table.AddRow($"Frechet distance of {count} training images (floor)", $"{f.Fd:F3}");
+            table.AddRow($"KID of {count} training images", $"{f.Kid:F4}");
+        }
         table.AddRow("sampling time", $"{samplingSeconds:F1} s");
         table.AddRow("classifier test accuracy", $"{accuracy:P2}");
         AnsiConsole.Write(table);
@@ -115,6 +132,11 @@ public static class EvaluateCommand
                 ["wall_seconds_sampling"] = Math.Round(samplingSeconds, 3),
                 ["classifier_accuracy_on_test"] = accuracy,
             };
+            if (floor is { } b)
+            {
+                doc["train_images_frechet_distance"] = b.Fd;
+                doc["train_images_kid"] = b.Kid;
+            }
             string? dir = Path.GetDirectoryName(Path.GetFullPath(jsonPath));
             if (dir != null) Directory.CreateDirectory(dir);
             File.WriteAllText(jsonPath, doc.ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }));

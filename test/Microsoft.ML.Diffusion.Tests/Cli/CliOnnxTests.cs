@@ -30,7 +30,7 @@ public sealed class CliOnnxTests
     private static string Bundled(string name) => Path.Combine(Path.GetDirectoryName(CliBadInputTests.BundledModel)!, name);
 
     /// <summary>Runs the samples app with <paramref name="arguments"/>; exit code and stdout + stderr.</summary>
-    private static (int ExitCode, string Output) Run(params string[] arguments)
+    internal static (int ExitCode, string Output) Run(params string[] arguments)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         psi.ArgumentList.Add(Persistence.SamplesApp.Path());
@@ -47,7 +47,7 @@ public sealed class CliOnnxTests
         return (child.ExitCode, stdout + stderr.Result);
     }
 
-    private static void RunOk(params string[] arguments)
+    internal static void RunOk(params string[] arguments)
     {
         var (code, log) = Run(arguments);
         Assert.AreEqual(0, code, $"{string.Join(' ', arguments)}:\n{log}");
