@@ -62,11 +62,16 @@ public static class TrainCommand
         var evalSteps = new Option<int?>("--eval-steps") { Description = "Sampler steps of the evaluations (default: the sampler's; DDIM 50)" }.AtLeast(1);
         var evalPerClass = new Option<int>("--eval-per-class") { Description = "With --conditional: images per class for the classifier's accuracy at guidance 1 and 3 (0: skip)", DefaultValueFactory = _ => 50 }.AtLeast(0);
         var classifier = new Option<string>("--classifier") { Description = "Feature classifier of the evaluations (train-classifier)", DefaultValueFactory = _ => EvaluateCommand.DefaultClassifierPath };
+        var saveMilestones = new Option<bool>("--save-milestones")
+        {
+            Description = "With --eval-every: also save the model of each evaluated epoch (model-epoch-NNN.zip next to its grid), to ship the best rather than the last",
+        };
 
         var command = new Command("train", "Train a diffusion model on Fashion-MNIST")
         {
             data, limit, epochs, output, batch, baseChannels, timesteps, schedule, lr, ema, seed, maxSteps, checkpoints, warmup, lrSchedule, threads, prediction, weighting, selfConditioning,
             objective, zeroSnr, offsetNoise, conditional, conditionDrop, superResolution, precision, metrics, evalEvery, evalSamples, evalSampler, evalSteps, evalPerClass, classifier,
+            saveMilestones,
         };
         command.SetAction(parse =>
         {
@@ -84,6 +89,9 @@ public static class TrainCommand
             int? every = parse.GetValue(evalEvery);
             if (every is not null && metricsPath is null)
                 throw new CliException("--eval-every needs --metrics FILE.csv or --checkpoint-dir (the figures and grids go next to the metrics file).");
+            bool milestones = parse.GetValue(saveMilestones);
+            if (milestones && every is null)
+                throw new CliException("--save-milestones saves the model of each evaluated epoch; it needs --eval-every N.");
             using var metricsLog = metricsPath is null ? null : MetricsLog.Open(metricsPath, metricsOption);
             string dir = parse.GetValue(data)!;
             using var evaluation = every is int k
@@ -154,6 +162,11 @@ public static class TrainCommand
                             var row = evaluation.Run(snapshot, Path.Combine(outputFolder, $"grid-epoch-{snapshot.Epoch:D3}.png"), ctx);
                             metricsLog!.Append(row);
                             evaluations.Add(row);
+                            if (milestones)
+                            {
+                                using var milestone = snapshot.CreateModel();
+                                SaveAtomically(ml, milestone, images.Schema, Path.Combine(outputFolder, $"model-epoch-{snapshot.Epoch:D3}.zip"));
+                            }
                             // The curve so far, redrawn after each evaluation.
                             PlotCommand.Save(MetricsRow.ReadAll(metricsLog.Path), metricsLog.Path, Path.Combine(outputFolder, "learning-curve.png"),
                                 new LearningCurvePlot.Settings(Title: "Learning curve"));
@@ -173,7 +186,7 @@ public static class TrainCommand
                     $" ({row.EvalSamples} images, {row.EvalSampler} {row.EvalSteps} steps, {row.EvalSeconds:F0} s).");
             if (metricsLog is not null) AnsiConsole.MarkupLine($"Metrics: [bold]{Markup.Escape(metricsLog.Path)}[/] (draw them with: plot --metrics {Markup.Escape(metricsLog.Path)}).");
             string outPath = parse.GetValue(output)!;
-            ml.Model.Save(model, images.Schema, outPath);
+            SaveAtomically(ml, model, images.Schema, outPath);
             AnsiConsole.MarkupLine($"Trained {model.Config.TrainedSteps:N0} steps in {watch.Elapsed.TotalMinutes:F1} min " +
                                    $"({total * (double)e / watch.Elapsed.TotalSeconds:F1} img/s); wrote [bold]{Markup.Escape(outPath)}[/].");
             if (retries > 0)
@@ -181,6 +194,15 @@ public static class TrainCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>Saves <paramref name="model"/> to <paramref name="path"/> through a temporary file, so an interrupted save leaves the
+    /// previous file (or none) rather than a partial zip.</summary>
+    private static void SaveAtomically(MLContext ml, DiffusionModel model, DataViewSchema schema, string path)
+    {
+        string full = Path.GetFullPath(path), temporary = full + ".tmp";
+        ml.Model.Save(model, schema, temporary);
+        File.Move(temporary, full, overwrite: true);
     }
 
     /// <summary>The names <c>--objective</c> accepts.</summary>

@@ -78,6 +78,47 @@ public sealed class CliLearningCurveTests
         Assert.IsTrue(resumed.Skip(5).All(r => Number(r[3]) < 10 && r[2] == "3"), "the redone steps' rows are this run's");
     }
 
+    /// <summary><c>--save-milestones</c> keeps the model of each evaluated epoch: the milestone of the last epoch is the saved model,
+    /// an evaluation of a milestone gives its row's distance, and without <c>--eval-every</c> the option is refused.</summary>
+    [TestMethod]
+    public void SaveMilestonesKeepsTheModelOfEachEvaluatedEpoch()
+    {
+        string run = Path.Combine(_dir, "milestones");
+        string common = $"train --data {_dir}/data --limit 16 --batch-size 8 --base-channels 8 --timesteps 20 --epochs 2 --out {run}/model.zip";
+        var (code, log) = Samples($"{common} --metrics {run}/metrics.csv --eval-every 1 --eval-samples 8 --eval-steps 2 --save-milestones");
+        Assert.AreEqual(0, code, log);
+        var evals = File.ReadAllLines(Path.Combine(run, "metrics.csv")).Skip(1).Select(l => l.Split(',')).Where(r => r[0] == "eval").ToArray();
+        Assert.AreEqual(2, evals.Length);
+        for (int epoch = 1; epoch <= 2; epoch++)
+        {
+            string milestone = Path.Combine(run, $"model-epoch-{epoch:D3}.zip");
+            (code, log) = Samples($"evaluate --model {milestone} --data {_dir}/data --count 8 --sampler ddim --steps 2 --json {run}/e{epoch}.json");
+            Assert.AreEqual(0, code, log);
+            using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(run, $"e{epoch}.json")));
+            double fd = json.RootElement.GetProperty("frechet_distance").GetDouble();
+            Assert.AreEqual(Number(evals[epoch - 1][6]), fd, 1e-6 * fd, $"the milestone of epoch {epoch} is the model its evaluation measured");
+        }
+        CollectionAssert.AreEqual(Weights(Path.Combine(run, "model.zip")), Weights(Path.Combine(run, "model-epoch-002.zip")),
+            "the last epoch's milestone holds the final weights");
+        CollectionAssert.AreNotEqual(Weights(Path.Combine(run, "model-epoch-001.zip")), Weights(Path.Combine(run, "model-epoch-002.zip")));
+        Assert.IsFalse(Directory.EnumerateFiles(run, "*.tmp").Any(), "no temporary file is left");
+
+        (code, log) = Samples($"{common} --save-milestones");
+        Assert.AreNotEqual(0, code);
+        StringAssert.Contains(log, "--eval-every");
+    }
+
+    /// <summary>The bytes of the weights entry of a model zip.</summary>
+    private static byte[] Weights(string zip)
+    {
+        using var archive = System.IO.Compression.ZipFile.OpenRead(zip);
+        var entry = archive.Entries.Single(e => e.Name == "TorchWeights.bin");
+        using var stream = entry.Open();
+        using var copy = new MemoryStream();
+        stream.CopyTo(copy);
+        return copy.ToArray();
+    }
+
     /// <summary>A class-conditional run also records the classifier's accuracy at guidance 1 and 3 (one image per class here, so
     /// each is a multiple of 1/10) and draws one grid row per class.</summary>
     [TestMethod]
