@@ -9,6 +9,6 @@ if [ ! -f "$out/ckpt/checkpoint.bin" ] && [ -f "$saved/checkpoint.bin" ]; then m
 for attempt in 1 2 3 4 5; do
   nice -n 5 $samples train --conditional --threads ${THREADS:-1} --epochs ${EPOCHS:-30} --seed 1 --precision Bf16Mixed --lr-warmup 500 \
     --ema 0.9995 --checkpoint-dir "$out/ckpt" --out "$out/model.zip" \
-    --eval-every 2 --eval-samples 500 --eval-sampler dpm-solver++ --eval-steps 20 --eval-per-class 100 --save-milestones >> "$out/train.log" 2>&1 && break
+    --eval-every 2 --eval-samples 500 --eval-sampler dpm-solver++ --eval-steps 20 --eval-per-class ${PER_CLASS:-50} --save-milestones >> "$out/train.log" 2>&1 && break
   echo "attempt $attempt failed at $(date -u +%FT%TZ)" >> "$out/run.log"
 done
