@@ -87,19 +87,5 @@ internal sealed class OnnxModelFile
 
     /// <summary>Writes <paramref name="model"/> to <paramref name="path"/> through a temporary file next to it, so a failed export
     /// leaves no partial .onnx file.</summary>
-    public static void Write(string path, Action<Stream> model)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(path);
-        ArgumentNullException.ThrowIfNull(model);
-        string temp = path + ".tmp";
-        try
-        {
-            using (var file = File.Create(temp)) model(file);
-            File.Move(temp, path, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp)) File.Delete(temp);
-        }
-    }
+    public static void Write(string path, Action<Stream> model) => Common.AtomicFile.Write(path, model);
 }

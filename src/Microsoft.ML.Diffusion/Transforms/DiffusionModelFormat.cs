@@ -82,14 +82,6 @@ internal static class DiffusionModelFormat
         if (config.NeedsObjectivesFormat && ctx.Header.ModelVerWritten < VersionWritten)
             throw new InvalidDataException(
                 $"The model's configuration asks for a 1.3 feature (RescaleBetasZeroSnr or Objective {config.Objective}), but the zip has format 0x{ctx.Header.ModelVerWritten:X8}; the file is corrupt or was edited.");
-        try
-        {
-            config.Conditioning?.Validate(config.ImageSize);
-        }
-        catch (ArgumentException e)
-        {
-            throw new InvalidDataException($"The diffusion model's conditioning in the zip is invalid: {e.Message}", e);
-        }
 
         var manifest = WeightManifest.Read(ctx.Reader);
         long manifestElements = TorchWeightsFormat.ElementCount(manifest, "The model's weight manifest");

@@ -198,12 +198,8 @@ public static class TrainCommand
 
     /// <summary>Saves <paramref name="model"/> to <paramref name="path"/> through a temporary file, so an interrupted save leaves the
     /// previous file (or none) rather than a partial zip.</summary>
-    private static void SaveAtomically(MLContext ml, DiffusionModel model, DataViewSchema schema, string path)
-    {
-        string full = Path.GetFullPath(path), temporary = full + ".tmp";
-        ml.Model.Save(model, schema, temporary);
-        File.Move(temporary, full, overwrite: true);
-    }
+    private static void SaveAtomically(MLContext ml, DiffusionModel model, DataViewSchema schema, string path) =>
+        Microsoft.ML.Diffusion.Common.AtomicFile.Write(path, stream => ml.Model.Save(model, schema, stream));
 
     /// <summary>The names <c>--objective</c> accepts.</summary>
     public static readonly string[] ObjectiveNames = { "ddpm", "flow-matching" };
