@@ -42,16 +42,21 @@ public static class EvaluateCommand
         {
             Description = "Also score the first --count training images against the same test images: the distance a model that reproduced the data would reach at this count (the floor that the small-sample bias sets)",
         };
+        var resume = new Option<string?>("--resume-dir")
+        {
+            Description = "Keep the generated images in this folder, one file per batch, and reuse them when the same evaluation runs again: an interrupted run goes on where it stopped, and a larger --count adds to the images there",
+        };
         var command = new Command("evaluate", "FID-like Frechet distance and KID of generated images against the test split")
-            { model, data, count, sampler, steps, seed, json, classifier, batch, precision, engine, baseline };
+            { model, data, count, sampler, steps, seed, json, classifier, batch, precision, engine, baseline, resume };
         command.SetAction(parse => Run(parse.GetValue(model)!, parse.GetValue(data)!, parse.GetValue(count), parse.GetValue(sampler)!,
             parse.GetValue(steps), parse.GetValue(seed), parse.GetValue(json), parse.GetValue(classifier)!, parse.GetValue(batch), parse.GetValue(precision),
-            parse.GetValue(engine), parse.GetValue(baseline)));
+            parse.GetValue(engine), parse.GetValue(baseline), parse.GetValue(resume)));
         return command;
     }
 
     public static int Run(string modelPath, string dataDir, int count, string samplerName, int? steps, uint seed, string? jsonPath,
-        string classifierPath, int batchSize, Precision precision = Precision.Fp32, InferenceEngine engine = EngineOption.Default, bool baseline = false)
+        string classifierPath, int batchSize, Precision precision = Precision.Fp32, InferenceEngine engine = EngineOption.Default, bool baseline = false,
+        string? resumeDir = null)
     {
         if (count < 2) throw new CliException($"--count is {count}; expected a value >= 2.");
         InputFiles.RequireFile(modelPath, "--model", InputFiles.DiffusionModelFile);
@@ -78,11 +83,14 @@ public static class EvaluateCommand
         };
         int resolvedSteps = options.ResolveSteps(diffusion.Timesteps);
         var seeds = SampleScores.Seeds(seed, count);
+        var cache = resumeDir == null ? null
+            : SampleCache.Open(resumeDir, SampleCache.Settings(modelPath, samplerName, resolvedSteps, precision, engine, seed, batchSize));
         Tensor generated;
         var watch = Stopwatch.StartNew();
         try
         {
-            generated = GenerateCommand.WithSamplingProgress(diffusion, count, options, () => diffusion.GenerateTensor(seeds, options));
+            generated = cache != null ? cache.Generate(diffusion, seeds, options)
+                : GenerateCommand.WithSamplingProgress(diffusion, count, options, () => diffusion.GenerateTensor(seeds, options));
         }
         catch (OperationCanceledException)
         {
