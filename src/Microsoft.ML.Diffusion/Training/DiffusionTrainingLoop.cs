@@ -17,8 +17,11 @@ internal sealed record TrainingSettings
     public long WarmupSteps { get; init; }
     /// <summary>The learning rate after the warm-up (<see cref="LearningRateCurve"/>).</summary>
     public LearningRateSchedule LearningRateSchedule { get; init; } = LearningRateSchedule.Constant;
-    /// <summary>The run's total optimizer steps; needed by <see cref="LearningRateSchedule.Cosine"/>.</summary>
+    /// <summary>The run's total optimizer steps; needed by <see cref="LearningRateSchedule.Cosine"/> and a cool-down.</summary>
     public long? TotalSteps { get; init; }
+    /// <summary>With <see cref="LearningRateSchedule.Constant"/>: the last steps of the run, over which the rate falls linearly to
+    /// zero (0: none; <see cref="LearningRateCurve"/>).</summary>
+    public long DecaySteps { get; init; }
     /// <summary>Gradients are rescaled so that their global L2 norm is at most this (0 disables).</summary>
     public double GradientClipNorm { get; init; } = 1.0;
     /// <summary>EMA decay of the weights used for sampling.</summary>
@@ -75,7 +78,7 @@ internal sealed class DiffusionTrainingLoop : TrainingLoop
     public DiffusionTrainingLoop(UNet model, UNet emaModel, DiffusionSchedule schedule, TrainingSettings settings, Device device)
         : base(Checked(model, settings), settings.Seed, device,
                parameters => ScalarSafeOptimizers.AdamW(parameters, settings.LearningRate, settings.WeightDecay),
-               new LearningRatePlan(settings.LearningRate, settings.WarmupSteps, settings.LearningRateSchedule, settings.TotalSteps),
+               new LearningRatePlan(settings.LearningRate, settings.WarmupSteps, settings.LearningRateSchedule, settings.TotalSteps, settings.DecaySteps),
                settings.GradientClipNorm)
     {
         Model = model;
@@ -105,6 +108,10 @@ internal sealed class DiffusionTrainingLoop : TrainingLoop
             throw new ArgumentOutOfRangeException(nameof(settings), settings.WarmupSteps, "WarmupSteps must be 0 or more.");
         if (settings.LearningRateSchedule == LearningRateSchedule.Cosine && settings.TotalSteps is null)
             throw new ArgumentException("A cosine learning-rate schedule needs TrainingSettings.TotalSteps.", nameof(settings));
+        if (settings.DecaySteps < 0)
+            throw new ArgumentOutOfRangeException(nameof(settings), settings.DecaySteps, "DecaySteps must be 0 or more.");
+        if (settings.DecaySteps > 0 && (settings.LearningRateSchedule != LearningRateSchedule.Constant || settings.TotalSteps is null))
+            throw new ArgumentException("A learning-rate cool-down (DecaySteps) needs the Constant schedule and TrainingSettings.TotalSteps.", nameof(settings));
         if (settings.NumClasses != model.Config.NumClasses)
             throw new ArgumentException(
                 $"TrainingSettings.NumClasses is {settings.NumClasses} but the network has {model.Config.NumClasses} classes.", nameof(settings));

@@ -59,6 +59,14 @@ public sealed partial class DiffusionTrainer
         /// <see cref="Diffusion.LearningRateSchedule.Cosine"/>, a half-cosine decay to zero at the run's last step (which needs a
         /// row count the data view knows, or MaxSteps).</summary>
         public LearningRateSchedule LearningRateSchedule { get; set; } = LearningRateSchedule.Constant;
+        /// <summary>
+        /// With the <see cref="Diffusion.LearningRateSchedule.Constant"/> schedule: the run's last optimizer steps, over which the
+        /// learning rate falls linearly to zero (a cool-down, as in warmup-stable-decay training; 0, the default: none). Like
+        /// the total step count it is not part of the checkpoint identity: a constant-rate run resumed with a cool-down follows
+        /// exactly the curve it would have had from the start, as long as the checkpoint lies before the cool-down begins.
+        /// Needs a row count the data view knows, or MaxSteps.
+        /// </summary>
+        public int LearningRateDecaySteps { get; set; }
         /// <summary>AdamW decoupled weight decay.</summary>
         public float WeightDecay { get; set; } = DiffusionDefaults.WeightDecay;
         /// <summary>Global gradient-norm clip (0 disables).</summary>

@@ -45,6 +45,13 @@ public sealed partial class DiffusionTrainer
         if (!Enum.IsDefined(o.LearningRateSchedule))
             throw new ArgumentOutOfRangeException(nameof(o.LearningRateSchedule), o.LearningRateSchedule,
                 "DiffusionTrainer.Options.LearningRateSchedule must be Constant or Cosine.");
+        if (o.LearningRateDecaySteps < 0)
+            throw new ArgumentOutOfRangeException(nameof(o.LearningRateDecaySteps), o.LearningRateDecaySteps,
+                "DiffusionTrainer.Options.LearningRateDecaySteps must be 0 (no cool-down) or more.");
+        if (o.LearningRateDecaySteps > 0 && o.LearningRateSchedule != LearningRateSchedule.Constant)
+            throw new ArgumentException(
+                $"DiffusionTrainer.Options.LearningRateDecaySteps is {o.LearningRateDecaySteps}, but LearningRateSchedule is {o.LearningRateSchedule}, " +
+                "which already decays to zero; a cool-down goes with LearningRateSchedule.Constant.", nameof(o.LearningRateDecaySteps));
         if (!(o.EmaDecay >= 0 && o.EmaDecay < 1))
             throw new ArgumentOutOfRangeException(nameof(o.EmaDecay), o.EmaDecay, "DiffusionTrainer.Options.EmaDecay must be in [0, 1).");
         if (o.MaxSteps is long m && m < 1)
@@ -134,7 +141,7 @@ public sealed partial class DiffusionTrainer
     /// The run's identity in its checkpoints: a checkpoint resumes only under the same one. Options added over time enter it
     /// only when not at their defaults, each as one more layer { Run = identity so far, option }, so that checkpoints written
     /// before an option existed keep resuming. The total step count is left out, so raising Epochs continues a run (a cosine
-    /// run stretches its decay).
+    /// run stretches its decay), and so is the cool-down (LearningRateDecaySteps), so a constant-rate run can end in one.
     /// </summary>
     private static string CheckpointIdentity(Options o, UNetConfig netConfig, int? numClasses, LatentSpace? latent)
     {

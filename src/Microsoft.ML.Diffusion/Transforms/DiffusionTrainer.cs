@@ -75,10 +75,15 @@ public sealed partial class DiffusionTrainer : IEstimator<DiffusionModel>
             throw new InvalidOperationException(
                 $"DiffusionTrainer.Options.LearningRateSchedule is Cosine, which decays to zero at the run's last step, but the input data view " +
                 $"does not know its row count; set MaxSteps, or use LearningRateSchedule.Constant.");
+        if (o.LearningRateDecaySteps > 0 && plannedSteps is null)
+            throw new InvalidOperationException(
+                $"DiffusionTrainer.Options.LearningRateDecaySteps is {o.LearningRateDecaySteps}, a cool-down over the run's last steps, but the input " +
+                $"data view does not know its row count; set MaxSteps, or set LearningRateDecaySteps = 0.");
         var settings = new TrainingSettings
         {
             LearningRate = o.LearningRate, WeightDecay = o.WeightDecay, GradientClipNorm = o.GradientClipNorm,
             WarmupSteps = o.LearningRateWarmupSteps, LearningRateSchedule = o.LearningRateSchedule, TotalSteps = plannedSteps,
+            DecaySteps = o.LearningRateDecaySteps,
             EmaDecay = o.EmaDecay, Seed = seed, Prediction = o.Prediction, LossWeighting = o.LossWeighting,
             LearnedVariance = o.Variance == VarianceType.Learned, SelfConditioning = o.SelfConditioning,
             LowResolutionFactor = o.Conditioning?.Factor ?? 0,

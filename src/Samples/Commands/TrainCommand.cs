@@ -28,6 +28,11 @@ public static class TrainCommand
         var lr = new Option<float>("--lr") { Description = "AdamW learning rate", DefaultValueFactory = _ => 2e-4f };
         var warmup = new Option<int>("--lr-warmup") { Description = "Optimizer steps of linear learning-rate warm-up", DefaultValueFactory = _ => 0 }.AtLeast(0);
         var lrSchedule = new Option<LearningRateSchedule>("--lr-schedule") { Description = "Learning rate after the warm-up: Constant or Cosine (decays to zero at the last step)", DefaultValueFactory = _ => LearningRateSchedule.Constant };
+        var lrDecay = new Option<int>("--lr-decay-steps")
+        {
+            Description = "With --lr-schedule Constant: cool the learning rate down linearly to zero over the run's last N optimizer steps (a run resumed from a checkpoint before the cool-down continues exactly)",
+            DefaultValueFactory = _ => 0,
+        }.AtLeast(0);
         var threads = new Option<int?>("--threads") { Description = "CPU threads for libtorch (default: all cores)" }.AtLeast(1);
         var ema = new Option<float>("--ema") { Description = "EMA decay", DefaultValueFactory = _ => 0.995f };
         var seed = new Option<int>("--seed") { Description = "Seed of weights, noise and data order", DefaultValueFactory = _ => 1 };
@@ -69,7 +74,7 @@ public static class TrainCommand
 
         var command = new Command("train", "Train a diffusion model on Fashion-MNIST")
         {
-            data, limit, epochs, output, batch, baseChannels, timesteps, schedule, lr, ema, seed, maxSteps, checkpoints, warmup, lrSchedule, threads, prediction, weighting, selfConditioning,
+            data, limit, epochs, output, batch, baseChannels, timesteps, schedule, lr, ema, seed, maxSteps, checkpoints, warmup, lrSchedule, lrDecay, threads, prediction, weighting, selfConditioning,
             objective, zeroSnr, offsetNoise, conditional, conditionDrop, superResolution, precision, metrics, evalEvery, evalSamples, evalSampler, evalSteps, evalPerClass, classifier,
             saveMilestones,
         };
@@ -92,6 +97,9 @@ public static class TrainCommand
             bool milestones = parse.GetValue(saveMilestones);
             if (milestones && every is null)
                 throw new CliException("--save-milestones saves the model of each evaluated epoch; it needs --eval-every N.");
+            if (parse.GetValue(lrDecay) is > 0 and int decaySteps && parse.GetValue(lrSchedule) != LearningRateSchedule.Constant)
+                throw new CliException($"--lr-decay-steps is {decaySteps}, but --lr-schedule is {parse.GetValue(lrSchedule)}, which already decays to zero; " +
+                    "a cool-down goes with --lr-schedule Constant.");
             using var metricsLog = metricsPath is null ? null : MetricsLog.Open(metricsPath, metricsOption);
             string dir = parse.GetValue(data)!;
             using var evaluation = every is int k
@@ -116,6 +124,7 @@ public static class TrainCommand
                 BaseChannels = parse.GetValue(baseChannels), Timesteps = parse.GetValue(timesteps), Schedule = parse.GetValue(schedule),
                 Epochs = e, BatchSize = b, LearningRate = parse.GetValue(lr), EmaDecay = parse.GetValue(ema),
                 LearningRateWarmupSteps = parse.GetValue(warmup), LearningRateSchedule = parse.GetValue(lrSchedule),
+                LearningRateDecaySteps = parse.GetValue(lrDecay),
                 Seed = parse.GetValue(seed), MaxSteps = parse.GetValue(maxSteps), CheckpointDirectory = checkpointDir,
                 Prediction = parse.GetValue(prediction), LossWeighting = parse.GetValue(weighting),
                 SelfConditioning = parse.GetValue(selfConditioning), Precision = parse.GetValue(precision),
@@ -131,6 +140,9 @@ public static class TrainCommand
             };
             long steps = (long)Math.Ceiling(total / (double)b) * e;
             if (options.MaxSteps is long m) steps = Math.Min(steps, m);
+            // The images are streamed from the IDX file, so the data view does not know its row count; a curve that ends at the
+            // run's last step (cosine, cool-down) gets it from here. MaxSteps is not part of the checkpoint identity.
+            if (options.LearningRateSchedule == LearningRateSchedule.Cosine || options.LearningRateDecaySteps > 0) options.MaxSteps = steps;
             AnsiConsole.MarkupLine($"Training on [bold]{total:N0}[/] images from {Markup.Escape(dir)}: {e} epoch(s), batch {b}, {steps:N0} steps.");
 
             var watch = Stopwatch.StartNew();

@@ -128,6 +128,8 @@ public sealed class CliBadInputTests
         // training commands
         Case("train --data {dir}/no-data", "--data", "no-data"),
         Case("train --epochs 0", "--epochs"),
+        Case("train --lr-decay-steps -5", "--lr-decay-steps", "-5"),
+        Case("train --lr-schedule Cosine --lr-decay-steps 100", "--lr-decay-steps", "--lr-schedule is Cosine"),
         Case("train --batch-size -1", "--batch-size"),
         Case("train --super-resolution 3", "--super-resolution"),
         Case("train --eval-every 0", "--eval-every"),
